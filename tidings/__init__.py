@@ -1,0 +1,60 @@
+"""tidings: actor-model publish/subscribe events for trio and anyio.
+
+Named channels carry named events; callbacks (sync or async) or async iterators
+receive them; a connection supervisor keeps the broker connection alive. The
+embedded ``memory://`` broker is the default.
+
+::
+
+    import tidings
+
+    async with tidings.open_channels("memory://", namespace="shop") as channels:
+        await channels.register("orders", "created", print)
+        await channels.publish("orders", "created", {"id": 1})
+"""
+
+from __future__ import annotations
+
+from ._options import Options as Options
+from ._stats import Stats as Stats
+from .channels import Channel as Channel
+from .channels import Channels as Channels
+from .channels import Event as Event
+from .channels import StatusType as StatusType
+from .channels import open_channels as open_channels
+from .errors import CallbackError as CallbackError
+from .errors import ConnectionError as ConnectionError
+from .errors import ProtocolError as ProtocolError
+from .errors import PublishError as PublishError
+from .errors import TidingsError as TidingsError
+from .protocols import Bytes as Bytes
+from .protocols import Codec as Codec
+from .protocols import Json as Json
+from .pubsub import PubSub as PubSub
+from .store import Store as Store
+from .store import create_store as create_store
+from .supervisors.backoff import Backoff as Backoff
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backoff",
+    "Bytes",
+    "CallbackError",
+    "Channel",
+    "Channels",
+    "Codec",
+    "ConnectionError",
+    "Event",
+    "Json",
+    "Options",
+    "ProtocolError",
+    "PubSub",
+    "PublishError",
+    "Stats",
+    "StatusType",
+    "Store",
+    "TidingsError",
+    "create_store",
+    "open_channels",
+]

@@ -1,0 +1,193 @@
+"""The life cycle shared by Channels and PubSub: run, async with, connect, close.
+
+A handler is the root of a small task tree::
+
+    run() ── task group ─┬─ ChannelSupervisor ── one task per actor
+                         └─ ConnectionSupervisor ── session ── reader, sync loop
+
+It runs either in the caller's nursery (``await nursery.start(handler.run)``) or in
+its own (``async with handler:``). Nothing outlives it: leaving ``async with``, or
+``run`` returning or being cancelled, ends every task and closes every connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+from anyio.lowlevel import checkpoint
+
+from ._options import Options
+from ._stats import Counters, Stats
+from ._util import collapse_exception_group
+from .brokers.base import Broker, Message
+from .supervisors.children import ChannelSupervisor
+from .supervisors.connection import ConnectionSupervisor
+from .supervisors.status import StatusType
+
+__all__ = ["Handler"]
+
+_State = Literal["new", "running", "closed"]
+
+
+class Handler:
+    """Base of :class:`~tidings.Channels` and :class:`~tidings.PubSub`."""
+
+    #: The status enumeration (the seed API's name for it).
+    statusType = StatusType
+
+    def __init__(self, broker: Broker, options: Options, logger: logging.Logger | None) -> None:
+        self._options = options
+        self._logger = logger if logger is not None else logging.getLogger("tidings")
+        self._stats = Counters()
+        self._actors = ChannelSupervisor(
+            max_restarts=options.max_restarts,
+            restart_window=options.restart_window,
+            stats=self._stats,
+            logger=self._logger,
+        )
+        self._connection = ConnectionSupervisor(
+            broker,
+            deliver=self._deliver,
+            on_status=self._on_status,
+            backoff=options.backoff,
+            connect_timeout=options.connect_timeout,
+            publish_timeout=options.publish_timeout,
+            stats=self._stats,
+            logger=self._logger,
+        )
+        self._state: _State = "new"
+        self._stopping: anyio.Event | None = None
+        self._context: AbstractAsyncContextManager[Any] | None = None
+
+    # -- hooks for subclasses -----------------------------------------------------------
+
+    async def _deliver(self, batch: list[Message]) -> None:
+        raise NotImplementedError
+
+    def _on_status(self, status: StatusType, data: dict[str, Any]) -> None:
+        """Called on every status transition (from the connection supervisor)."""
+
+    def _start_actors(self) -> None:
+        """Start the actors that exist before any subscription."""
+
+    async def _after_run(self) -> None:
+        """Last clean-up, shielded and bounded, on every way out of ``run``."""
+
+    # -- public life cycle --------------------------------------------------------------
+
+    @property
+    def status(self) -> StatusType:
+        """The connection status."""
+        return self._connection.status
+
+    def stats(self) -> Stats:
+        """A snapshot of the counters."""
+        return self._stats.snapshot()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`close` is called or the task is cancelled.
+
+        Start it in your own nursery or task group; it reports started as soon as it
+        accepts work (use :meth:`connect` to wait for the connection)::
+
+            async with trio.open_nursery() as nursery:
+                await nursery.start(handler.run)
+                ...
+                await handler.close()
+
+        Raises:
+            RuntimeError: it is already running, or was closed (handlers are one-shot).
+            Exception: an actor crash that exceeded the restart intensity.
+        """
+        if self._state != "new":
+            raise RuntimeError(f"{self!s} is {self._state}: a handler runs once; create a new one")
+        self._stopping = anyio.Event()
+        self._state = "running"
+        with collapse_exception_group():
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(self._actors.run)
+                    self._start_actors()
+                    await tg.start(self._connection.run)
+                    task_status.started()
+                    await self._stopping.wait()
+                    await self._connection.aclose()
+                    self._actors.stop_all()
+                    with anyio.move_on_after(self._options.close_timeout):
+                        await self._actors.wait_stopped()
+                    tg.cancel_scope.cancel()
+            finally:
+                self._state = "closed"
+                with anyio.move_on_after(1.0, shield=True):
+                    await self._after_run()
+
+    async def connect(self) -> None:
+        """Return once connected (bound the wait with ``anyio.fail_after``).
+
+        Raises:
+            RuntimeError: not running (start it with ``async with`` or ``run``).
+            anyio.ClosedResourceError: closed before a connection was made.
+        """
+        self._check_running("connect")
+        await self._connection.wait_connected()
+
+    async def close(self) -> None:
+        """Close the connections and end ``run``; idempotent.
+
+        Returns once the status is ``closed``; actors then finish what is queued
+        (up to ``close_timeout``) while ``run`` winds down.
+        """
+        if self._state == "running":
+            assert self._stopping is not None
+            self._stopping.set()
+            await self._connection.aclose()
+        elif self._state == "new":
+            self._state = "closed"
+            await self._connection.aclose()
+        else:
+            await checkpoint()
+
+    async def aclose(self) -> None:
+        """The same as :meth:`close` (anyio's name for it)."""
+        await self.close()
+
+    async def __aenter__(self) -> Any:
+        self._context = self._running()
+        return await self._context.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._context is not None
+        context, self._context = self._context, None
+        return await context.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[Any]:
+        with collapse_exception_group():
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.run)
+                try:
+                    yield self
+                finally:
+                    if self._stopping is not None:
+                        self._stopping.set()
+
+    def _check_running(self, what: str) -> None:
+        if self._state == "running":
+            return
+        if self._state == "new":
+            raise RuntimeError(
+                f"cannot {what}: {type(self).__name__} is not running; use "
+                f"'async with' on it, or start it with 'await nursery.start(handler.run)'"
+            )
+        raise RuntimeError(f"cannot {what}: {type(self).__name__} is closed; create a new one")

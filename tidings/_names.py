@@ -1,0 +1,73 @@
+"""Validation and namespacing of channel and event names (sans-IO).
+
+A channel called ``orders`` in namespace ``shop`` is ``shop:orders`` on the broker.
+Every check here runs before any I/O, so bad input fails at the call that made it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DELIMITER", "InvalidName", "Namespace", "check_event", "check_namespace"]
+
+DELIMITER = ":"
+
+
+class InvalidName(ValueError, TypeError):
+    """A name that is not a non-empty ``str`` (or misplaces the delimiter).
+
+    It is a :class:`ValueError`, as the API contract promises, and also a
+    :class:`TypeError`, which is what Python code usually expects for a non-``str``.
+    """
+
+
+def _check_str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidName(f"{what} must be a non-empty str, not {type(value).__name__}: {value!r}")
+    if not value:
+        raise InvalidName(f"{what} must be a non-empty str, got ''")
+    return value
+
+
+def check_event(value: Any, what: str = "event name") -> str:
+    """Return ``value`` if it is a usable event name (or pattern)."""
+    return _check_str(value, what)
+
+
+def _check_segments(value: str, what: str) -> str:
+    if "" in value.split(DELIMITER):
+        raise InvalidName(
+            f"{what} {value!r} has the delimiter {DELIMITER!r} at the start, at the end "
+            "or doubled; use it only between non-empty parts"
+        )
+    return value
+
+
+def check_namespace(value: Any) -> str:
+    """Return a valid namespace; ``None`` and ``''`` mean no namespace."""
+    if value is None or value == "":
+        return ""
+    return _check_segments(_check_str(value, "namespace"), "namespace")
+
+
+class Namespace:
+    """Maps the names users see to the names on the broker and back."""
+
+    __slots__ = ("_prefix", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._prefix = f"{name}{DELIMITER}" if name else ""
+
+    def broker_name(self, channel: Any) -> str:
+        """Validate ``channel`` and return its name on the broker (prefixed)."""
+        name = _check_segments(_check_str(channel, "channel name"), "channel name")
+        if not self._prefix or name.startswith(self._prefix):
+            return name
+        return self._prefix + name
+
+    def user_name(self, broker_name: str) -> str:
+        """The name without the namespace prefix."""
+        if self._prefix and broker_name.startswith(self._prefix):
+            return broker_name[len(self._prefix) :]
+        return broker_name

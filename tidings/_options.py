@@ -1,0 +1,84 @@
+"""The options of a handler: keyword arguments with defaults, validated up front."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .actors.mailbox import Overflow
+from .supervisors.backoff import Backoff
+
+__all__ = ["Options"]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Options shared by :class:`~tidings.Channels` and :class:`~tidings.PubSub`.
+
+    Attributes:
+        publish_timeout: seconds a publish (or query) waits for a connection before
+            raising :class:`~tidings.PublishError`.
+        connect_timeout: seconds allowed to connect and handshake, and for the broker
+            to confirm a (un)subscription.
+        backoff: the delay policy between connection attempts.
+        health_check_interval: seconds of silence on the subscriber connection after
+            which it is checked with a PING (brokers that support it).
+        max_pending: the most messages waiting in one channel's mailbox.
+        overflow: ``"drop"`` (discard and count, emit ``slow_consumer``) or
+            ``"block"`` (stop reading until there is room) when a mailbox is full.
+        callback_failure_limit: failures a callback may have within
+            ``callback_failure_window`` seconds before it is removed.
+        callback_failure_window: see ``callback_failure_limit``.
+        max_restarts: crashed-actor restarts allowed within ``restart_window``
+            seconds before the crash escalates and ends ``run``.
+        restart_window: see ``max_restarts``.
+        close_timeout: seconds ``close`` lets actors finish what is queued.
+    """
+
+    publish_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    backoff: Backoff = field(default_factory=Backoff)
+    health_check_interval: float = 30.0
+    max_pending: int = 10_000
+    overflow: Overflow = "drop"
+    callback_failure_limit: int = 5
+    callback_failure_window: float = 60.0
+    max_restarts: int = 5
+    restart_window: float = 10.0
+    close_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "publish_timeout", "connect_timeout", "health_check_interval",
+            "callback_failure_window", "restart_window", "close_timeout",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 \
+                    or math.isnan(value):
+                raise ValueError(f"option {name} must be a number of seconds > 0, got {value!r}")
+        for name, low in (("max_pending", 1), ("callback_failure_limit", 0), ("max_restarts", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"option {name} must be an int >= {low}, got {value!r}")
+        if self.overflow not in ("drop", "block"):
+            raise ValueError(f"option overflow must be 'drop' or 'block', got {self.overflow!r}")
+        if not isinstance(self.backoff, Backoff):
+            raise TypeError(f"option backoff must be a tidings.Backoff, got {self.backoff!r}")
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> Options:
+        """Build from keyword arguments, naming any that is unknown.
+
+        Raises:
+            TypeError: an unknown option, or a ``backoff`` that is not a Backoff.
+            ValueError: an option with a bad value.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"the options are: {', '.join(sorted(known))}"
+            )
+        return cls(**options)

@@ -1,0 +1,59 @@
+"""Counters kept by a handler, and the frozen record ``stats()`` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["Counters", "Stats"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of a handler's counters (all monotonic, since it was created).
+
+    Attributes:
+        published: publishes the broker accepted.
+        publish_errors: publishes that raised :class:`~tidings.PublishError`.
+        received: messages read from the broker connection.
+        delivered: callback calls that returned normally (iterator events included).
+        dropped: messages discarded because a mailbox or iterator buffer was full.
+        decode_errors: payloads the protocol could not decode (logged, skipped).
+        callback_errors: callback calls that raised (logged with their traceback).
+        callbacks_removed: callbacks removed for failing too often, or by raising
+            :class:`~tidings.CallbackError`.
+        reconnects: connections established after the first one.
+        resubscribes: channels and patterns subscribed again after a reconnect.
+        actor_restarts: crashed actors restarted by their supervisor.
+        unrouted: messages for a channel nobody is subscribed to any more (they
+            arrive in the short window after an unsubscribe).
+    """
+
+    published: int = 0
+    publish_errors: int = 0
+    received: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    decode_errors: int = 0
+    callback_errors: int = 0
+    callbacks_removed: int = 0
+    reconnects: int = 0
+    resubscribes: int = 0
+    actor_restarts: int = 0
+    unrouted: int = 0
+
+
+_NAMES = tuple(f.name for f in fields(Stats))
+
+
+class Counters:
+    """The mutable twin of :class:`Stats`, bumped on the hot path (plain slots)."""
+
+    __slots__ = _NAMES
+
+    def __init__(self) -> None:
+        for name in _NAMES:
+            setattr(self, name, 0)
+
+    def snapshot(self) -> Stats:
+        """A frozen copy of the current values."""
+        return Stats(*(getattr(self, name) for name in _NAMES))

@@ -1,0 +1,46 @@
+"""Small helpers shared across the package."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["collapse_exception_group", "redact"]
+
+_USERINFO = re.compile(r"(?P<head>^[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)(?P<password>[^/?#@]*)@")
+
+
+def redact(url: str) -> str:
+    """Hide the password of a URL (works on malformed URLs too).
+
+    >>> redact("redis://user:secret@host:6379/0")
+    'redis://user:****@host:6379/0'
+    """
+    return _USERINFO.sub(r"\g<head>****@", url, count=1)
+
+
+@contextmanager
+def collapse_exception_group() -> Iterator[None]:
+    """Re-raise a group holding exactly one exception as that exception.
+
+    tidings runs its tasks in task groups, which wrap every error in an
+    :class:`ExceptionGroup`, even a lone one. Its public boundaries (``run`` and
+    ``async with``) raise the single underlying exception instead, so that
+    ``except PublishError:`` works; a group of several genuine errors is left alone.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if isinstance(leaf, BaseExceptionGroup):
+            raise
+        # Keep the leaf's own context: raising it here would chain it to the group.
+        context = leaf.__context__
+        try:
+            raise leaf
+        finally:
+            leaf.__context__ = context
+            del leaf, group

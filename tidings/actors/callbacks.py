@@ -1,0 +1,142 @@
+"""Calling user callbacks: sync or async, in order, with a failure policy.
+
+A callback that raises is logged with its traceback and counted; it stays registered
+unless it fails more than ``failure_limit`` times within ``failure_window`` seconds,
+when it is removed (and that is logged too). Raising :class:`~tidings.CallbackError`
+removes it at once, quietly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from .._stats import Counters
+from ..errors import CallbackError
+from ..supervisors.intensity import Intensity
+
+__all__ = ["Dispatcher", "Registration"]
+
+
+class Registration:
+    """One callback registered under one key (an event pattern, or a client)."""
+
+    __slots__ = ("active", "callback", "failures", "key", "owner")
+
+    def __init__(
+        self, key: str, callback: Callable[..., Any], failures: Intensity, owner: Any = None
+    ) -> None:
+        self.key = key
+        #: What holds the registration (a Channel, a PubSub), for its removal.
+        self.owner = owner
+        self.callback = callback
+        self.failures = failures
+        #: Cleared on removal, so a removal during a dispatch takes effect at once.
+        self.active = True
+
+    def __repr__(self) -> str:
+        return f"<Registration {self.key!r} {self.callback!r}>"
+
+
+class Dispatcher:
+    """Calls registrations in order and applies the failure policy.
+
+    ``dispatch`` is synchronous for as long as the callbacks are; at the first one
+    that returns an awaitable it hands back a coroutine finishing the job, so a
+    batch of sync callbacks costs no coroutine per message.
+    """
+
+    __slots__ = ("_logger", "_remove", "_stats", "failure_limit", "failure_window")
+
+    def __init__(
+        self,
+        *,
+        stats: Counters,
+        logger: logging.Logger,
+        remove: Callable[[Registration], None],
+        failure_limit: int,
+        failure_window: float,
+    ) -> None:
+        self._stats = stats
+        self._logger = logger
+        self._remove = remove
+        self.failure_limit = failure_limit
+        self.failure_window = failure_window
+
+    def registration(self, key: str, callback: Callable[..., Any], owner: Any = None) -> Registration:
+        """A new registration carrying this dispatcher's failure budget."""
+        return Registration(
+            key, callback, Intensity(self.failure_limit, self.failure_window), owner
+        )
+
+    def dispatch(
+        self, registrations: tuple[Registration, ...], args: tuple[Any, ...], where: str
+    ) -> Awaitable[None] | None:
+        """Call each active registration with ``args``.
+
+        Returns:
+            None when every call completed, else an awaitable that completes the rest.
+        """
+        for index, registration in enumerate(registrations):
+            if not registration.active:
+                continue
+            try:
+                result = registration.callback(*args)
+            except CallbackError:
+                self._unregister(registration, where)
+                continue
+            except Exception as exc:
+                self._failed(registration, exc, where)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                return self._finish(result, registration, registrations[index + 1 :], args, where)
+            self._stats.delivered += 1
+        return None
+
+    async def _finish(
+        self,
+        pending: Awaitable[Any],
+        registration: Registration,
+        rest: tuple[Registration, ...],
+        args: tuple[Any, ...],
+        where: str,
+    ) -> None:
+        try:
+            await pending
+        except CallbackError:
+            self._unregister(registration, where)
+        except Exception as exc:
+            self._failed(registration, exc, where)
+        else:
+            self._stats.delivered += 1
+        more = self.dispatch(rest, args, where)
+        if more is not None:
+            await more
+
+    def _unregister(self, registration: Registration, where: str) -> None:
+        self._logger.debug("%s: %r raised CallbackError, unregistered", where, registration)
+        self._drop(registration)
+
+    def _failed(self, registration: Registration, exc: Exception, where: str) -> None:
+        self._stats.callback_errors += 1
+        self._logger.error(
+            "%s: callback %r for %r failed", where, registration.callback, registration.key,
+            exc_info=exc,
+        )
+        if registration.failures.record(anyio.current_time()):
+            self._logger.error(
+                "%s: callback %r for %r removed: it failed more than %d times in %gs",
+                where, registration.callback, registration.key,
+                self.failure_limit, self.failure_window,
+            )
+            self._drop(registration)
+
+    def _drop(self, registration: Registration) -> None:
+        if registration.active:
+            registration.active = False
+            self._stats.callbacks_removed += 1
+            self._remove(registration)

@@ -1,0 +1,48 @@
+"""The clients actor of a PubSub handler: every message, to every client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from .._stats import Counters
+from ..brokers.base import Message
+from ..protocols import Codec
+from .base import Actor
+from .callbacks import Dispatcher, Registration
+from .channel import DECODE_ERRORS
+from .mailbox import Mailbox
+
+__all__ = ["ClientsActor"]
+
+
+class ClientsActor(Actor[Message]):
+    """Decodes each message with the protocol and calls ``client(channel, message)``."""
+
+    def __init__(
+        self,
+        name: str,
+        mailbox: Mailbox[Message],
+        *,
+        clients: Callable[[], tuple[Registration, ...]],
+        protocol: Codec,
+        dispatcher: Dispatcher,
+        stats: Counters,
+        logger: logging.Logger,
+    ) -> None:
+        super().__init__(name, mailbox)
+        self._clients = clients
+        self._decode = protocol.decode
+        self._dispatcher = dispatcher
+        self._stats = stats
+        self._logger = logger
+
+    def handle(self, message: Message) -> Awaitable[None] | None:
+        channel, payload = message
+        try:
+            decoded = self._decode(payload)
+        except DECODE_ERRORS as exc:
+            self._stats.decode_errors += 1
+            self._logger.warning("%s: undecodable message on %r skipped: %s", self.name, channel, exc)
+            return None
+        return self._dispatcher.dispatch(self._clients(), (channel, decoded), self.name)

@@ -1,0 +1,109 @@
+"""The transport seam: what a broker offers the connection supervisor.
+
+A broker moves bytes between named channels. It knows nothing of events, namespaces
+or callbacks. Each :class:`Broker` opens two kinds of connection:
+
+- a :class:`Subscriber`, which carries every channel and pattern subscription and
+  hands received messages, in batches, to a ``deliver`` coroutine;
+- a :class:`Publisher`, which carries PUBLISH and the PUBSUB queries.
+
+A connection that fails raises one of :data:`CONNECTION_ERRORS`; the supervisor
+turns that into a status event and a reconnect.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from ..errors import ConnectionError
+
+__all__ = ["CONNECTION_ERRORS", "Broker", "Deliver", "Message", "Publisher", "Subscriber"]
+
+#: ``(channel, payload)`` as received on a subscriber connection.
+Message = tuple[str, bytes]
+
+#: Receives each batch the subscriber reads; may wait (that is back-pressure).
+Deliver = Callable[[list[Message]], Awaitable[None]]
+
+#: The exceptions that mean "this connection is gone, connect again".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable; TimeoutError is an OSError too
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+    ConnectionError,
+)
+
+
+class Subscriber(abc.ABC):
+    """One subscriber connection. Only the connection supervisor calls it."""
+
+    @abc.abstractmethod
+    async def run(self, deliver: Deliver) -> None:
+        """Read messages and pass them on in batches until the connection is lost.
+
+        Raises:
+            one of CONNECTION_ERRORS: when the connection is lost.
+        """
+
+    @abc.abstractmethod
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        """Subscribe; return once the broker confirmed every channel."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        """Unsubscribe; return once the broker confirmed every channel."""
+
+    @abc.abstractmethod
+    async def psubscribe(self, patterns: Sequence[str]) -> None:
+        """Subscribe to glob patterns; return once confirmed."""
+
+    @abc.abstractmethod
+    async def punsubscribe(self, patterns: Sequence[str]) -> None:
+        """Unsubscribe from glob patterns; return once confirmed."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the connection (the broker then forgets its subscriptions)."""
+
+
+class Publisher(abc.ABC):
+    """One command connection for PUBLISH and PUBSUB queries."""
+
+    @abc.abstractmethod
+    async def publish(self, channel: str, payload: bytes) -> int:
+        """Publish; return how many subscriptions received the message."""
+
+    @abc.abstractmethod
+    async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
+        """Subscribers of each channel (pattern subscriptions not counted)."""
+
+    @abc.abstractmethod
+    async def numpat(self) -> int:
+        """Number of distinct patterns subscribed to on the broker."""
+
+    @abc.abstractmethod
+    async def channels(self, pattern: str | None = None) -> list[str]:
+        """Channels with at least one subscriber, optionally filtered by a glob."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the connection."""
+
+
+class Broker(abc.ABC):
+    """Opens connections to one broker."""
+
+    #: The broker's URL with any password redacted.
+    url: str
+
+    @abc.abstractmethod
+    async def open_subscriber(self) -> Subscriber:
+        """Connect a subscriber connection (handshake included)."""
+
+    @abc.abstractmethod
+    async def open_publisher(self) -> Publisher:
+        """Connect a command connection (handshake included)."""

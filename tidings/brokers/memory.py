@@ -1,0 +1,276 @@
+"""The embedded broker: an in-process hub with Redis pub/sub semantics.
+
+Stores created from ``memory://NAME`` share the hub called NAME (it lives as long
+as a store uses it); every ``memory://`` store without a name has a private hub.
+
+Semantics follow Redis: exact channels and glob patterns; a connection subscribed to a
+channel and to a matching pattern receives the message once for each, and PUBLISH
+counts both; NUMSUB ignores patterns; NUMPAT counts distinct patterns; CHANNELS lists
+channels with an exact subscriber. Like Redis's ``client-output-buffer-limit pubsub``,
+a subscriber that falls more than ``max_buffered`` messages behind is disconnected,
+with a warning, rather than letting memory grow without bound.
+
+A hub can also be told to fail (:meth:`Hub.kill_connections`, :attr:`Hub.refusing`),
+which is how the supervision logic is exercised without any server.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+
+import anyio
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
+
+from .._glob import compile_glob
+from .base import Broker, Deliver, Message, Publisher, Subscriber
+
+__all__ = ["DEFAULT_MAX_BUFFERED", "Hub", "MemoryBroker"]
+
+logger = logging.getLogger("tidings")
+
+#: Messages a subscriber may fall behind before the hub disconnects it.
+DEFAULT_MAX_BUFFERED = 1_000_000
+
+_HUBS: weakref.WeakValueDictionary[str, Hub] = weakref.WeakValueDictionary()
+
+
+class Hub:
+    """The shared state of one in-process broker. All methods are synchronous."""
+
+    def __init__(self, name: str = "", max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
+        self.name = name
+        self.max_buffered = max_buffered
+        #: While True, new connections fail with ConnectionRefusedError.
+        self.refusing = False
+        self._channels: dict[str, set[_MemorySubscriber]] = {}
+        self._patterns: dict[str, tuple[Callable[[str], bool], set[_MemorySubscriber]]] = {}
+        self._connections: set[_MemorySubscriber | _MemoryPublisher] = set()
+
+    @classmethod
+    def named(cls, name: str) -> Hub:
+        """The hub shared by every ``memory://NAME`` store with this name."""
+        hub = _HUBS.get(name)
+        if hub is None:
+            hub = _HUBS[name] = cls(name)
+        return hub
+
+    # -- the broker's commands -------------------------------------------------------
+
+    def publish(self, channel: str, payload: bytes) -> int:
+        """Deliver to every matching subscription; return how many there were."""
+        received = 0
+        subscribers = self._channels.get(channel)
+        if subscribers:
+            message = (channel, payload)
+            for subscriber in tuple(subscribers):
+                subscriber.push(message)
+            received = len(subscribers)
+        if self._patterns:
+            for matches, subscribers in tuple(self._patterns.values()):
+                if matches(channel):
+                    for subscriber in tuple(subscribers):
+                        subscriber.push((channel, payload))
+                    received += len(subscribers)
+        return received
+
+    def numsub(self, channels: Sequence[str]) -> dict[str, int]:
+        """PUBSUB NUMSUB."""
+        return {name: len(self._channels.get(name, ())) for name in channels}
+
+    def numpat(self) -> int:
+        """PUBSUB NUMPAT."""
+        return len(self._patterns)
+
+    def active_channels(self, pattern: str | None = None) -> list[str]:
+        """PUBSUB CHANNELS [pattern]."""
+        if pattern is None:
+            return list(self._channels)
+        matches = compile_glob(pattern)
+        return [name for name in self._channels if matches(name)]
+
+    # -- fault injection ---------------------------------------------------------------
+
+    def kill_connections(self, reason: str = "connection killed by the memory hub") -> int:
+        """Break every open connection, as ``CLIENT KILL`` would; return how many."""
+        connections = tuple(self._connections)
+        for connection in connections:
+            connection.break_(reason)
+        return len(connections)
+
+    # -- bookkeeping used by the connections -------------------------------------------
+
+    def _connect(self, connection: _MemorySubscriber | _MemoryPublisher) -> None:
+        if self.refusing:
+            raise ConnectionRefusedError(f"memory hub {self.name!r} is refusing connections")
+        self._connections.add(connection)
+
+    def _disconnect(self, connection: _MemorySubscriber | _MemoryPublisher) -> None:
+        self._connections.discard(connection)
+        if isinstance(connection, _MemorySubscriber):
+            self._unsubscribe(connection, list(connection.channels))
+            self._punsubscribe(connection, list(connection.patterns))
+
+    def _subscribe(self, subscriber: _MemorySubscriber, channels: Sequence[str]) -> None:
+        for name in channels:
+            self._channels.setdefault(name, set()).add(subscriber)
+            subscriber.channels.add(name)
+
+    def _unsubscribe(self, subscriber: _MemorySubscriber, channels: Sequence[str]) -> None:
+        for name in channels:
+            subscribers = self._channels.get(name)
+            if subscribers is not None:
+                subscribers.discard(subscriber)
+                if not subscribers:
+                    del self._channels[name]
+            subscriber.channels.discard(name)
+
+    def _psubscribe(self, subscriber: _MemorySubscriber, patterns: Sequence[str]) -> None:
+        for pattern in patterns:
+            entry = self._patterns.get(pattern)
+            if entry is None:
+                entry = self._patterns[pattern] = (compile_glob(pattern), set())
+            entry[1].add(subscriber)
+            subscriber.patterns.add(pattern)
+
+    def _punsubscribe(self, subscriber: _MemorySubscriber, patterns: Sequence[str]) -> None:
+        for pattern in patterns:
+            entry = self._patterns.get(pattern)
+            if entry is not None:
+                entry[1].discard(subscriber)
+                if not entry[1]:
+                    del self._patterns[pattern]
+            subscriber.patterns.discard(pattern)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Hub {self.name!r} channels={len(self._channels)} "
+            f"patterns={len(self._patterns)} connections={len(self._connections)}>"
+        )
+
+
+class _MemoryConnection:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.broken: str | None = None
+        hub._connect(self)  # type: ignore[arg-type]
+
+    def break_(self, reason: str) -> None:
+        if self.broken is None:
+            self.broken = reason
+            self.hub._disconnect(self)  # type: ignore[arg-type]
+
+    def check(self) -> None:
+        if self.broken is not None:
+            raise anyio.BrokenResourceError(self.broken)
+
+    async def aclose(self) -> None:
+        self.break_("closed")
+        await checkpoint()
+
+
+class _MemorySubscriber(_MemoryConnection, Subscriber):
+    def __init__(self, hub: Hub) -> None:
+        self.channels: set[str] = set()
+        self.patterns: set[str] = set()
+        # Written by publishers (any task), swapped out whole by the reader.
+        self._inbox: list[Message] = []
+        self._wakeup: anyio.Event | None = None
+        super().__init__(hub)
+
+    def push(self, message: Message) -> None:
+        inbox = self._inbox
+        inbox.append(message)
+        if len(inbox) > self.hub.max_buffered:
+            lost = len(inbox)
+            inbox.clear()
+            logger.warning(
+                "memory hub %r disconnected a subscriber %d messages behind "
+                "(max_buffered=%d); those messages are lost",
+                self.hub.name,
+                lost,
+                self.hub.max_buffered,
+            )
+            self.break_(f"subscriber fell {lost} messages behind (max_buffered)")
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def break_(self, reason: str) -> None:
+        super().break_(reason)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def run(self, deliver: Deliver) -> None:
+        while True:
+            if not self._inbox:
+                self.check()
+                self._wakeup = anyio.Event()
+                await self._wakeup.wait()
+                self._wakeup = None
+                continue
+            self.check()
+            batch, self._inbox = self._inbox, []
+            await deliver(batch)
+            # One checkpoint per batch, so a flood cannot starve other tasks.
+            await checkpoint()
+
+    async def _command(self, apply: Callable[[_MemorySubscriber, Sequence[str]], None],
+                       names: Sequence[str]) -> None:
+        # Either the whole command happens or, if cancelled, none of it.
+        await checkpoint_if_cancelled()
+        self.check()
+        apply(self, names)
+        await cancel_shielded_checkpoint()
+
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        await self._command(self.hub._subscribe, channels)
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        await self._command(self.hub._unsubscribe, channels)
+
+    async def psubscribe(self, patterns: Sequence[str]) -> None:
+        await self._command(self.hub._psubscribe, patterns)
+
+    async def punsubscribe(self, patterns: Sequence[str]) -> None:
+        await self._command(self.hub._punsubscribe, patterns)
+
+
+class _MemoryPublisher(_MemoryConnection, Publisher):
+    async def publish(self, channel: str, payload: bytes) -> int:
+        await checkpoint_if_cancelled()
+        self.check()
+        received = self.hub.publish(channel, payload)
+        await cancel_shielded_checkpoint()
+        return received
+
+    async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
+        await checkpoint()
+        self.check()
+        return self.hub.numsub(channels)
+
+    async def numpat(self) -> int:
+        await checkpoint()
+        self.check()
+        return self.hub.numpat()
+
+    async def channels(self, pattern: str | None = None) -> list[str]:
+        await checkpoint()
+        self.check()
+        return self.hub.active_channels(pattern)
+
+
+class MemoryBroker(Broker):
+    """Connections to one :class:`Hub`."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.url = f"memory://{hub.name}"
+
+    async def open_subscriber(self) -> Subscriber:
+        await checkpoint()
+        return _MemorySubscriber(self.hub)
+
+    async def open_publisher(self) -> Publisher:
+        await checkpoint()
+        return _MemoryPublisher(self.hub)

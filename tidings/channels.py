@@ -1,0 +1,503 @@
+"""Channels: named channels carrying named events, with callbacks or iterators.
+
+::
+
+    async with tidings.open_channels("memory://", namespace="shop") as channels:
+        await channels.register("orders", "created", on_created)
+        await channels.publish("orders", "created", {"id": 1})
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._glob import compile_glob
+from ._handler import Handler
+from ._names import Namespace, check_event, check_namespace
+from ._options import Options
+from .actors.callbacks import Dispatcher, Registration
+from .actors.channel import ChannelActor, envelope_decoder
+from .actors.mailbox import Mailbox
+from .brokers.base import Message
+from .protocols import Codec, Json
+from .store import Store, create_store
+from .supervisors.status import StatusType
+
+__all__ = ["Channel", "Channels", "Event", "StatusType", "open_channels"]
+
+#: Signature of a channel callback: ``callback(channel, event, data)``, sync or async.
+Callback = Callable[["Channel", str, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event, as yielded by :meth:`Channels.subscribe`.
+
+    Attributes:
+        channel: the channel name, without the namespace prefix.
+        event: the event name.
+        data: the payload, as decoded by the protocol.
+    """
+
+    channel: str
+    event: str
+    data: Any
+
+
+class Channel:
+    """A named channel and the callbacks registered on it, by event pattern.
+
+    Get one from :meth:`Channels.register` or :meth:`Channels.channel`. ``len()``
+    counts the event patterns registered; ``pattern in channel`` tests one.
+    """
+
+    __slots__ = ("_cache", "_patterns", "broker_name", "local", "name")
+
+    def __init__(self, name: str, broker_name: str, *, local: bool = False) -> None:
+        #: The name, without the namespace prefix.
+        self.name = name
+        #: The name on the broker, with the namespace prefix.
+        self.broker_name = broker_name
+        #: True for the status channel, whose events never touch the broker.
+        self.local = local
+        # Mutated only by the Channels facade, synchronously; the actor only reads
+        # the tuples of the cache, so a change never disturbs a dispatch under way.
+        self._patterns: dict[str, list[Registration]] = {}
+        self._cache: dict[str, tuple[Registration, ...]] = {}
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        """The event patterns registered, in registration order."""
+        return tuple(self._patterns)
+
+    def __len__(self) -> int:
+        return len(self._patterns)
+
+    def __contains__(self, pattern: object) -> bool:
+        return pattern in self._patterns
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.name!r} events={list(self._patterns)!r}>"
+
+    def registrations_for(self, event: str) -> tuple[Registration, ...]:
+        """The registrations whose pattern matches ``event``, in registration order."""
+        found = self._cache.get(event)
+        if found is None:
+            found = tuple(
+                registration
+                for pattern, registrations in self._patterns.items()
+                if compile_glob(pattern)(event)
+                for registration in registrations
+            )
+            if len(self._cache) >= 1024:  # event names are open-ended: bound the cache
+                self._cache.clear()
+            self._cache[event] = found
+        return found
+
+    def _add(self, registration: Registration) -> bool:
+        registrations = self._patterns.setdefault(registration.key, [])
+        if any(r.callback == registration.callback for r in registrations):
+            return False
+        registrations.append(registration)
+        self._cache.clear()
+        return True
+
+    def _remove(self, pattern: str, callback: Callable[..., Any] | None = None,
+                registration: Registration | None = None) -> bool:
+        registrations = self._patterns.get(pattern, [])
+        for index, candidate in enumerate(registrations):
+            if candidate is registration or (registration is None and candidate.callback == callback):
+                candidate.active = False
+                del registrations[index]
+                if not registrations:
+                    del self._patterns[pattern]
+                self._cache.clear()
+                return True
+        return False
+
+
+class Channels(Handler):
+    """Named channels carrying named events over a store.
+
+    Args:
+        store: a :class:`~tidings.Store`, or a URL for :func:`~tidings.create_store`.
+        namespace: prefix of every channel on the broker (``"shop"`` makes channel
+            ``orders`` into ``shop:orders``); defaults to the URL's ``?namespace=``.
+        status_channel: name of the local channel that receives status events
+            (default ``"server"``). It is never subscribed on the broker.
+        logger: where to log (default: the ``tidings`` logger).
+        protocol: the codec of event envelopes (default :class:`~tidings.Json`).
+        **options: see :class:`Options` (``publish_timeout``, ``backoff``,
+            ``max_pending``, ``overflow`` and more).
+
+    Raises:
+        ValueError: a bad namespace, status channel name or option value.
+        TypeError: an unknown option.
+
+    Run it with ``async with`` (or :func:`open_channels`), or in your own nursery
+    with ``await nursery.start(channels.run)``. Exceptions from ``run`` and
+    ``async with`` are raised bare, not wrapped in an exception group, when there is
+    only one.
+    """
+
+    def __init__(
+        self,
+        store: Store | str = "memory://",
+        namespace: str | None = None,
+        status_channel: str | None = None,
+        logger: logging.Logger | None = None,
+        *,
+        protocol: Codec | None = None,
+        **options: Any,
+    ) -> None:
+        self._store = store if isinstance(store, Store) else create_store(store)
+        self._namespace = Namespace(
+            check_namespace(namespace if namespace is not None else self._store.namespace)
+        )
+        self._protocol: Codec = protocol if protocol is not None else Json()
+        opts = Options.from_kwargs(options)
+        super().__init__(self._store.broker, opts, logger)
+        self._decode = envelope_decoder(self._protocol)
+        self._dispatcher = Dispatcher(
+            stats=self._stats,
+            logger=self._logger,
+            remove=self._removed,
+            failure_limit=opts.callback_failure_limit,
+            failure_window=opts.callback_failure_window,
+        )
+        # Keyed by broker name. Subscribed channels also have a mailbox and an actor.
+        self._channels: dict[str, Channel] = {}
+        self._mailboxes: dict[str, Mailbox[Any]] = {}
+        self._iterators: set[MemoryObjectSendStream[Event]] = set()
+        self._status_actor: ChannelActor | None = None
+        self._status_channel = self._new_channel(
+            status_channel if status_channel is not None else "server", local=True
+        )
+
+    # -- mapping-like access ------------------------------------------------------------
+
+    @property
+    def namespace(self) -> str:
+        """The namespace ('' when there is none)."""
+        return self._namespace.name
+
+    @property
+    def store(self) -> Store:
+        """The store these channels run on."""
+        return self._store
+
+    @property
+    def protocol(self) -> Codec:
+        """The codec of event envelopes."""
+        return self._protocol
+
+    @property
+    def status_channel(self) -> Channel:
+        """The local channel that receives a status event on every transition."""
+        return self._status_channel
+
+    def channel(self, name: str, create: bool = True) -> Channel | None:
+        """The channel called ``name`` (namespace prefix optional).
+
+        With ``create=True`` a missing channel is created, with no callbacks (and so
+        not subscribed); with ``create=False`` a missing channel gives ``None``.
+        """
+        broker_name = self._namespace.broker_name(name)
+        channel = self._channels.get(broker_name)
+        if channel is None and create:
+            channel = self._new_channel(name)
+        return channel
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return self._namespace.broker_name(name) in self._channels
+        except ValueError:
+            return False
+
+    def __iter__(self) -> Iterator[Channel]:
+        return iter(tuple(self._channels.values()))
+
+    def __str__(self) -> str:
+        url = self._store.url
+        if self.namespace:
+            url = f"{url}{'&' if '?' in url else '?'}namespace={self.namespace}"
+        return url
+
+    __repr__ = __str__
+
+    # -- registration -------------------------------------------------------------------
+
+    async def register(self, channel: str, event: str, callback: Callback) -> Channel:
+        """Call ``callback(channel, event, data)`` for events matching ``event``.
+
+        ``event`` is a glob (``*``, ``?``, ``[a-z]``, ``\\`` escapes; a full,
+        case-sensitive match). The callback may be a plain function or a coroutine
+        function; registering the same callback for the same pattern twice does
+        nothing. The channel is subscribed on the broker when it gets its first
+        callback; when connected, this returns once the broker has confirmed it, so
+        an event published afterwards is delivered. While disconnected it returns at
+        once and the subscription is made on (re)connection.
+
+        Raises:
+            ValueError: an empty or non-str channel name or event pattern.
+            TypeError: ``callback`` is not callable.
+            RuntimeError: not running, or closed.
+        """
+        broker_name = self._namespace.broker_name(channel)
+        check_event(event, "event pattern")
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}: {callback!r}")
+        target = self._channels.get(broker_name)
+        if target is None or not target.local or self._state == "closed":
+            # The status channel alone may be given callbacks before run(): it is
+            # local, and that is the only way to see the first "connecting".
+            self._check_running("register")
+        if target is None:
+            target = self._new_channel(channel)
+        target._add(self._dispatcher.registration(event, callback, target))
+        if not target.local and broker_name not in self._mailboxes:
+            self._subscribe(target)
+        await self._connection.sync()
+        return target
+
+    async def unregister(self, channel: str, event: str, callback: Callback) -> Channel | None:
+        """Remove a callback registered with :meth:`register`.
+
+        A channel left without callbacks is unsubscribed and dropped.
+
+        Returns:
+            The channel, or ``None`` when no such channel exists.
+
+        Raises:
+            ValueError: an empty or non-str channel name or event pattern.
+            RuntimeError: not running, or closed.
+        """
+        broker_name = self._namespace.broker_name(channel)
+        check_event(event, "event pattern")
+        target = self._channels.get(broker_name)
+        if target is None or not target.local or self._state == "closed":
+            self._check_running("unregister")
+        if target is None:
+            await anyio.lowlevel.checkpoint()
+            return None
+        if target._remove(event, callback) and not len(target) and not target.local:
+            self._drop(target)
+        await self._connection.sync()
+        return target
+
+    def subscribe(
+        self, channel: str, event: str = "*"
+    ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[Event]]:
+        """Iterate over the events of a channel.
+
+        ::
+
+            async with channels.subscribe("orders", "created") as events:
+                async for ev in events:
+                    print(ev.channel, ev.event, ev.data)
+
+        The iterator's buffer holds up to ``max_pending`` events, under the
+        ``overflow`` policy. It ends when the channels are closed.
+
+        Raises:
+            ValueError: an empty or non-str channel name or event pattern.
+        """
+        self._namespace.broker_name(channel)
+        check_event(event, "event pattern")
+        return self._iterate(channel, event)
+
+    @asynccontextmanager
+    async def _iterate(self, channel: str, event: str) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
+        send, receive = anyio.create_memory_object_stream[Event](self._options.max_pending)
+        stats = self._stats
+
+        if self._options.overflow == "block":
+            async def callback(ch: Channel, name: str, data: Any) -> None:
+                await send.send(Event(ch.name, name, data))
+        else:
+            def callback(ch: Channel, name: str, data: Any) -> None:  # type: ignore[misc]
+                try:
+                    send.send_nowait(Event(ch.name, name, data))
+                except anyio.WouldBlock:
+                    stats.dropped += 1
+                    stats.delivered -= 1  # the dispatcher counts the call as a delivery
+
+        self._iterators.add(send)
+        try:
+            await self.register(channel, event, callback)
+            with receive:
+                yield receive
+        finally:
+            self._iterators.discard(send)
+            send.close()
+            if self._state == "running":
+                with anyio.move_on_after(1.0, shield=True):
+                    await self.unregister(channel, event, callback)
+
+    # -- publishing ---------------------------------------------------------------------
+
+    async def publish(self, channel: str, event: str, data: Any = None) -> int:
+        """Publish ``event`` with ``data`` on ``channel``.
+
+        The message is ``{"channel": channel, "event": event, "data": data}``, encoded
+        by the protocol. While disconnected it waits for the connection, up to
+        ``publish_timeout`` seconds.
+
+        Returns:
+            How many subscriptions the broker delivered it to.
+
+        Raises:
+            ValueError: an empty or non-str channel or event name.
+            TypeError: ``data`` cannot be encoded by the protocol.
+            RuntimeError: not running, or closed.
+            PublishError: no connection within ``publish_timeout``, closed while
+                waiting, or the connection broke while publishing.
+        """
+        broker_name = self._namespace.broker_name(channel)
+        check_event(event)
+        payload = self._protocol.encode(
+            {"channel": self._namespace.user_name(broker_name), "event": event, "data": data}
+        )
+        self._check_running("publish")
+        return await self._connection.publish(broker_name, payload)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _new_channel(self, name: str, *, local: bool = False) -> Channel:
+        broker_name = self._namespace.broker_name(name)
+        channel = Channel(self._namespace.user_name(broker_name), broker_name, local=local)
+        self._channels[broker_name] = channel
+        return channel
+
+    def _subscribe(self, channel: Channel) -> None:
+        """Give ``channel`` a mailbox and an actor, and want it on the broker."""
+        self._start_actor(channel)
+        self._connection.subscriptions.want(channels=(channel.broker_name,))
+
+    def _start_actor(self, channel: Channel) -> ChannelActor:
+        mailbox: Mailbox[Any] = Mailbox(self._options.max_pending, self._options.overflow)
+        self._mailboxes[channel.broker_name] = mailbox
+        actor = ChannelActor(
+                channel.broker_name,
+                mailbox,
+                channel=channel,
+                registrations_for=channel.registrations_for,
+                decode=_identity if channel.local else self._decode,
+                dispatcher=self._dispatcher,
+                stats=self._stats,
+                logger=self._logger,
+            )
+        self._actors.start(actor)
+        return actor
+
+    def _drop(self, channel: Channel) -> None:
+        """Forget a channel that has no callbacks left."""
+        if self._channels.get(channel.broker_name) is channel:
+            del self._channels[channel.broker_name]
+        self._mailboxes.pop(channel.broker_name, None)
+        self._actors.stop(channel.broker_name)
+        self._connection.subscriptions.unwant(channels=(channel.broker_name,))
+
+    def _removed(self, registration: Registration) -> None:
+        """The dispatcher removed a failing (or finished) callback."""
+        channel: Channel = registration.owner
+        removed = channel._remove(registration.key, registration=registration)
+        if removed and not len(channel) and not channel.local:
+            self._drop(channel)
+            self._connection.request_sync()
+
+    def _start_actors(self) -> None:
+        self._status_actor = self._start_actor(self._status_channel)
+
+    async def _deliver(self, batch: list[Message]) -> None:
+        """Route a batch from the reader to the channel mailboxes: one hop."""
+        stats = self._stats
+        stats.received += len(batch)
+        mailboxes = self._mailboxes
+        if len({name for name, _ in batch}) == 1:
+            groups = {batch[0][0]: [payload for _, payload in batch]}
+        else:
+            groups = {}
+            for name, payload in batch:
+                group = groups.get(name)
+                if group is None:
+                    groups[name] = [payload]
+                else:
+                    group.append(payload)
+        for name, payloads in groups.items():
+            mailbox = mailboxes.get(name)
+            if mailbox is None:
+                stats.unrouted += len(payloads)
+                continue
+            was_overflowing = mailbox.overflowing
+            dropped = await mailbox.put(payloads)
+            if dropped:
+                stats.dropped += dropped
+                if not was_overflowing:
+                    self._slow_consumer(name, dropped)
+
+    def _slow_consumer(self, broker_name: str, dropped: int) -> None:
+        channel = self._channels.get(broker_name)
+        name = channel.name if channel is not None else broker_name
+        self._logger.warning(
+            "channel %r is not keeping up: mailbox full (max_pending=%d), dropping messages",
+            name, self._options.max_pending,
+        )
+        self._emit("slow_consumer", {"channel": name, "dropped": dropped,
+                                     "max_pending": self._options.max_pending})
+
+    def _on_status(self, status: StatusType, data: dict[str, Any]) -> None:
+        self._emit(status.name, data)
+
+    def _emit(self, event: str, data: dict[str, Any]) -> None:
+        mailbox = self._mailboxes.get(self._status_channel.broker_name)
+        if mailbox is None:
+            return  # not running: nobody can be listening
+        try:
+            dropped = mailbox.put_nowait([(event, data)])
+        except anyio.ClosedResourceError:
+            dropped = 1
+        if dropped:
+            self._logger.warning("status event %r dropped: status callbacks are not keeping up", event)
+
+    async def _after_run(self) -> None:
+        for send in tuple(self._iterators):
+            send.close()
+        if self._status_actor is not None:
+            # Cancelled before the status actor could deliver the last events
+            # ("closed" among them): deliver them here, bounded by the caller.
+            await self._status_actor.drain()
+        self._mailboxes.clear()
+
+
+def _identity(message: tuple[str, Any]) -> tuple[str, Any]:
+    return message
+
+
+def open_channels(
+    store: Store | str = "memory://",
+    namespace: str | None = None,
+    status_channel: str | None = None,
+    logger: logging.Logger | None = None,
+    *,
+    protocol: Codec | None = None,
+    **options: Any,
+) -> Channels:
+    """Channels to use with ``async with`` (the same arguments as :class:`Channels`).
+
+    ::
+
+        async with tidings.open_channels("redis://localhost", namespace="shop") as channels:
+            ...
+    """
+    return Channels(store, namespace, status_channel, logger, protocol=protocol, **options)

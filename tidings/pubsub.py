@@ -1,0 +1,217 @@
+"""PubSub: the seed API's lower-level handler.
+
+Clients are functions ``client(channel, message)`` (sync or async) that receive every
+message on every channel and pattern subscribed. There are no namespaces and no
+events here: channel names are used on the broker as given.
+
+::
+
+    async with store.pubsub() as pubsub:
+        pubsub.add_client(print)
+        await pubsub.subscribe("news")
+        await pubsub.publish("news", b"hello")
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from anyio.lowlevel import checkpoint
+
+from ._handler import Handler
+from ._names import check_event
+from ._options import Options
+from .actors.callbacks import Dispatcher, Registration
+from .actors.clients import ClientsActor
+from .actors.mailbox import Mailbox
+from .brokers.base import Message
+from .protocols import Bytes, Codec
+from .store import Store, create_store
+
+__all__ = ["PubSub"]
+
+#: Signature of a client: ``client(channel, message)``, sync or async.
+Client = Callable[[str, Any], Any]
+
+
+def _names(what: str, first: Any, rest: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(check_event(name, what) for name in (first, *rest))
+
+
+class PubSub(Handler):
+    """A publish/subscribe handler. Get one from :meth:`Store.pubsub`.
+
+    Args:
+        store: a :class:`~tidings.Store`, or a URL.
+        protocol: encodes what :meth:`publish` sends and decodes what clients
+            receive; ``None`` passes bytes through (``str`` is sent as UTF-8).
+        logger: where to log (default: the ``tidings`` logger).
+        **options: see :class:`~tidings.channels.Options`.
+
+    Run it with ``async with`` or ``await nursery.start(pubsub.run)``.
+    """
+
+    def __init__(
+        self,
+        store: Store | str = "memory://",
+        protocol: Codec | None = None,
+        logger: logging.Logger | None = None,
+        **options: Any,
+    ) -> None:
+        self._store = store if isinstance(store, Store) else create_store(store)
+        self.protocol = protocol
+        self._codec: Codec = protocol if protocol is not None else Bytes()
+        opts = Options.from_kwargs(options)
+        super().__init__(self._store.broker, opts, logger)
+        self._clients: dict[Client, Registration] = {}
+        self._snapshot: tuple[Registration, ...] = ()
+        self._dispatcher = Dispatcher(
+            stats=self._stats,
+            logger=self._logger,
+            remove=self._removed,
+            failure_limit=opts.callback_failure_limit,
+            failure_window=opts.callback_failure_window,
+        )
+        self._mailbox: Mailbox[Message] = Mailbox(opts.max_pending, opts.overflow)
+
+    @property
+    def store(self) -> Store:
+        """The store this handler runs on."""
+        return self._store
+
+    def __str__(self) -> str:
+        return self._store.url
+
+    __repr__ = __str__
+
+    # -- clients ------------------------------------------------------------------------
+
+    def add_client(self, client: Client) -> None:
+        """Add a client; adding the same one twice does nothing.
+
+        Raises:
+            TypeError: ``client`` is not callable.
+        """
+        if not callable(client):
+            raise TypeError(f"a client must be callable, not {type(client).__name__}: {client!r}")
+        if client not in self._clients:
+            self._clients[client] = self._dispatcher.registration("client", client, self)
+            self._snapshot = tuple(self._clients.values())
+
+    def remove_client(self, client: Client) -> None:
+        """Remove a client (no error if it is not there)."""
+        registration = self._clients.pop(client, None)
+        if registration is not None:
+            registration.active = False
+            self._snapshot = tuple(self._clients.values())
+
+    @property
+    def clients(self) -> tuple[Client, ...]:
+        """The clients, in the order they were added."""
+        return tuple(self._clients)
+
+    def _removed(self, registration: Registration) -> None:
+        if self._clients.get(registration.callback) is registration:
+            self.remove_client(registration.callback)
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    async def subscribe(self, channel: str, *channels: str) -> None:
+        """Subscribe to channels; returns once the broker confirmed them (if connected).
+
+        Raises:
+            ValueError: an empty or non-str channel name.
+            RuntimeError: not running, or closed.
+        """
+        names = _names("channel name", channel, channels)
+        self._check_running("subscribe")
+        self._connection.subscriptions.want(channels=names)
+        await self._connection.sync()
+
+    async def unsubscribe(self, *channels: str) -> None:
+        """Unsubscribe from channels (from every channel when none is named)."""
+        subs = self._connection.subscriptions
+        names = _names("channel name", channels[0], channels[1:]) if channels else tuple(subs.channels)
+        self._check_running("unsubscribe")
+        subs.unwant(channels=names)
+        await self._connection.sync()
+
+    async def psubscribe(self, pattern: str, *patterns: str) -> None:
+        """Subscribe to glob patterns; returns once confirmed (if connected)."""
+        names = _names("pattern", pattern, patterns)
+        self._check_running("psubscribe")
+        self._connection.subscriptions.want(patterns=names)
+        await self._connection.sync()
+
+    async def punsubscribe(self, *patterns: str) -> None:
+        """Unsubscribe from patterns (from every pattern when none is named)."""
+        subs = self._connection.subscriptions
+        names = _names("pattern", patterns[0], patterns[1:]) if patterns else tuple(subs.patterns)
+        self._check_running("punsubscribe")
+        subs.unwant(patterns=names)
+        await self._connection.sync()
+
+    # -- commands -----------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: Any) -> int:
+        """Publish ``message`` (encoded by the protocol) on ``channel``.
+
+        Returns:
+            How many subscriptions received it.
+
+        Raises:
+            ValueError: an empty or non-str channel name.
+            TypeError: the protocol cannot encode ``message``.
+            RuntimeError: not running, or closed.
+            PublishError: no connection within ``publish_timeout``, or lost meanwhile.
+        """
+        check_event(channel, "channel name")
+        payload = self._codec.encode(message)
+        self._check_running("publish")
+        return await self._connection.publish(channel, payload)
+
+    async def count(self, *channels: str) -> dict[str, int]:
+        """Subscribers of each channel, patterns not counted (PUBSUB NUMSUB)."""
+        names = tuple(check_event(name, "channel name") for name in channels)
+        self._check_running("count")
+        if not names:
+            await checkpoint()
+            return {}
+        return await self._connection.query("count", lambda p: p.numsub(names))
+
+    async def count_patterns(self) -> int:
+        """Distinct patterns subscribed on the broker (PUBSUB NUMPAT)."""
+        self._check_running("count_patterns")
+        return await self._connection.query("count_patterns", lambda p: p.numpat())
+
+    async def channels(self, pattern: str | None = None) -> list[str]:
+        """Active channels (with an exact subscriber), optionally matching a glob."""
+        if pattern is not None:
+            check_event(pattern, "pattern")
+        self._check_running("channels")
+        return await self._connection.query("channels", lambda p: p.channels(pattern))
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _start_actors(self) -> None:
+        self._actors.start(
+            ClientsActor(
+                "pubsub clients",
+                self._mailbox,
+                clients=lambda: self._snapshot,
+                protocol=self._codec,
+                dispatcher=self._dispatcher,
+                stats=self._stats,
+                logger=self._logger,
+            )
+        )
+
+    async def _deliver(self, batch: list[Message]) -> None:
+        self._stats.received += len(batch)
+        dropped = await self._mailbox.put(batch)
+        if dropped:
+            self._stats.dropped += dropped
+            self._logger.warning("pubsub clients not keeping up: %d messages dropped", dropped)
+

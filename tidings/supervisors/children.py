@@ -1,0 +1,113 @@
+"""The channel supervisor: one-for-one supervision of actors.
+
+Each actor runs in its own cancel scope inside the supervisor's task group. An actor
+that raises is restarted at once, with the same mailbox, backlog and registrations;
+if more than ``max_restarts`` crashes happen within ``restart_window`` seconds (all
+actors counted together, as in Erlang/OTP), the supervisor stops restarting and
+re-raises the crash, which ends the handler's ``run`` (escalation).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from .._stats import Counters
+from ..actors.base import Actor
+from .intensity import Intensity
+
+__all__ = ["ChannelSupervisor"]
+
+
+class ChannelSupervisor:
+    """Starts, restarts and stops actors."""
+
+    def __init__(
+        self, *, max_restarts: int, restart_window: float, stats: Counters, logger: logging.Logger
+    ) -> None:
+        self._intensity = Intensity(max_restarts, restart_window)
+        self._stats = stats
+        self._logger = logger
+        # Only this supervisor's tasks and the owning handler touch this dict.
+        self._children: dict[str, tuple[Actor[Any], anyio.CancelScope]] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._stopping: anyio.Event | None = None
+        self._stopped: anyio.Event | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while actors can be started."""
+        return self._tg is not None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._children
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Supervise until :meth:`stop_all`; then let every actor drain and return."""
+        self._stopping, self._stopped = anyio.Event(), anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()
+                await self._stopping.wait()
+                for actor, _ in self._children.values():
+                    actor.mailbox.close()
+        finally:
+            self._tg = None
+            self._stopped.set()
+
+    def start(self, actor: Actor[Any]) -> None:
+        """Start supervising ``actor`` (its name must be unique among the children)."""
+        if self._tg is None:
+            raise RuntimeError("the channel supervisor is not running")
+        if actor.name in self._children:
+            raise RuntimeError(f"an actor named {actor.name!r} is already running")
+        scope = anyio.CancelScope()
+        self._children[actor.name] = (actor, scope)
+        self._tg.start_soon(self._supervise, actor, scope, name=f"tidings actor {actor.name!r}")
+
+    def stop(self, name: str) -> None:
+        """Stop an actor now, discarding what is queued for it."""
+        entry = self._children.pop(name, None)
+        if entry is not None:
+            actor, scope = entry
+            actor.mailbox.close()
+            scope.cancel()
+
+    def stop_all(self) -> None:
+        """Close every mailbox; actors drain what is queued, then ``run`` returns."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until ``run`` has returned."""
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    async def _supervise(self, actor: Actor[Any], scope: anyio.CancelScope) -> None:
+        try:
+            with scope:
+                while True:
+                    try:
+                        await actor.run()
+                        return
+                    except Exception as exc:
+                        if self._intensity.record(anyio.current_time()):
+                            self._logger.critical(
+                                "actor %r crashed; more than %d restarts in %gs, escalating",
+                                actor.name, self._intensity.limit, self._intensity.window,
+                                exc_info=exc,
+                            )
+                            raise
+                        self._stats.actor_restarts += 1
+                        self._logger.error("actor %r crashed, restarting it", actor.name, exc_info=exc)
+        finally:
+            entry = self._children.get(actor.name)
+            if entry is not None and entry[0] is actor:
+                del self._children[actor.name]

@@ -1,0 +1,340 @@
+"""The connection supervisor: owns the broker connections and the status.
+
+It connects (a subscriber and a publisher connection), resubscribes everything
+that is wanted, reports ``connected``, then reads until the connection is lost; then
+it reports ``disconnected``, waits a back-off delay and tries again, forever, until
+it is closed. Every transition goes through :class:`~.status.StatusMachine` and is
+reported to ``on_status``.
+
+Attempt numbers count connection attempts since the last successful connection:
+``connecting`` carries the ordinal of the attempt about to be made, ``disconnected``
+the ordinal of the attempt that failed (0 when an established connection was lost).
+After attempt *n* fails the wait is ``backoff.delay(n)``; after a lost connection it
+is ``backoff.delay(1)``, so the first retry comes quickly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+from anyio.lowlevel import checkpoint
+
+from .._stats import Counters
+from ..brokers.base import CONNECTION_ERRORS, Broker, Deliver, Publisher, Subscriber
+from ..errors import ConnectionError, PublishError, TidingsError
+from .backoff import Backoff
+from .status import StatusMachine, StatusType
+from .subscriptions import Plan, Subscriptions
+
+__all__ = ["ConnectionSupervisor"]
+
+T = TypeVar("T")
+OnStatus = Callable[[StatusType, dict[str, Any]], None]
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming an exception, for status events and logs."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ConnectionSupervisor:
+    """Connect, resubscribe, read; on failure back off and reconnect, until closed."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        deliver: Deliver,
+        on_status: OnStatus,
+        backoff: Backoff,
+        connect_timeout: float,
+        publish_timeout: float,
+        stats: Counters,
+        logger: logging.Logger,
+    ) -> None:
+        self.broker = broker
+        self.subscriptions = Subscriptions()
+        self._deliver = deliver
+        self._on_status = on_status
+        self._backoff = backoff
+        self._rng = random.Random()
+        self._connect_timeout = connect_timeout
+        self._publish_timeout = publish_timeout
+        self._stats = stats
+        self._logger = logger
+        self._machine = StatusMachine()
+        # The live connections; set by the session task only.
+        self._subscriber: Subscriber | None = None
+        self._publisher: Publisher | None = None
+        self._session_scope: anyio.CancelScope | None = None
+        self._lost: BaseException | None = None
+        self._last_error: str | None = None
+        self._deaf_since: float | None = None
+        self._connected_before = False
+        # Created by run(), inside the event loop.
+        self._run_scope: anyio.CancelScope | None = None
+        self._changed: anyio.Event | None = None
+        self._finished: anyio.Event | None = None
+        self._sync_lock: anyio.Lock | None = None
+        self._sync_wanted: anyio.Event | None = None
+
+    @property
+    def status(self) -> StatusType:
+        """The current status."""
+        return self._machine.status
+
+    # -- the supervision loop ---------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect and stay connected until :meth:`aclose` or cancellation."""
+        self._changed, self._finished = anyio.Event(), anyio.Event()
+        self._sync_lock, self._sync_wanted = anyio.Lock(), anyio.Event()
+        if self._machine.status is StatusType.closed:  # closed before it started
+            task_status.started()
+            self._finished.set()
+            return
+        try:
+            with anyio.CancelScope() as self._run_scope:
+                task_status.started()
+                attempt = 0
+                while True:
+                    attempt += 1
+                    self._move(StatusType.connecting, attempt=attempt)
+                    error = await self._session(attempt)
+                    if self._machine.status is StatusType.connected:
+                        attempt = 0
+                    delay = self._backoff.delay(max(1, attempt), self._rng)
+                    self._last_error = describe(error)
+                    self._move(
+                        StatusType.disconnected, attempt=attempt, retry_in=delay, error=self._last_error
+                    )
+                    await anyio.sleep(delay)
+        finally:
+            self._move(StatusType.closed, error=None)
+            self._finished.set()
+
+    async def _session(self, attempt: int) -> BaseException:
+        """One connection's life; returns the error that ended it."""
+        subscriber: Subscriber | None = None
+        publisher: Publisher | None = None
+        self._lost = None
+        try:
+            try:
+                with anyio.fail_after(self._connect_timeout):
+                    subscriber = await self.broker.open_subscriber()
+                    publisher = await self.broker.open_publisher()
+            except CONNECTION_ERRORS as exc:
+                return exc
+            async with anyio.create_task_group() as tg:
+                self._session_scope = tg.cancel_scope
+                self._subscriber = subscriber
+                tg.start_soon(self._read, subscriber)
+                try:
+                    resubscribed = await self._sync()
+                except CONNECTION_ERRORS as exc:
+                    self._lose(exc, subscriber)
+                else:
+                    self._publisher = publisher
+                    self._connected(attempt, resubscribed)
+                    tg.start_soon(self._sync_loop, subscriber)
+                    await anyio.sleep_forever()
+        finally:
+            if self._machine.status is StatusType.connected:
+                self._deaf_since = anyio.current_time()
+            self._subscriber = self._publisher = None
+            self._session_scope = None
+            self.subscriptions.lost()
+            for connection in (publisher, subscriber):
+                if connection is not None:
+                    with anyio.move_on_after(1.0, shield=True):
+                        try:
+                            await connection.aclose()
+                        except CONNECTION_ERRORS:
+                            pass
+        assert self._lost is not None
+        return self._lost
+
+    def _connected(self, attempt: int, resubscribed: int) -> None:
+        extra: dict[str, Any] = {}
+        if self._connected_before:
+            self._stats.reconnects += 1
+            self._stats.resubscribes += resubscribed
+            if self._deaf_since is not None:
+                extra["down_for"] = anyio.current_time() - self._deaf_since
+        self._connected_before = True
+        self._last_error = None
+        self._move(StatusType.connected, attempt=attempt, **extra)
+
+    async def _read(self, subscriber: Subscriber) -> None:
+        try:
+            await subscriber.run(self._deliver)
+        except CONNECTION_ERRORS as exc:
+            self._lose(exc, subscriber)
+        else:
+            self._lose(anyio.BrokenResourceError("the broker closed the connection"), subscriber)
+
+    def _lose(self, exc: BaseException, connection: Subscriber | Publisher) -> None:
+        """Record that the current session's connection failed, and end the session."""
+        if connection is not self._subscriber and connection is not self._publisher:
+            return  # a failure of a connection already replaced
+        if self._lost is None:
+            self._lost = exc
+            self._logger.warning("connection to %s lost: %s", self.broker.url, describe(exc))
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+
+    def _move(self, new: StatusType, **info: Any) -> None:
+        if not self._machine.can_move(new):
+            return  # closing twice, or closed before ever starting
+        data = self._machine.move(new, **info)
+        level = logging.INFO if new is not StatusType.disconnected else logging.WARNING
+        self._logger.log(level, "%s: %s %s", self.broker.url, new.name, _summary(data))
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = anyio.Event()
+        self._on_status(new, data)
+
+    # -- subscriptions ----------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Bring the broker in line with :attr:`subscriptions`; return once confirmed.
+
+        Without a connection this returns at once: the next connection subscribes
+        everything. A connection failing meanwhile is reported and reconnected; it is
+        not raised to the caller, whose registration stands.
+        """
+        subscriber = self._subscriber
+        if subscriber is None:
+            await checkpoint()
+            return
+        try:
+            await self._sync()
+        except CONNECTION_ERRORS as exc:
+            self._lose(exc, subscriber)
+
+    def request_sync(self) -> None:
+        """Ask for a :meth:`sync` soon, from code that cannot wait."""
+        if self._sync_wanted is not None:
+            self._sync_wanted.set()
+
+    async def _sync_loop(self, subscriber: Subscriber) -> None:
+        assert self._sync_wanted is not None
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted = anyio.Event()
+            try:
+                await self._sync()
+            except CONNECTION_ERRORS as exc:
+                self._lose(exc, subscriber)
+                return
+
+    async def _sync(self) -> int:
+        """Apply the subscription plan; return how many names were subscribed."""
+        assert self._sync_lock is not None
+        async with self._sync_lock:
+            subscriber = self._subscriber
+            if subscriber is None:
+                return 0
+            plan = self.subscriptions.plan()
+            steps = (
+                (subscriber.unsubscribe, Plan(unsubscribe=plan.unsubscribe)),
+                (subscriber.punsubscribe, Plan(punsubscribe=plan.punsubscribe)),
+                (subscriber.subscribe, Plan(subscribe=plan.subscribe)),
+                (subscriber.psubscribe, Plan(psubscribe=plan.psubscribe)),
+            )
+            for command, step in steps:
+                names = step.subscribe or step.unsubscribe or step.psubscribe or step.punsubscribe
+                if not names:
+                    continue
+                # A command is shielded from cancellation (bounded by the connect
+                # timeout), so what the broker did and what we record never differ.
+                with anyio.CancelScope(shield=True), anyio.fail_after(self._connect_timeout):
+                    await command(names)
+                self.subscriptions.applied(step)
+            return len(plan.subscribe) + len(plan.psubscribe)
+
+    # -- commands ---------------------------------------------------------------------
+
+    async def publish(self, channel: str, payload: bytes) -> int:
+        """Publish, waiting up to ``publish_timeout`` for a connection.
+
+        Raises:
+            PublishError: no connection in time, closed, or lost while publishing.
+        """
+        publisher = await self._ready(PublishError, f"publish to {channel!r}")
+        try:
+            received = await publisher.publish(channel, payload)
+        except CONNECTION_ERRORS as exc:
+            self._lose(exc, publisher)
+            self._stats.publish_errors += 1
+            raise PublishError(
+                f"connection to {self.broker.url} lost while publishing to {channel!r} "
+                f"(the broker may or may not have received it): {describe(exc)}"
+            ) from exc
+        self._stats.published += 1
+        return received
+
+    async def query(self, what: str, command: Callable[[Publisher], Awaitable[T]]) -> T:
+        """Run a query on the publisher connection, waiting like :meth:`publish`.
+
+        Raises:
+            tidings.ConnectionError: no connection in time, closed, or lost meanwhile.
+        """
+        publisher = await self._ready(ConnectionError, what)
+        try:
+            return await command(publisher)
+        except CONNECTION_ERRORS as exc:
+            self._lose(exc, publisher)
+            raise ConnectionError(f"connection to {self.broker.url} lost during {what}: {describe(exc)}") from exc
+
+    async def _ready(self, error: type[TidingsError], what: str) -> Publisher:
+        if self._publisher is not None:
+            return self._publisher
+        with anyio.move_on_after(self._publish_timeout):
+            while True:
+                if self._machine.status is StatusType.closed or self._changed is None:
+                    if error is PublishError:
+                        self._stats.publish_errors += 1
+                    raise error(f"cannot {what}: the connection to {self.broker.url} is closed")
+                if self._publisher is not None:
+                    return self._publisher
+                await self._changed.wait()
+        if error is PublishError:
+            self._stats.publish_errors += 1
+        last = f" (last error: {self._last_error})" if self._last_error else ""
+        raise error(
+            f"cannot {what}: not connected to {self.broker.url} "
+            f"within publish_timeout={self._publish_timeout:g}s{last}"
+        )
+
+    async def wait_connected(self) -> None:
+        """Return once connected.
+
+        Raises:
+            anyio.ClosedResourceError: closed before a connection was made.
+        """
+        while self._machine.status is not StatusType.connected:
+            if self._machine.status is StatusType.closed or self._changed is None:
+                raise anyio.ClosedResourceError("closed before the connection was made")
+            await self._changed.wait()
+        await checkpoint()
+
+    async def aclose(self) -> None:
+        """Stop the loop, close the connections, report ``closed``; idempotent."""
+        if self._run_scope is None:
+            self._move(StatusType.closed, error=None)
+            await checkpoint()
+            return
+        self._run_scope.cancel()
+        assert self._finished is not None
+        await self._finished.wait()
+
+
+def _summary(data: dict[str, Any]) -> str:
+    return " ".join(f"{key}={value!r}" for key, value in data.items() if key not in ("status",) and value)
