@@ -477,6 +477,8 @@ class Channels(Handler):
             # Cancelled before the status actor could deliver the last events
             # ("closed" among them): deliver them here, bounded by the caller.
             await self._status_actor.drain()
+        for mailbox in self._mailboxes.values():
+            mailbox.discard()
         self._mailboxes.clear()
 
 

@@ -74,7 +74,7 @@ class PubSub(Handler):
             failure_limit=opts.callback_failure_limit,
             failure_window=opts.callback_failure_window,
         )
-        self._mailbox: Mailbox[Message] = Mailbox(opts.max_pending, opts.overflow)
+        self._mailbox: Mailbox[Message] | None = None
 
     @property
     def store(self) -> Store:
@@ -196,6 +196,7 @@ class PubSub(Handler):
     # -- internals ----------------------------------------------------------------------
 
     def _start_actors(self) -> None:
+        self._mailbox = Mailbox(self._options.max_pending, self._options.overflow)
         self._actors.start(
             ClientsActor(
                 "pubsub clients",
@@ -208,8 +209,14 @@ class PubSub(Handler):
             )
         )
 
+    async def _after_run(self) -> None:
+        if self._mailbox is not None:
+            self._mailbox.discard()
+        await checkpoint()
+
     async def _deliver(self, batch: list[Message]) -> None:
         self._stats.received += len(batch)
+        assert self._mailbox is not None
         dropped = await self._mailbox.put(batch)
         if dropped:
             self._stats.dropped += dropped

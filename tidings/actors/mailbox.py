@@ -60,8 +60,8 @@ class Mailbox(Generic[T]):
             dropped = len(items) - room
             items = items[:room]
             self.overflowing = True
-        self._pending += len(items)
         self._send.send_nowait(items)
+        self._pending += len(items)
         return dropped
 
     async def put(self, items: list[T]) -> int:
@@ -82,8 +82,8 @@ class Mailbox(Generic[T]):
                 await self._space.wait()
                 continue
             chunk, items = items[:room], items[room:]
-            self._pending += len(chunk)
             self._send.send_nowait(chunk)
+            self._pending += len(chunk)
         return 0
 
     def _took(self, batch: list[T]) -> list[T]:
@@ -117,6 +117,12 @@ class Mailbox(Generic[T]):
         self._send.close()
         if self._space is not None:
             self._space.set()
+
+    def discard(self) -> None:
+        """Close both ends, dropping whatever is still queued (the owner is done)."""
+        self.close()
+        self._recv.close()
+        self._pending = 0
 
     def __repr__(self) -> str:
         return f"<Mailbox pending={self._pending}/{self.max_pending} overflow={self.overflow!r}>"

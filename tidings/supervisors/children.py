@@ -77,7 +77,7 @@ class ChannelSupervisor:
         entry = self._children.pop(name, None)
         if entry is not None:
             actor, scope = entry
-            actor.mailbox.close()
+            actor.mailbox.discard()
             scope.cancel()
 
     def stop_all(self) -> None:

@@ -1,0 +1,40 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Each creates .venv (Python 3.11+) and installs what it needs on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest bench redis clean
+
+demo: $(STAMP)
+	$(BIN)/python -m tidings demo
+
+test: $(STAMP) redis lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check tidings tests bench
+	$(BIN)/ruff format --check tidings
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) redis
+	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+redis:
+	@scripts/ensure-redis
+
+bench: $(STAMP) redis
+	$(BIN)/python -m bench
+
+$(STAMP): pyproject.toml
+	@scripts/check-python $(PYTHON)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+clean:
+	rm -rf $(VENV) .coverage build dist *.egg-info

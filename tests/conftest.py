@@ -1,0 +1,98 @@
+"""Shared fixtures: every async test runs on trio and on asyncio."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+import trio.testing
+
+import tidings
+from tidings.brokers.memory import Hub, MemoryBroker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every coroutine test must run on both backends: fail loudly if a module
+    # forgot ``pytestmark = pytest.mark.anyio`` (it must be there before
+    # parametrisation, so it cannot be added here).
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            if item.get_closest_marker("anyio") is None:
+                raise pytest.UsageError(f"{item.nodeid}: async test without pytest.mark.anyio")
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def autojump_backend(request: pytest.FixtureRequest) -> Any:
+    """Like anyio_backend, but trio runs on a MockClock that skips idle time.
+
+    On asyncio the same test runs in real time, so tests using it keep delays small.
+    """
+    if request.param == "trio":
+        return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+    return "asyncio"
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` is true, polling; fail after ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.001)
+
+
+async def settle() -> None:
+    """Let every task run until all are blocked (cooperative, deterministic enough)."""
+    await anyio.wait_all_tasks_blocked()
+
+
+@pytest.fixture
+def hub() -> Hub:
+    """A private in-process hub, with its fault switches."""
+    return Hub("test")
+
+
+@pytest.fixture
+def store(hub: Hub) -> tidings.Store:
+    return tidings.Store(MemoryBroker(hub))
+
+
+@pytest.fixture
+async def task_count() -> AsyncIterator[Callable[[], int]]:
+    """How many tasks run now; the test asserts nothing was left behind."""
+    yield lambda: len(anyio.get_running_tasks())
+
+
+@pytest.fixture
+async def channels(store: tidings.Store) -> AsyncIterator[tidings.Channels]:
+    async with tidings.Channels(store, namespace="test", publish_timeout=1.0) as ch:
+        yield ch
+
+
+class Recorder:
+    """A callback recording ``(channel name, event, data)``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def __call__(self, channel: tidings.Channel, event: str, data: Any) -> None:
+        self.calls.append((channel.name, event, data))
+
+    @property
+    def events(self) -> list[str]:
+        return [event for _, event, _ in self.calls]
+
+    @property
+    def data(self) -> list[Any]:
+        return [data for _, _, data in self.calls]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()

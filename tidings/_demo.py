@@ -1,0 +1,102 @@
+"""The demonstration behind ``make demo`` / ``tidings demo``.
+
+A short tour on the embedded broker: status events, wildcard registrations, sync and
+async callbacks, async iteration, and a failing callback isolated from the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+
+from .channels import Channel, Channels
+from .errors import CallbackError
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def demo(url: str = "memory://demo") -> int:
+    """Run the tour against ``url``; return a process exit code."""
+    # The failing callback's traceback is part of the point, but keep it to one line.
+    logging.basicConfig(level=logging.CRITICAL)
+
+    channels = Channels(url, namespace="demo", callback_failure_limit=2)
+    _say(f"tidings demo on {channels}\n")
+
+    def on_status(channel: Channel, event: str, data: dict[str, Any]) -> None:
+        _say(f"  status  {data.get('previous', '?'):>12} -> {event}")
+
+    # The status channel is local: it can be given callbacks before run() starts.
+    await channels.register(channels.status_channel.name, "*", on_status)
+
+    async with channels:
+        await channels.connect()
+
+        _say("\n1. callbacks on event patterns (globs), sync and async")
+        seen: list[str] = []
+
+        def on_any_order(channel: Channel, event: str, data: Any) -> None:
+            seen.append(event)
+            _say(f"  orders/*          got {event!r} {data}")
+
+        async def on_created(channel: Channel, event: str, data: Any) -> None:
+            await anyio.sleep(0)  # an async callback may await
+            _say(f"  orders/created    got {event!r} {data}")
+
+        await channels.register("orders", "*", on_any_order)
+        await channels.register("orders", "created", on_created)
+        await channels.register("orders", "[a-c]*", lambda c, e, d: _say(f"  orders/[a-c]*     got {e!r}"))
+        for event, data in (("created", {"id": 1}), ("shipped", {"id": 1}), ("cancelled", {"id": 2})):
+            receivers = await channels.publish("orders", event, data)
+            _say(f"published orders/{event} to {receivers} subscriber(s)")
+        await _until(lambda: len(seen) == 3)
+
+        _say("\n2. async iteration")
+        async with channels.subscribe("payments", "settled") as events:
+            await channels.publish("payments", "refused", {"id": 7})  # no match: skipped
+            await channels.publish("payments", "settled", {"id": 8, "amount": 12.5})
+            async for ev in events:
+                _say(f"  iterator got {ev}")
+                break
+
+        _say("\n3. a failing callback is isolated, then removed")
+        delivered: list[int] = []
+
+        def broken(channel: Channel, event: str, data: Any) -> None:
+            raise RuntimeError("this callback is broken")
+
+        def healthy(channel: Channel, event: str, data: Any) -> None:
+            delivered.append(data)
+
+        def one_shot(channel: Channel, event: str, data: Any) -> None:
+            _say(f"  one-shot callback got {data} and unregisters itself")
+            raise CallbackError
+
+        await channels.register("alerts", "*", broken)
+        await channels.register("alerts", "*", healthy)
+        await channels.register("alerts", "*", one_shot)
+        for n in range(4):
+            await channels.publish("alerts", "fired", n)
+        await _until(lambda: len(delivered) == 4)
+        alerts = channels.channel("alerts", create=False)
+        assert alerts is not None
+        _say(f"  the healthy callback got all of {delivered}")
+        remaining = [r.callback.__name__ for r in alerts.registrations_for("fired")]
+        _say(f"  callbacks left on 'alerts': {remaining}")
+        stats = channels.stats()
+        _say(
+            f"\nstats: published={stats.published} delivered={stats.delivered} "
+            f"callback_errors={stats.callback_errors} removed={stats.callbacks_removed}\n"
+        )
+    _say("\ndone.")
+    return 0
+
+
+async def _until(condition: Any) -> None:
+    with anyio.fail_after(5):
+        while not condition():
+            await anyio.sleep(0.01)
