@@ -93,8 +93,9 @@ class Handler:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`close` is called or the task is cancelled.
 
-        Start it in your own nursery or task group; it reports started as soon as it
-        accepts work (use :meth:`connect` to wait for the connection)::
+        Start it in your own nursery or task group. It reports started after its
+        first connection attempt: connected if the broker is up, else disconnected
+        and retrying in the background (use :meth:`connect` to wait for it)::
 
             async with trio.open_nursery() as nursery:
                 await nursery.start(handler.run)
@@ -183,7 +184,7 @@ class Handler:
                         self._stopping.set()
 
     def _check_running(self, what: str) -> None:
-        if self._state == "running":
+        if self._state == "running" and not (self._stopping and self._stopping.is_set()):
             return
         if self._state == "new":
             raise RuntimeError(

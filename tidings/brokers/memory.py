@@ -202,6 +202,8 @@ class _MemorySubscriber(_MemoryConnection, Subscriber):
             self._wakeup.set()
 
     async def run(self, deliver: Deliver) -> None:
+        # What was pushed before a kill is delivered first, as a socket's buffered
+        # bytes are read before its EOF.
         while True:
             if not self._inbox:
                 self.check()
@@ -209,7 +211,6 @@ class _MemorySubscriber(_MemoryConnection, Subscriber):
                 await self._wakeup.wait()
                 self._wakeup = None
                 continue
-            self.check()
             batch, self._inbox = self._inbox, []
             await deliver(batch)
             # One checkpoint per batch, so a flood cannot starve other tasks.

@@ -92,21 +92,27 @@ class ConnectionSupervisor:
     # -- the supervision loop ---------------------------------------------------------
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Connect and stay connected until :meth:`aclose` or cancellation."""
+        """Connect and stay connected until :meth:`aclose` or cancellation.
+
+        It reports started once the first attempt has connected or failed, so a
+        healthy broker is connected (and subscribed) by the time the caller goes on,
+        and a dead one delays the caller by at most ``connect_timeout``.
+        """
         self._changed, self._finished = anyio.Event(), anyio.Event()
         self._sync_lock, self._sync_wanted = anyio.Lock(), anyio.Event()
         if self._machine.status is StatusType.closed:  # closed before it started
             task_status.started()
             self._finished.set()
             return
+        ready = _Once(task_status.started)
         try:
             with anyio.CancelScope() as self._run_scope:
-                task_status.started()
                 attempt = 0
                 while True:
                     attempt += 1
                     self._move(StatusType.connecting, attempt=attempt)
-                    error = await self._session(attempt)
+                    error = await self._session(attempt, ready)
+                    ready()
                     if self._machine.status is StatusType.connected:
                         attempt = 0
                     delay = self._backoff.delay(max(1, attempt), self._rng)
@@ -119,7 +125,7 @@ class ConnectionSupervisor:
             self._move(StatusType.closed, error=None)
             self._finished.set()
 
-    async def _session(self, attempt: int) -> BaseException:
+    async def _session(self, attempt: int, ready: Callable[[], None]) -> BaseException:
         """One connection's life; returns the error that ended it."""
         subscriber: Subscriber | None = None
         publisher: Publisher | None = None
@@ -142,6 +148,7 @@ class ConnectionSupervisor:
                 else:
                     self._publisher = publisher
                     self._connected(attempt, resubscribed)
+                    ready()
                     tg.start_soon(self._sync_loop, subscriber)
                     await anyio.sleep_forever()
         finally:
@@ -334,6 +341,20 @@ class ConnectionSupervisor:
         self._run_scope.cancel()
         assert self._finished is not None
         await self._finished.wait()
+
+
+class _Once:
+    """Calls a function the first time it is called, and never again."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._fn: Callable[[], object] | None = fn
+
+    def __call__(self) -> None:
+        if self._fn is not None:
+            fn, self._fn = self._fn, None
+            fn()
 
 
 def _summary(data: dict[str, Any]) -> str:
