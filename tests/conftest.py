@@ -19,9 +19,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # forgot ``pytestmark = pytest.mark.anyio`` (it must be there before
     # parametrisation, so it cannot be added here).
     for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            if item.get_closest_marker("anyio") is None:
-                raise pytest.UsageError(f"{item.nodeid}: async test without pytest.mark.anyio")
+        if (
+            isinstance(item, pytest.Function)
+            and inspect.iscoroutinefunction(item.obj)
+            and item.get_closest_marker("anyio") is None
+        ):
+            raise pytest.UsageError(f"{item.nodeid}: async test without pytest.mark.anyio")
 
 
 @pytest.fixture(params=["trio", "asyncio"])
@@ -40,9 +43,9 @@ def autojump_backend(request: pytest.FixtureRequest) -> Any:
     return "asyncio"
 
 
-async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` is true, polling; fail after ``timeout`` seconds."""
-    with anyio.fail_after(timeout):
+async def eventually(condition: Callable[[], object], limit: float = 5.0) -> None:
+    """Wait until ``condition()`` is true, polling; fail after ``limit`` seconds."""
+    with anyio.fail_after(limit):
         while not condition():
             await anyio.sleep(0.001)
 
@@ -61,12 +64,6 @@ def hub() -> Hub:
 @pytest.fixture
 def store(hub: Hub) -> tidings.Store:
     return tidings.Store(MemoryBroker(hub))
-
-
-@pytest.fixture
-async def task_count() -> AsyncIterator[Callable[[], int]]:
-    """How many tasks run now; the test asserts nothing was left behind."""
-    yield lambda: len(anyio.get_running_tasks())
 
 
 @pytest.fixture

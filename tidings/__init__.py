@@ -13,8 +13,6 @@ embedded ``memory://`` broker is the default.
         await channels.publish("orders", "created", {"id": 1})
 """
 
-from __future__ import annotations
-
 from ._options import Options as Options
 from ._stats import Stats as Stats
 from .channels import Channel as Channel
@@ -22,8 +20,8 @@ from .channels import Channels as Channels
 from .channels import Event as Event
 from .channels import StatusType as StatusType
 from .channels import open_channels as open_channels
+from .errors import BrokerError as BrokerError
 from .errors import CallbackError as CallbackError
-from .errors import ConnectionError as ConnectionError
 from .errors import ProtocolError as ProtocolError
 from .errors import PublishError as PublishError
 from .errors import TidingsError as TidingsError
@@ -39,12 +37,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backoff",
+    "BrokerError",
     "Bytes",
     "CallbackError",
     "Channel",
     "Channels",
     "Codec",
-    "ConnectionError",
     "Event",
     "Json",
     "Options",

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from .channels import Channel, Channels
 from .errors import CallbackError
@@ -37,23 +38,29 @@ async def demo(url: str = "memory://demo") -> int:
         await channels.connect()
 
         _say("\n1. callbacks on event patterns (globs), sync and async")
-        seen: list[str] = []
+        orders = _Countdown(3)
 
         def on_any_order(channel: Channel, event: str, data: Any) -> None:
-            seen.append(event)
+            orders.tick()
             _say(f"  orders/*          got {event!r} {data}")
 
         async def on_created(channel: Channel, event: str, data: Any) -> None:
-            await anyio.sleep(0)  # an async callback may await
+            await anyio.lowlevel.checkpoint()  # an async callback may await
             _say(f"  orders/created    got {event!r} {data}")
 
         await channels.register("orders", "*", on_any_order)
         await channels.register("orders", "created", on_created)
-        await channels.register("orders", "[a-c]*", lambda c, e, d: _say(f"  orders/[a-c]*     got {e!r}"))
-        for event, data in (("created", {"id": 1}), ("shipped", {"id": 1}), ("cancelled", {"id": 2})):
+        await channels.register(
+            "orders", "[a-c]*", lambda c, e, d: _say(f"  orders/[a-c]*     got {e!r}")
+        )
+        for event, data in (
+            ("created", {"id": 1}),
+            ("shipped", {"id": 1}),
+            ("cancelled", {"id": 2}),
+        ):
             receivers = await channels.publish("orders", event, data)
             _say(f"published orders/{event} to {receivers} subscriber(s)")
-        await _until(lambda: len(seen) == 3)
+        await orders.wait()
 
         _say("\n2. async iteration")
         async with channels.subscribe("payments", "settled") as events:
@@ -65,12 +72,14 @@ async def demo(url: str = "memory://demo") -> int:
 
         _say("\n3. a failing callback is isolated, then removed")
         delivered: list[int] = []
+        alerts_done = _Countdown(4)
 
         def broken(channel: Channel, event: str, data: Any) -> None:
             raise RuntimeError("this callback is broken")
 
         def healthy(channel: Channel, event: str, data: Any) -> None:
             delivered.append(data)
+            alerts_done.tick()
 
         def one_shot(channel: Channel, event: str, data: Any) -> None:
             _say(f"  one-shot callback got {data} and unregisters itself")
@@ -81,7 +90,7 @@ async def demo(url: str = "memory://demo") -> int:
         await channels.register("alerts", "*", one_shot)
         for n in range(4):
             await channels.publish("alerts", "fired", n)
-        await _until(lambda: len(delivered) == 4)
+        await alerts_done.wait()
         alerts = channels.channel("alerts", create=False)
         assert alerts is not None
         _say(f"  the healthy callback got all of {delivered}")
@@ -96,7 +105,18 @@ async def demo(url: str = "memory://demo") -> int:
     return 0
 
 
-async def _until(condition: Any) -> None:
-    with anyio.fail_after(5):
-        while not condition():
-            await anyio.sleep(0.01)
+class _Countdown:
+    """Set once ``tick`` has been called ``count`` times."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.done = anyio.Event()
+
+    def tick(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.done.set()
+
+    async def wait(self) -> None:
+        with anyio.fail_after(5):
+            await self.done.wait()

@@ -90,7 +90,9 @@ class Handler:
         """A snapshot of the counters."""
         return self._stats.snapshot()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run until :meth:`close` is called or the task is cancelled.
 
         Start it in your own nursery or task group. It reports started after its

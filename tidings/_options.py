@@ -50,12 +50,20 @@ class Options:
 
     def __post_init__(self) -> None:
         for name in (
-            "publish_timeout", "connect_timeout", "health_check_interval",
-            "callback_failure_window", "restart_window", "close_timeout",
+            "publish_timeout",
+            "connect_timeout",
+            "health_check_interval",
+            "callback_failure_window",
+            "restart_window",
+            "close_timeout",
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 \
-                    or math.isnan(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not value > 0
+                or math.isnan(value)
+            ):
                 raise ValueError(f"option {name} must be a number of seconds > 0, got {value!r}")
         for name, low in (("max_pending", 1), ("callback_failure_limit", 0), ("max_restarts", 0)):
             value = getattr(self, name)

@@ -109,11 +109,17 @@ class Channel:
         self._cache.clear()
         return True
 
-    def _remove(self, pattern: str, callback: Callable[..., Any] | None = None,
-                registration: Registration | None = None) -> bool:
+    def _remove(
+        self,
+        pattern: str,
+        callback: Callable[..., Any] | None = None,
+        registration: Registration | None = None,
+    ) -> bool:
         registrations = self._patterns.get(pattern, [])
         for index, candidate in enumerate(registrations):
-            if candidate is registration or (registration is None and candidate.callback == callback):
+            if candidate is registration or (
+                registration is None and candidate.callback == callback
+            ):
                 candidate.active = False
                 del registrations[index]
                 if not registrations:
@@ -256,7 +262,9 @@ class Channels(Handler):
         broker_name = self._namespace.broker_name(channel)
         check_event(event, "event pattern")
         if not callable(callback):
-            raise TypeError(f"callback must be callable, not {type(callback).__name__}: {callback!r}")
+            raise TypeError(
+                f"callback must be callable, not {type(callback).__name__}: {callback!r}"
+            )
         target = self._channels.get(broker_name)
         if target is None or not target.local or self._state == "closed":
             # The status channel alone may be given callbacks before run(): it is
@@ -317,14 +325,18 @@ class Channels(Handler):
         return self._iterate(channel, event)
 
     @asynccontextmanager
-    async def _iterate(self, channel: str, event: str) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
+    async def _iterate(
+        self, channel: str, event: str
+    ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         send, receive = anyio.create_memory_object_stream[Event](self._options.max_pending)
         stats = self._stats
 
         if self._options.overflow == "block":
+
             async def callback(ch: Channel, name: str, data: Any) -> None:
                 await send.send(Event(ch.name, name, data))
         else:
+
             def callback(ch: Channel, name: str, data: Any) -> None:  # type: ignore[misc]
                 try:
                     send.send_nowait(Event(ch.name, name, data))
@@ -388,15 +400,15 @@ class Channels(Handler):
         mailbox: Mailbox[Any] = Mailbox(self._options.max_pending, self._options.overflow)
         self._mailboxes[channel.broker_name] = mailbox
         actor = ChannelActor(
-                channel.broker_name,
-                mailbox,
-                channel=channel,
-                registrations_for=channel.registrations_for,
-                decode=_identity if channel.local else self._decode,
-                dispatcher=self._dispatcher,
-                stats=self._stats,
-                logger=self._logger,
-            )
+            channel.broker_name,
+            mailbox,
+            channel=channel,
+            registrations_for=channel.registrations_for,
+            decode=_identity if channel.local else self._decode,
+            dispatcher=self._dispatcher,
+            stats=self._stats,
+            logger=self._logger,
+        )
         self._actors.start(actor)
         return actor
 
@@ -451,10 +463,13 @@ class Channels(Handler):
         name = channel.name if channel is not None else broker_name
         self._logger.warning(
             "channel %r is not keeping up: mailbox full (max_pending=%d), dropping messages",
-            name, self._options.max_pending,
+            name,
+            self._options.max_pending,
         )
-        self._emit("slow_consumer", {"channel": name, "dropped": dropped,
-                                     "max_pending": self._options.max_pending})
+        self._emit(
+            "slow_consumer",
+            {"channel": name, "dropped": dropped, "max_pending": self._options.max_pending},
+        )
 
     def _on_status(self, status: StatusType, data: dict[str, Any]) -> None:
         self._emit(status.name, data)
@@ -468,7 +483,9 @@ class Channels(Handler):
         except anyio.ClosedResourceError:
             dropped = 1
         if dropped:
-            self._logger.warning("status event %r dropped: status callbacks are not keeping up", event)
+            self._logger.warning(
+                "status event %r dropped: status callbacks are not keeping up", event
+            )
 
     async def _after_run(self) -> None:
         for send in tuple(self._iterators):

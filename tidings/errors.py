@@ -9,8 +9,8 @@ re-invented.
 from __future__ import annotations
 
 __all__ = [
+    "BrokerError",
     "CallbackError",
-    "ConnectionError",
     "ProtocolError",
     "PublishError",
     "TidingsError",
@@ -46,9 +46,11 @@ class CallbackError(TidingsError):
     """
 
 
-class ConnectionError(TidingsError):  # noqa: A001 - deliberately scoped to tidings
-    """The broker refused or broke the connection (for example a wrong password).
+class BrokerError(TidingsError):
+    """The broker refused a connection or a command, or a query found no connection.
 
-    The connection supervisor treats it like any lost connection: it reports it in the
-    status events and retries with back-off.
+    Examples: a wrong password, an unknown command, ``count()`` while disconnected
+    for longer than ``publish_timeout``. On the subscriber connection the connection
+    supervisor treats it like any lost connection: it reports it in the status events
+    and retries with back-off.
     """

@@ -133,7 +133,9 @@ class PubSub(Handler):
     async def unsubscribe(self, *channels: str) -> None:
         """Unsubscribe from channels (from every channel when none is named)."""
         subs = self._connection.subscriptions
-        names = _names("channel name", channels[0], channels[1:]) if channels else tuple(subs.channels)
+        names = (
+            _names("channel name", channels[0], channels[1:]) if channels else tuple(subs.channels)
+        )
         self._check_running("unsubscribe")
         subs.unwant(channels=names)
         await self._connection.sync()
@@ -221,4 +223,3 @@ class PubSub(Handler):
         if dropped:
             self._stats.dropped += dropped
             self._logger.warning("pubsub clients not keeping up: %d messages dropped", dropped)
-

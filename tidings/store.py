@@ -76,9 +76,7 @@ def create_store(url: str = "memory://") -> Store:
     if scheme == "memory":
         broker = _memory_broker(parts.netloc, parts.path, params, shown)
     else:
-        raise ValueError(
-            f"unknown scheme {parts.scheme!r} in store URL {shown!r}; use memory://"
-        )
+        raise ValueError(f"unknown scheme {parts.scheme!r} in store URL {shown!r}; use memory://")
     return Store(broker, namespace)
 
 
@@ -101,7 +99,9 @@ def _unknown(params: dict[str, str], shown: str) -> None:
 
 def _memory_broker(netloc: str, path: str, params: dict[str, str], shown: str) -> MemoryBroker:
     if "@" in netloc or ":" in netloc:
-        raise ValueError(f"memory:// URLs take a hub name only, no user, password or port: {shown!r}")
+        raise ValueError(
+            f"memory:// URLs take a hub name only, no user, password or port: {shown!r}"
+        )
     if path not in ("", "/"):
         raise ValueError(f"memory:// URLs take no path (use memory://NAME): {shown!r}")
     _unknown(params, shown)

@@ -11,15 +11,18 @@ from tidings import CallbackError
 from tidings._stats import Counters
 from tidings.actors.callbacks import Dispatcher, Registration
 
-
 pytestmark = pytest.mark.anyio
+
 
 def make(limit: int = 2) -> tuple[Dispatcher, Counters, list[Registration]]:
     removed: list[Registration] = []
     stats = Counters()
     dispatcher = Dispatcher(
-        stats=stats, logger=logging.getLogger("tidings.test"), remove=removed.append,
-        failure_limit=limit, failure_window=60.0,
+        stats=stats,
+        logger=logging.getLogger("tidings.test"),
+        remove=removed.append,
+        failure_limit=limit,
+        failure_window=60.0,
     )
     return dispatcher, stats, removed
 

@@ -6,8 +6,8 @@ import pytest
 from tests.conftest import settle
 from tidings.actors.mailbox import Mailbox
 
-
 pytestmark = pytest.mark.anyio
+
 
 async def test_batches_come_out_in_order() -> None:
     mailbox: Mailbox[int] = Mailbox(10)
@@ -36,6 +36,7 @@ async def test_block_mode_waits_for_room_and_loses_nothing() -> None:
     mailbox: Mailbox[int] = Mailbox(2, "block")
     received: list[int] = []
     async with anyio.create_task_group() as tg:
+
         async def produce() -> None:
             assert await mailbox.put([1, 2, 3, 4, 5]) == 0
             mailbox.close()

@@ -43,12 +43,15 @@ async def test_a_crashed_actor_restarts_with_its_registrations_and_backlog(
 
 
 async def test_a_crash_loop_escalates_out_of_async_with(store: Store) -> None:
-    with pytest.raises(RuntimeError, match="bug in the protocol"):
+    async def crash_three_times() -> None:
         async with Channels(store, protocol=Fragile(), max_restarts=2) as channels:
             await channels.register("c", "*", print)
             for _ in range(3):
                 await channels.publish("c", "e", "crash")
             await anyio.sleep_forever()
+
+    with pytest.raises(RuntimeError, match="bug in the protocol"):
+        await crash_three_times()
 
 
 async def test_escalation_ends_run_in_the_callers_nursery(store: Store) -> None:
@@ -68,8 +71,13 @@ async def test_undecodable_payloads_are_counted_not_fatal(
     async with Channels(store) as channels, store.pubsub() as raw:
         await channels.register("c", "*", recorder)
         with caplog.at_level(logging.WARNING, "tidings"):
-            for payload in (b"not json", b"[1, 2]", b'{"event": 3}', b"\xff\xfe",
-                            json.dumps({"event": "ok", "data": 1}).encode()):
+            for payload in (
+                b"not json",
+                b"[1, 2]",
+                b'{"event": 3}',
+                b"\xff\xfe",
+                json.dumps({"event": "ok", "data": 1}).encode(),
+            ):
                 await raw.publish("c", payload)
             await eventually(lambda: recorder.calls)
         assert recorder.calls == [("c", "ok", 1)]

@@ -65,8 +65,11 @@ async def test_a_clean_life_is_connecting_connected_closed(store: Store) -> None
         assert channels.status is StatusType.connected
     assert log.names == ["connecting", "connected", "closed"]
     assert log.events[1][1] == {
-        "status": "connected", "previous": "connecting", "attempt": 1,
-        "retry_in": None, "error": None,
+        "status": "connected",
+        "previous": "connecting",
+        "attempt": 1,
+        "retry_in": None,
+        "error": None,
     }
     assert channels.status is StatusType.closed
 
@@ -166,7 +169,6 @@ async def test_close_fails_waiting_publishes_promptly(hub: Hub, store: Store) ->
     hub.refusing = True
     errors: list[BaseException] = []
     async with Channels(store, backoff=FAST, publish_timeout=3600) as channels:
-
         waiting = False
 
         async def publish() -> None:
@@ -189,6 +191,7 @@ async def test_close_fails_waiting_publishes_promptly(hub: Hub, store: Store) ->
 async def test_connect_raises_if_closed_before_connecting(hub: Hub, store: Store) -> None:
     hub.refusing = True
     async with Channels(store, backoff=FAST) as channels, anyio.create_task_group() as tg:
+
         async def close_soon() -> None:
             await eventually(lambda: channels.status is StatusType.disconnected)
             await channels.close()

@@ -25,7 +25,7 @@ def test_intensity_zero_means_the_first_event_exceeds() -> None:
 
 @pytest.mark.parametrize(("limit", "window"), [(-1, 1.0), (1, 0.0), (1, -3.0)])
 def test_intensity_rejects_bad_settings(limit: int, window: float) -> None:
-    with pytest.raises(ValueError, match="limit|window"):
+    with pytest.raises(ValueError, match=r"limit|window"):
         Intensity(limit, window)
 
 
@@ -63,8 +63,11 @@ def test_status_machine_follows_the_documented_graph() -> None:
     assert machine.status is StatusType.initialised
     data = machine.move(StatusType.connecting, attempt=1)
     assert data == {
-        "status": "connecting", "previous": "initialised", "attempt": 1,
-        "retry_in": None, "error": None,
+        "status": "connecting",
+        "previous": "initialised",
+        "attempt": 1,
+        "retry_in": None,
+        "error": None,
     }
     machine.move(StatusType.disconnected, attempt=1, retry_in=0.2, error="refused")
     machine.move(StatusType.connecting, attempt=2)
@@ -98,7 +101,11 @@ def test_status_machine_refuses_illegal_moves(
 
 def test_status_values_are_the_seed_api_numbers() -> None:
     assert [(s.name, s.value) for s in StatusType] == [
-        ("initialised", 1), ("connecting", 2), ("connected", 3), ("disconnected", 4), ("closed", 5)
+        ("initialised", 1),
+        ("connecting", 2),
+        ("connected", 3),
+        ("disconnected", 4),
+        ("closed", 5),
     ]
 
 

@@ -60,4 +60,6 @@ class Actor(abc.ABC, Generic[T]):
                 return
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} backlog={len(self._backlog)} {self.mailbox!r}>"
+        return (
+            f"<{type(self).__name__} {self.name!r} backlog={len(self._backlog)} {self.mailbox!r}>"
+        )

@@ -67,7 +67,9 @@ class Dispatcher:
         self.failure_limit = failure_limit
         self.failure_window = failure_window
 
-    def registration(self, key: str, callback: Callable[..., Any], owner: Any = None) -> Registration:
+    def registration(
+        self, key: str, callback: Callable[..., Any], owner: Any = None
+    ) -> Registration:
         """A new registration carrying this dispatcher's failure budget."""
         return Registration(
             key, callback, Intensity(self.failure_limit, self.failure_window), owner
@@ -124,14 +126,20 @@ class Dispatcher:
     def _failed(self, registration: Registration, exc: Exception, where: str) -> None:
         self._stats.callback_errors += 1
         self._logger.error(
-            "%s: callback %r for %r failed", where, registration.callback, registration.key,
+            "%s: callback %r for %r failed",
+            where,
+            registration.callback,
+            registration.key,
             exc_info=exc,
         )
         if registration.failures.record(anyio.current_time()):
             self._logger.error(
                 "%s: callback %r for %r removed: it failed more than %d times in %gs",
-                where, registration.callback, registration.key,
-                self.failure_limit, self.failure_window,
+                where,
+                registration.callback,
+                registration.key,
+                self.failure_limit,
+                self.failure_window,
             )
             self._drop(registration)
 

@@ -43,6 +43,8 @@ class ClientsActor(Actor[Message]):
             decoded = self._decode(payload)
         except DECODE_ERRORS as exc:
             self._stats.decode_errors += 1
-            self._logger.warning("%s: undecodable message on %r skipped: %s", self.name, channel, exc)
+            self._logger.warning(
+                "%s: undecodable message on %r skipped: %s", self.name, channel, exc
+            )
             return None
         return self._dispatcher.dispatch(self._clients(), (channel, decoded), self.name)

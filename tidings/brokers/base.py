@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
-from ..errors import ConnectionError
+from ..errors import BrokerError
 
 __all__ = ["CONNECTION_ERRORS", "Broker", "Deliver", "Message", "Publisher", "Subscriber"]
 
@@ -34,7 +34,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     anyio.BrokenResourceError,
     anyio.ClosedResourceError,
     anyio.EndOfStream,
-    ConnectionError,
+    BrokerError,
 )
 
 

@@ -216,8 +216,9 @@ class _MemorySubscriber(_MemoryConnection, Subscriber):
             # One checkpoint per batch, so a flood cannot starve other tasks.
             await checkpoint()
 
-    async def _command(self, apply: Callable[[_MemorySubscriber, Sequence[str]], None],
-                       names: Sequence[str]) -> None:
+    async def _command(
+        self, apply: Callable[[_MemorySubscriber, Sequence[str]], None], names: Sequence[str]
+    ) -> None:
         # Either the whole command happens or, if cancelled, none of it.
         await checkpoint_if_cancelled()
         self.check()

@@ -48,7 +48,9 @@ class ChannelSupervisor:
     def __len__(self) -> int:
         return len(self._children)
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Supervise until :meth:`stop_all`; then let every actor drain and return."""
         self._stopping, self._stopped = anyio.Event(), anyio.Event()
         try:
@@ -101,12 +103,16 @@ class ChannelSupervisor:
                         if self._intensity.record(anyio.current_time()):
                             self._logger.critical(
                                 "actor %r crashed; more than %d restarts in %gs, escalating",
-                                actor.name, self._intensity.limit, self._intensity.window,
+                                actor.name,
+                                self._intensity.limit,
+                                self._intensity.window,
                                 exc_info=exc,
                             )
                             raise
                         self._stats.actor_restarts += 1
-                        self._logger.error("actor %r crashed, restarting it", actor.name, exc_info=exc)
+                        self._logger.error(
+                            "actor %r crashed, restarting it", actor.name, exc_info=exc
+                        )
         finally:
             entry = self._children.get(actor.name)
             if entry is not None and entry[0] is actor:

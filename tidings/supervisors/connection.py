@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import anyio
@@ -26,7 +27,7 @@ from anyio.lowlevel import checkpoint
 
 from .._stats import Counters
 from ..brokers.base import CONNECTION_ERRORS, Broker, Deliver, Publisher, Subscriber
-from ..errors import ConnectionError, PublishError, TidingsError
+from ..errors import BrokerError, PublishError, TidingsError
 from .backoff import Backoff
 from .status import StatusMachine, StatusType
 from .subscriptions import Plan, Subscriptions
@@ -73,7 +74,7 @@ class ConnectionSupervisor:
         self._subscriber: Subscriber | None = None
         self._publisher: Publisher | None = None
         self._session_scope: anyio.CancelScope | None = None
-        self._lost: BaseException | None = None
+        self._lost = _Lost()
         self._last_error: str | None = None
         self._deaf_since: float | None = None
         self._connected_before = False
@@ -91,7 +92,9 @@ class ConnectionSupervisor:
 
     # -- the supervision loop ---------------------------------------------------------
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Connect and stay connected until :meth:`aclose` or cancellation.
 
         It reports started once the first attempt has connected or failed, so a
@@ -118,7 +121,10 @@ class ConnectionSupervisor:
                     delay = self._backoff.delay(max(1, attempt), self._rng)
                     self._last_error = describe(error)
                     self._move(
-                        StatusType.disconnected, attempt=attempt, retry_in=delay, error=self._last_error
+                        StatusType.disconnected,
+                        attempt=attempt,
+                        retry_in=delay,
+                        error=self._last_error,
                     )
                     await anyio.sleep(delay)
         finally:
@@ -129,14 +135,15 @@ class ConnectionSupervisor:
         """One connection's life; returns the error that ended it."""
         subscriber: Subscriber | None = None
         publisher: Publisher | None = None
-        self._lost = None
+        lost = self._lost = _Lost()
         try:
             try:
                 with anyio.fail_after(self._connect_timeout):
                     subscriber = await self.broker.open_subscriber()
                     publisher = await self.broker.open_publisher()
             except CONNECTION_ERRORS as exc:
-                return exc
+                lost.record(exc)
+                return lost.error
             async with anyio.create_task_group() as tg:
                 self._session_scope = tg.cancel_scope
                 self._subscriber = subscriber
@@ -159,13 +166,9 @@ class ConnectionSupervisor:
             self.subscriptions.lost()
             for connection in (publisher, subscriber):
                 if connection is not None:
-                    with anyio.move_on_after(1.0, shield=True):
-                        try:
-                            await connection.aclose()
-                        except CONNECTION_ERRORS:
-                            pass
-        assert self._lost is not None
-        return self._lost
+                    with anyio.move_on_after(1.0, shield=True), suppress(*CONNECTION_ERRORS):
+                        await connection.aclose()
+        return lost.error
 
     def _connected(self, attempt: int, resubscribed: int) -> None:
         extra: dict[str, Any] = {}
@@ -190,8 +193,7 @@ class ConnectionSupervisor:
         """Record that the current session's connection failed, and end the session."""
         if connection is not self._subscriber and connection is not self._publisher:
             return  # a failure of a connection already replaced
-        if self._lost is None:
-            self._lost = exc
+        if self._lost.record(exc):
             self._logger.warning("connection to %s lost: %s", self.broker.url, describe(exc))
         if self._session_scope is not None:
             self._session_scope.cancel()
@@ -291,27 +293,27 @@ class ConnectionSupervisor:
         """Run a query on the publisher connection, waiting like :meth:`publish`.
 
         Raises:
-            tidings.ConnectionError: no connection in time, closed, or lost meanwhile.
+            tidings.BrokerError: no connection in time, closed, or lost meanwhile.
         """
-        publisher = await self._ready(ConnectionError, what)
+        publisher = await self._ready(BrokerError, what)
         try:
             return await command(publisher)
         except CONNECTION_ERRORS as exc:
             self._lose(exc, publisher)
-            raise ConnectionError(f"connection to {self.broker.url} lost during {what}: {describe(exc)}") from exc
+            raise BrokerError(
+                f"connection to {self.broker.url} lost during {what}: {describe(exc)}"
+            ) from exc
 
     async def _ready(self, error: type[TidingsError], what: str) -> Publisher:
-        if self._publisher is not None:
-            return self._publisher
         with anyio.move_on_after(self._publish_timeout):
-            while True:
+            # Read through a call: the session task replaces it while we wait.
+            while (publisher := self._current_publisher()) is None:
                 if self._machine.status is StatusType.closed or self._changed is None:
                     if error is PublishError:
                         self._stats.publish_errors += 1
                     raise error(f"cannot {what}: the connection to {self.broker.url} is closed")
-                if self._publisher is not None:
-                    return self._publisher
                 await self._changed.wait()
+            return publisher
         if error is PublishError:
             self._stats.publish_errors += 1
         last = f" (last error: {self._last_error})" if self._last_error else ""
@@ -319,6 +321,9 @@ class ConnectionSupervisor:
             f"cannot {what}: not connected to {self.broker.url} "
             f"within publish_timeout={self._publish_timeout:g}s{last}"
         )
+
+    def _current_publisher(self) -> Publisher | None:
+        return self._publisher
 
     async def wait_connected(self) -> None:
         """Return once connected.
@@ -343,6 +348,26 @@ class ConnectionSupervisor:
         await self._finished.wait()
 
 
+class _Lost:
+    """The first error that ended a session (later ones are consequences)."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self) -> None:
+        self._error: BaseException | None = None
+
+    def record(self, error: BaseException) -> bool:
+        """Keep ``error`` if it is the first; True if it was."""
+        if self._error is not None:
+            return False
+        self._error = error
+        return True
+
+    @property
+    def error(self) -> BaseException:
+        return self._error or anyio.BrokenResourceError("connection lost")
+
+
 class _Once:
     """Calls a function the first time it is called, and never again."""
 
@@ -358,4 +383,6 @@ class _Once:
 
 
 def _summary(data: dict[str, Any]) -> str:
-    return " ".join(f"{key}={value!r}" for key, value in data.items() if key not in ("status",) and value)
+    return " ".join(
+        f"{key}={value!r}" for key, value in data.items() if key not in ("status",) and value
+    )
