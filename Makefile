@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench redis clean
+.PHONY: demo test lint typecheck pytest redis clean
 
 demo: $(STAMP)
 	$(BIN)/python -m tidings demo
@@ -14,7 +14,7 @@ demo: $(STAMP)
 test: $(STAMP) redis lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check tidings tests bench
+	$(BIN)/ruff check tidings tests
 	$(BIN)/ruff format --check tidings
 
 typecheck: $(STAMP)
@@ -25,9 +25,6 @@ pytest: $(STAMP) redis
 
 redis:
 	@scripts/ensure-redis
-
-bench: $(STAMP) redis
-	$(BIN)/python -m bench
 
 $(STAMP): pyproject.toml
 	@scripts/check-python $(PYTHON)
