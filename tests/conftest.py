@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -11,6 +11,7 @@ import pytest
 import trio.testing
 
 import tidings
+from tests.redis_server import RedisServer
 from tidings.brokers.memory import Hub, MemoryBroker
 
 
@@ -57,13 +58,81 @@ async def settle() -> None:
 
 @pytest.fixture
 def hub() -> Hub:
-    """A private in-process hub, with its fault switches."""
+    """A private in-process hub, with its fault switches (memory-only tests)."""
     return Hub("test")
 
 
+class MemoryHarness:
+    """memory:// for the tests that run on every broker."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self.hub = Hub(f"harness-{id(self)}")
+        self.url = f"memory://{self.hub.name}"
+
+    def store(self) -> tidings.Store:
+        return tidings.Store(MemoryBroker(self.hub))
+
+    def numsub(self, *channels: str) -> dict[str, int]:
+        return self.hub.numsub(channels)
+
+    def connections(self) -> int:
+        return len(self.hub._connections)
+
+    def kill_connections(self) -> None:
+        self.hub.kill_connections()
+
+
+class RedisHarness:
+    """A real redis-server, watched through redis-py (an independent client)."""
+
+    kind = "redis"
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.url = server.url
+        self.client = server.client(decode_responses=True)
+
+    def store(self) -> tidings.Store:
+        return tidings.create_store(self.url)
+
+    def numsub(self, *channels: str) -> dict[str, int]:
+        return dict(self.client.pubsub_numsub(*channels))
+
+    def _ours(self) -> list[dict[str, Any]]:
+        return [c for c in self.client.client_list() if c.get("name", "").startswith("tidings")]
+
+    def connections(self) -> int:
+        return len(self._ours())
+
+    def kill_connections(self) -> None:
+        for client in self._ours():
+            self.client.client_kill_filter(_id=client["id"])
+
+
+Harness = MemoryHarness | RedisHarness
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One server shared by the tests that need no faults."""
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def broker(request: pytest.FixtureRequest) -> Harness:
+    """The same test on the embedded broker and on a real Redis."""
+    if request.param == "memory":
+        return MemoryHarness()
+    return RedisHarness(request.getfixturevalue("redis_server"))
+
+
 @pytest.fixture
-def store(hub: Hub) -> tidings.Store:
-    return tidings.Store(MemoryBroker(hub))
+def store(broker: Harness) -> tidings.Store:
+    return broker.store()
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ class Handler:
             backoff=options.backoff,
             connect_timeout=options.connect_timeout,
             publish_timeout=options.publish_timeout,
+            health_check_interval=options.health_check_interval,
             stats=self._stats,
             logger=self._logger,
         )

@@ -1,14 +1,21 @@
 """Stores: a broker addressed by URL.
 
-===============================  =============================================
-URL                              broker
-===============================  =============================================
-``memory://``                    a private in-process hub (the default)
-``memory://NAME``                the in-process hub shared by every store NAME
-===============================  =============================================
+=================================================  ===================================
+URL                                                broker
+=================================================  ===================================
+``memory://``                                      a private in-process hub (default)
+``memory://NAME``                                  the in-process hub named NAME
+``redis://[user[:password]@]host[:port][/db]``     Redis over TCP
+``rediss://...``                                   Redis over TLS (verified)
+``unix:///path/to/redis.sock[?db=N]``              Redis over a unix socket
+=================================================  ===================================
 
 Every URL accepts ``?namespace=NAME``, the default namespace of the
-:class:`~tidings.Channels` built on it.
+:class:`~tidings.Channels` built on it. Redis URLs also take ``client_name``
+(``CLIENT SETNAME`` prefix, default ``tidings``) and, for ``rediss://``,
+``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs=none`` and
+``ssl_check_hostname=false``. User names and passwords are percent-decoded; a
+password never appears in ``str``, ``repr``, logs or exceptions.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from ._names import check_namespace
 from ._util import redact
 from .brokers.base import Broker
 from .brokers.memory import Hub, MemoryBroker
+from .brokers.redis import RedisBroker, parse_redis_url
 
 if TYPE_CHECKING:
     from .protocols import Codec
@@ -73,10 +81,17 @@ def create_store(url: str = "memory://") -> Store:
         raise ValueError(f"malformed store URL {shown!r}: {exc}") from None
     namespace = check_namespace(params.pop("namespace", None)) or None
     scheme = parts.scheme.lower()
+    broker: Broker
     if scheme == "memory":
         broker = _memory_broker(parts.netloc, parts.path, params, shown)
+    elif scheme in ("redis", "rediss", "unix"):
+        broker = RedisBroker(parse_redis_url(scheme, parts, params, shown))
+        _unknown(params, shown)
     else:
-        raise ValueError(f"unknown scheme {parts.scheme!r} in store URL {shown!r}; use memory://")
+        raise ValueError(
+            f"unknown scheme {parts.scheme!r} in store URL {shown!r}; "
+            "use memory://, redis://, rediss:// or unix://"
+        )
     return Store(broker, namespace)
 
 

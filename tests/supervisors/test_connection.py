@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import Recorder, eventually
 from tidings import Backoff, Channel, Channels, PublishError, StatusType, Store
-from tidings.brokers.memory import Hub
+from tidings.brokers.memory import Hub, MemoryBroker
 
 pytestmark = pytest.mark.anyio
 
@@ -20,6 +20,12 @@ FAST = Backoff(initial=0.02, factor=2.0, cap=0.08)
 @pytest.fixture
 def anyio_backend(autojump_backend: Any) -> Any:
     return autojump_backend
+
+
+@pytest.fixture
+def store(hub: Hub) -> Store:
+    """These tests switch the hub off and on: memory only (Redis faults: test_faults)."""
+    return Store(MemoryBroker(hub))
 
 
 class StatusLog:

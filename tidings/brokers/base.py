@@ -28,7 +28,9 @@ Message = tuple[str, bytes]
 #: Receives each batch the subscriber reads; may wait (that is back-pressure).
 Deliver = Callable[[list[Message]], Awaitable[None]]
 
-#: The exceptions that mean "this connection is gone, connect again".
+#: The exceptions that mean "this connection is gone (or refused us), connect again".
+#: A BrokerError from a *command* (an error reply) is the caller's to handle: catch
+#: it before these where the connection itself is fine.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable; TimeoutError is an OSError too
     anyio.BrokenResourceError,
@@ -74,6 +76,14 @@ class Publisher(abc.ABC):
     """One command connection for PUBLISH and PUBSUB queries."""
 
     @abc.abstractmethod
+    async def run(self) -> None:
+        """Read replies until the connection is lost (the supervisor runs this).
+
+        Raises:
+            one of CONNECTION_ERRORS: when the connection is lost.
+        """
+
+    @abc.abstractmethod
     async def publish(self, channel: str, payload: bytes) -> int:
         """Publish; return how many subscriptions received the message."""
 
@@ -101,9 +111,15 @@ class Broker(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    async def open_subscriber(self) -> Subscriber:
-        """Connect a subscriber connection (handshake included)."""
+    async def open_subscriber(self, *, health_check_interval: float, timeout: float) -> Subscriber:
+        """Connect a subscriber connection (handshake included).
+
+        Args:
+            health_check_interval: seconds of silence before the connection is
+                checked (brokers that can be silent while dead).
+            timeout: seconds a reply (to a command, to the check) may take.
+        """
 
     @abc.abstractmethod
-    async def open_publisher(self) -> Publisher:
+    async def open_publisher(self, *, timeout: float) -> Publisher:
         """Connect a command connection (handshake included)."""

@@ -154,12 +154,22 @@ class _MemoryConnection:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.broken: str | None = None
+        self._on_break: anyio.Event | None = None
         hub._connect(self)  # type: ignore[arg-type]
 
     def break_(self, reason: str) -> None:
         if self.broken is None:
             self.broken = reason
             self.hub._disconnect(self)  # type: ignore[arg-type]
+            if self._on_break is not None:
+                self._on_break.set()
+
+    async def wait_broken(self) -> None:
+        """Sleep until the connection breaks, then raise."""
+        if self.broken is None:
+            self._on_break = anyio.Event()
+            await self._on_break.wait()
+        self.check()
 
     def check(self) -> None:
         if self.broken is not None:
@@ -239,6 +249,9 @@ class _MemorySubscriber(_MemoryConnection, Subscriber):
 
 
 class _MemoryPublisher(_MemoryConnection, Publisher):
+    async def run(self) -> None:
+        await self.wait_broken()  # there are no replies to read: they are immediate
+
     async def publish(self, channel: str, payload: bytes) -> int:
         await checkpoint_if_cancelled()
         self.check()
@@ -269,10 +282,10 @@ class MemoryBroker(Broker):
         self.hub = hub
         self.url = f"memory://{hub.name}"
 
-    async def open_subscriber(self) -> Subscriber:
+    async def open_subscriber(self, *, health_check_interval: float, timeout: float) -> Subscriber:
         await checkpoint()
         return _MemorySubscriber(self.hub)
 
-    async def open_publisher(self) -> Publisher:
+    async def open_publisher(self, *, timeout: float) -> Publisher:
         await checkpoint()
         return _MemoryPublisher(self.hub)

@@ -56,6 +56,7 @@ class ConnectionSupervisor:
         backoff: Backoff,
         connect_timeout: float,
         publish_timeout: float,
+        health_check_interval: float,
         stats: Counters,
         logger: logging.Logger,
     ) -> None:
@@ -67,12 +68,15 @@ class ConnectionSupervisor:
         self._rng = random.Random()
         self._connect_timeout = connect_timeout
         self._publish_timeout = publish_timeout
+        self._health_check_interval = health_check_interval
         self._stats = stats
         self._logger = logger
         self._machine = StatusMachine()
         # The live connections; set by the session task only.
         self._subscriber: Subscriber | None = None
+        # The publisher is usable (``_publisher``) only once connected.
         self._publisher: Publisher | None = None
+        self._session_publisher: Publisher | None = None
         self._session_scope: anyio.CancelScope | None = None
         self._lost = _Lost()
         self._last_error: str | None = None
@@ -139,15 +143,20 @@ class ConnectionSupervisor:
         try:
             try:
                 with anyio.fail_after(self._connect_timeout):
-                    subscriber = await self.broker.open_subscriber()
-                    publisher = await self.broker.open_publisher()
+                    subscriber = await self.broker.open_subscriber(
+                        health_check_interval=self._health_check_interval,
+                        timeout=self._connect_timeout,
+                    )
+                    publisher = await self.broker.open_publisher(timeout=self._connect_timeout)
             except CONNECTION_ERRORS as exc:
                 lost.record(exc)
                 return lost.error
             async with anyio.create_task_group() as tg:
                 self._session_scope = tg.cancel_scope
                 self._subscriber = subscriber
-                tg.start_soon(self._read, subscriber)
+                self._session_publisher = publisher
+                tg.start_soon(self._read, subscriber, subscriber.run, self._deliver)
+                tg.start_soon(self._read, publisher, publisher.run)
                 try:
                     resubscribed = await self._sync()
                 except CONNECTION_ERRORS as exc:
@@ -161,7 +170,7 @@ class ConnectionSupervisor:
         finally:
             if self._machine.status is StatusType.connected:
                 self._deaf_since = anyio.current_time()
-            self._subscriber = self._publisher = None
+            self._subscriber = self._publisher = self._session_publisher = None
             self._session_scope = None
             self.subscriptions.lost()
             for connection in (publisher, subscriber):
@@ -181,17 +190,20 @@ class ConnectionSupervisor:
         self._last_error = None
         self._move(StatusType.connected, attempt=attempt, **extra)
 
-    async def _read(self, subscriber: Subscriber) -> None:
+    async def _read(
+        self, connection: Subscriber | Publisher, read: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        """Run a connection's reader; its end, however it comes, ends the session."""
         try:
-            await subscriber.run(self._deliver)
+            await read(*args)
         except CONNECTION_ERRORS as exc:
-            self._lose(exc, subscriber)
+            self._lose(exc, connection)
         else:
-            self._lose(anyio.BrokenResourceError("the broker closed the connection"), subscriber)
+            self._lose(anyio.BrokenResourceError("the broker closed the connection"), connection)
 
     def _lose(self, exc: BaseException, connection: Subscriber | Publisher) -> None:
         """Record that the current session's connection failed, and end the session."""
-        if connection is not self._subscriber and connection is not self._publisher:
+        if connection is not self._subscriber and connection is not self._session_publisher:
             return  # a failure of a connection already replaced
         if self._lost.record(exc):
             self._logger.warning("connection to %s lost: %s", self.broker.url, describe(exc))
@@ -279,6 +291,9 @@ class ConnectionSupervisor:
         publisher = await self._ready(PublishError, f"publish to {channel!r}")
         try:
             received = await publisher.publish(channel, payload)
+        except BrokerError as exc:  # an error reply: the connection itself is fine
+            self._stats.publish_errors += 1
+            raise PublishError(f"the broker refused the publish to {channel!r}: {exc}") from exc
         except CONNECTION_ERRORS as exc:
             self._lose(exc, publisher)
             self._stats.publish_errors += 1
@@ -298,6 +313,8 @@ class ConnectionSupervisor:
         publisher = await self._ready(BrokerError, what)
         try:
             return await command(publisher)
+        except BrokerError:  # an error reply: the connection itself is fine
+            raise
         except CONNECTION_ERRORS as exc:
             self._lose(exc, publisher)
             raise BrokerError(

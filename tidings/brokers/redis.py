@@ -1,0 +1,453 @@
+"""The Redis broker: RESP over anyio byte streams, replies parsed by hiredis.
+
+Two connections per handler:
+
+- the **subscriber** carries every SUBSCRIBE/PSUBSCRIBE. Its reader hands messages on
+  in batches (everything one ``receive`` brought), matches confirmations to the
+  commands that asked for them (first in, first out), and checks a silent connection
+  with PING: no reply within the timeout means the connection is dead (half-open TCP,
+  a frozen server), whatever TCP believes.
+- the **publisher** carries PUBLISH and PUBSUB queries. Concurrent commands are
+  coalesced into one write; a reader task matches replies to callers in order. A
+  caller cancelled while waiting leaves its slot in the queue, so its reply is read
+  and discarded and never handed to the next caller (the failure behind redis-py's
+  CVE-2023-28858); a send interrupted half-way discards the whole connection.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import SplitResult, unquote
+
+import anyio
+import anyio.abc
+import hiredis
+from anyio.streams.tls import TLSStream
+
+from ..errors import BrokerError
+from .base import Broker, Deliver, Message, Publisher, Subscriber
+from .resp import decode_name, encode_command, encode_commands
+
+__all__ = ["RedisAddress", "RedisBroker", "parse_redis_url"]
+
+#: Names per SUBSCRIBE command when many are (re)subscribed at once; all the
+#: commands still go out in one write.
+CHUNK = 512
+
+_CONFIRMATIONS = frozenset({b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe"})
+
+
+@dataclass(frozen=True, slots=True)
+class RedisAddress:
+    """Where and how to connect. Built from a URL by :func:`tidings.create_store`."""
+
+    url: str  # redacted, for messages
+    host: str = "localhost"
+    port: int = 6379
+    path: str | None = None  # a unix socket instead of TCP
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    db: int = 0
+    tls: ssl.SSLContext | None = None
+    client_name: str = "tidings"
+
+
+def _flag(params: dict[str, str], name: str, default: bool, shown: str) -> bool:
+    value = params.pop(name, None)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"parameter {name}={value!r} is not a boolean in store URL {shown!r}")
+
+
+def _tls_context(params: dict[str, str], shown: str) -> ssl.SSLContext:
+    """Certificates are verified unless the URL says ``ssl_cert_reqs=none``."""
+    context = ssl.create_default_context(cafile=params.pop("ssl_ca_certs", None))
+    reqs = params.pop("ssl_cert_reqs", "required").lower()
+    if reqs == "none":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif reqs != "required":
+        raise ValueError(f"ssl_cert_reqs must be 'required' or 'none', in store URL {shown!r}")
+    context.check_hostname = _flag(params, "ssl_check_hostname", context.check_hostname, shown)
+    certfile, keyfile = params.pop("ssl_certfile", None), params.pop("ssl_keyfile", None)
+    if certfile is not None:
+        context.load_cert_chain(certfile, keyfile)
+    elif keyfile is not None:
+        raise ValueError(f"ssl_keyfile needs ssl_certfile, in store URL {shown!r}")
+    return context
+
+
+def parse_redis_url(
+    scheme: str, parts: SplitResult, params: dict[str, str], shown: str
+) -> RedisAddress:
+    """Build an address from ``redis://``, ``rediss://`` or ``unix://`` URL parts.
+
+    Consumes the parameters it knows from ``params``; the caller rejects the rest.
+
+    Raises:
+        ValueError: a bad port, database number, parameter or TLS file.
+    """
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    client_name = params.pop("client_name", "tidings")
+    if not client_name or any(c.isspace() for c in client_name):
+        raise ValueError(f"client_name must be non-empty with no spaces, in store URL {shown!r}")
+    userinfo = ""
+    if username is not None or password is not None:
+        userinfo = f"{parts.username or ''}{':****' if password is not None else ''}@"
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError(
+                f"unix:// URLs need a socket path (unix:///path/redis.sock): {shown!r}"
+            )
+        db = _int(params.pop("db", "0"), "database number", shown)
+        return RedisAddress(
+            url=f"unix://{userinfo}{parts.path}?db={db}",
+            path=parts.path,
+            username=username,
+            password=password,
+            db=db,
+            client_name=client_name,
+        )
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError(f"bad port in store URL {shown!r}") from None
+    path = parts.path.strip("/")
+    db = _int(path or params.pop("db", "0"), "database number", shown)
+    tls = None
+    if scheme == "rediss":
+        try:
+            tls = _tls_context(params, shown)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load the TLS files of store URL {shown!r}: {exc}") from None
+    host = parts.hostname or "localhost"
+    shown_host = f"[{host}]" if ":" in host else host
+    return RedisAddress(
+        url=f"{scheme}://{userinfo}{shown_host}:{port}/{db}",
+        host=host,
+        port=port,
+        username=username,
+        password=password,
+        db=db,
+        tls=tls,
+        client_name=client_name,
+    )
+
+
+def _int(text: str, what: str, shown: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"bad {what} {text!r} in store URL {shown!r}")
+    return int(text)
+
+
+class _Connection:
+    """A byte stream with a RESP reader; one writer at a time."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, url: str, timeout: float) -> None:
+        self.stream = stream
+        self.url = url
+        self.timeout = timeout
+        self.reader = hiredis.Reader(notEnoughData=False)
+        self._send_lock = anyio.Lock()
+        self.closed = False
+
+    async def send(self, data: bytes) -> None:
+        async with self._send_lock:
+            if self.closed:
+                raise anyio.ClosedResourceError(f"connection to {self.url} is closed")
+            try:
+                with anyio.fail_after(self.timeout):
+                    await self.stream.send(data)
+            except BaseException:
+                # Part of a command may have gone out: nothing sent after it on this
+                # connection could be trusted, so the connection is discarded.
+                await self.abort()
+                raise
+
+    async def read(self) -> list[Any]:
+        """Wait for data and return every complete reply it finished (maybe none)."""
+        try:
+            data = await self.stream.receive(65536)
+        except anyio.EndOfStream:
+            raise anyio.BrokenResourceError(f"{self.url} closed the connection") from None
+        try:
+            self.reader.feed(data)
+            replies = []
+            while (reply := self.reader.gets()) is not False:
+                replies.append(reply)
+        except hiredis.ProtocolError as exc:
+            raise BrokerError(f"{self.url} sent something that is not RESP: {exc}") from exc
+        return replies
+
+    async def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await anyio.aclose_forcefully(self.stream)
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with anyio.move_on_after(1.0, shield=True):
+                await self.stream.aclose()
+
+
+async def _open(address: RedisAddress, role: str, timeout: float) -> _Connection:
+    """Connect and handshake: AUTH, SELECT and CLIENT SETNAME in one round trip."""
+    stream: anyio.abc.ByteStream
+    if address.path is not None:
+        stream = await anyio.connect_unix(address.path)
+    else:
+        stream = await anyio.connect_tcp(address.host, address.port)
+        if address.tls is not None:
+            try:
+                stream = await TLSStream.wrap(
+                    stream,
+                    hostname=address.host,
+                    ssl_context=address.tls,
+                    standard_compatible=False,
+                )
+            except BaseException:
+                await anyio.aclose_forcefully(stream)
+                raise
+    connection = _Connection(stream, address.url, timeout)
+    try:
+        commands: list[tuple[bytes | str | int, ...]] = []
+        if address.password is not None:
+            if address.username is not None:
+                commands.append(("AUTH", address.username, address.password))
+            else:
+                commands.append(("AUTH", address.password))
+        if address.db:
+            commands.append(("SELECT", address.db))
+        commands.append(("CLIENT", "SETNAME", f"{address.client_name}-{role}"))
+        await connection.send(encode_commands(commands))
+        replies: list[Any] = []
+        while len(replies) < len(commands):
+            replies.extend(await connection.read())
+        for command, reply in zip(commands, replies, strict=False):
+            if isinstance(reply, hiredis.ReplyError):
+                name = " ".join(str(part) for part in command[:2] if part != address.password)
+                raise BrokerError(f"{address.url}: {name} failed: {reply}")
+    except BaseException:
+        await connection.abort()
+        raise
+    return connection
+
+
+class _Awaited:
+    """A reply (or confirmation) that a caller waits for."""
+
+    __slots__ = ("error", "event", "remaining", "value")
+
+    def __init__(self, remaining: int = 1) -> None:
+        self.event = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.remaining = remaining
+
+    def fail(self, error: BaseException) -> None:
+        if not self.event.is_set():
+            self.error = error
+            self.event.set()
+
+    async def wait(self) -> Any:
+        await self.event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class RedisSubscriber(Subscriber):
+    """The subscriber connection."""
+
+    def __init__(self, connection: _Connection, health_check_interval: float) -> None:
+        self._connection = connection
+        self._health_check_interval = health_check_interval
+        # Confirmations come back in the order the commands went out.
+        self._expected: deque[tuple[bytes, _Awaited]] = deque()
+
+    async def run(self, deliver: Deliver) -> None:
+        connection = self._connection
+        pinged = False
+        try:
+            while True:
+                idle = connection.timeout if pinged else self._health_check_interval
+                with anyio.move_on_after(idle) as silence:
+                    replies = await connection.read()
+                if silence.cancelled_caught:
+                    if pinged:
+                        raise TimeoutError(
+                            f"{connection.url} did not answer PING within {connection.timeout:g}s"
+                        )
+                    await connection.send(encode_command("PING"))
+                    pinged = True
+                    continue
+                pinged = False  # anything received shows the connection is alive
+                batch: list[Message] = []
+                for reply in replies:
+                    kind = reply[0] if isinstance(reply, list) and reply else reply
+                    if kind == b"message":
+                        batch.append((decode_name(reply[1]), reply[2]))
+                    elif kind == b"pmessage":
+                        batch.append((decode_name(reply[2]), reply[3]))
+                    elif kind in _CONFIRMATIONS:
+                        self._confirmed(kind)
+                    elif kind != b"pong":
+                        raise BrokerError(f"{connection.url} replied {reply!r} on a subscriber")
+                if batch:
+                    await deliver(batch)
+        except BaseException as exc:
+            self._fail_expected(exc)
+            raise
+
+    def _confirmed(self, kind: bytes) -> None:
+        if not self._expected or self._expected[0][0] != kind:
+            raise BrokerError(f"{self._connection.url} sent an unexpected {kind.decode()!r}")
+        awaited = self._expected[0][1]
+        awaited.remaining -= 1
+        if awaited.remaining == 0:
+            self._expected.popleft()
+            awaited.event.set()
+
+    def _fail_expected(self, exc: BaseException) -> None:
+        error = anyio.BrokenResourceError(f"connection to {self._connection.url} lost: {exc!r}")
+        while self._expected:
+            self._expected.popleft()[1].fail(error)
+
+    async def _command(self, name: str, names: Sequence[str]) -> None:
+        kind = name.lower().encode()
+        chunks = [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
+        waits = []
+        for chunk in chunks:
+            awaited = _Awaited(len(chunk))
+            self._expected.append((kind, awaited))
+            waits.append(awaited)
+        await self._connection.send(encode_commands((name, *chunk) for chunk in chunks))
+        for awaited in waits:
+            await awaited.wait()
+
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        await self._command("SUBSCRIBE", channels)
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        await self._command("UNSUBSCRIBE", channels)
+
+    async def psubscribe(self, patterns: Sequence[str]) -> None:
+        await self._command("PSUBSCRIBE", patterns)
+
+    async def punsubscribe(self, patterns: Sequence[str]) -> None:
+        await self._command("PUNSUBSCRIBE", patterns)
+
+    async def aclose(self) -> None:
+        self._fail_expected(anyio.ClosedResourceError("closed"))
+        await self._connection.aclose()
+
+
+class RedisPublisher(Publisher):
+    """The command connection: pipelined commands, replies matched in order."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+        self._waiting: deque[_Awaited] = deque()
+        self._outgoing: list[bytes] = []
+        self._writing = False
+        self._error: BaseException | None = None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                for reply in await self._connection.read():
+                    if not self._waiting:
+                        raise BrokerError(f"{self._connection.url} sent a reply nobody asked for")
+                    awaited = self._waiting.popleft()
+                    if isinstance(reply, hiredis.ReplyError):
+                        awaited.fail(BrokerError(f"{self._connection.url}: {reply}"))
+                    else:
+                        awaited.value = reply
+                        awaited.event.set()
+        except BaseException as exc:
+            self._fail_all(exc)
+            raise
+
+    def _fail_all(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = anyio.BrokenResourceError(
+                f"connection to {self._connection.url} lost: {exc!r}"
+            )
+        while self._waiting:
+            self._waiting.popleft().fail(self._error)
+
+    async def execute(self, *args: bytes | str | int) -> Any:
+        """Send a command and return its reply.
+
+        Raises:
+            BrokerError: the server answered with an error.
+            anyio.BrokenResourceError: the connection was lost.
+        """
+        if self._error is not None:
+            raise self._error
+        awaited = _Awaited()
+        self._waiting.append(awaited)
+        self._outgoing.append(encode_command(*args))
+        if not self._writing:
+            await self._flush()
+        return await awaited.wait()
+
+    async def _flush(self) -> None:
+        # Whoever finds no writer writes everything queued, including what other
+        # callers add while it sends: concurrent commands share writes.
+        self._writing = True
+        try:
+            while self._outgoing:
+                data = b"".join(self._outgoing)
+                self._outgoing.clear()
+                await self._connection.send(data)
+        except BaseException as exc:
+            self._fail_all(exc)
+            raise
+        finally:
+            self._writing = False
+
+    async def publish(self, channel: str, payload: bytes) -> int:
+        received: int = await self.execute("PUBLISH", channel, payload)
+        return received
+
+    async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
+        reply = await self.execute("PUBSUB", "NUMSUB", *channels)
+        return {decode_name(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+    async def numpat(self) -> int:
+        count: int = await self.execute("PUBSUB", "NUMPAT")
+        return count
+
+    async def channels(self, pattern: str | None = None) -> list[str]:
+        args = ("PUBSUB", "CHANNELS") if pattern is None else ("PUBSUB", "CHANNELS", pattern)
+        return [decode_name(name) for name in await self.execute(*args)]
+
+    async def aclose(self) -> None:
+        self._fail_all(anyio.ClosedResourceError("closed"))
+        await self._connection.aclose()
+
+
+class RedisBroker(Broker):
+    """Connections to one Redis server."""
+
+    def __init__(self, address: RedisAddress) -> None:
+        self.address = address
+        self.url = address.url
+
+    async def open_subscriber(self, *, health_check_interval: float, timeout: float) -> Subscriber:
+        connection = await _open(self.address, "sub", timeout)
+        return RedisSubscriber(connection, health_check_interval)
+
+    async def open_publisher(self, *, timeout: float) -> Publisher:
+        return RedisPublisher(await _open(self.address, "pub", timeout))

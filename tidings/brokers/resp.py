@@ -1,0 +1,53 @@
+"""RESP: encoding commands and making sense of replies (sans-IO).
+
+Replies are parsed by :class:`hiredis.Reader` (C, fast); this module holds what
+hiredis does not: the command encoder and the names and shapes tidings relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["decode_name", "encode_command", "encode_commands", "encode_name"]
+
+
+def encode_name(name: str) -> bytes:
+    """A channel or pattern name as bytes on the wire (round-trips any bytes)."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def decode_name(raw: bytes) -> str:
+    """The inverse of :func:`encode_name`."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _arg(value: bytes | str | int) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return encode_name(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"a RESP argument must be bytes, str or int, not {type(value).__name__}")
+    return str(value).encode()
+
+
+def encode_command(*args: bytes | str | int) -> bytes:
+    """One command as a RESP array of bulk strings.
+
+    >>> encode_command("PUBLISH", "news", b"hi")
+    b'*3\\r\\n$7\\r\\nPUBLISH\\r\\n$4\\r\\nnews\\r\\n$2\\r\\nhi\\r\\n'
+    """
+    if not args:
+        raise ValueError("a command needs at least its name")
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = _arg(arg)
+        parts.append(b"$%d\r\n" % len(data))
+        parts.append(data)
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def encode_commands(commands: Iterable[tuple[bytes | str | int, ...]]) -> bytes:
+    """Several commands, pipelined in one buffer."""
+    return b"".join(encode_command(*command) for command in commands)
