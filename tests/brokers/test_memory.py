@@ -26,8 +26,8 @@ class Inbox:
 
 async def test_publish_counts_exact_and_pattern_subscriptions_like_redis(hub: Hub) -> None:
     broker = MemoryBroker(hub)
-    sub = await broker.open_subscriber(health_check_interval=30, timeout=5)
-    pub = await broker.open_publisher(timeout=5)
+    sub = await broker.open_subscriber(health_check_interval=30, reply_timeout=5)
+    pub = await broker.open_publisher(reply_timeout=5)
     inbox = Inbox()
     async with anyio.create_task_group() as tg:
         tg.start_soon(sub.run, inbox)
@@ -54,10 +54,10 @@ async def test_publish_counts_exact_and_pattern_subscriptions_like_redis(hub: Hu
 async def test_numpat_counts_distinct_patterns_and_channels_filters(hub: Hub) -> None:
     broker = MemoryBroker(hub)
     a, b = (
-        await broker.open_subscriber(health_check_interval=30, timeout=5),
-        await broker.open_subscriber(health_check_interval=30, timeout=5),
+        await broker.open_subscriber(health_check_interval=30, reply_timeout=5),
+        await broker.open_subscriber(health_check_interval=30, reply_timeout=5),
     )
-    pub = await broker.open_publisher(timeout=5)
+    pub = await broker.open_publisher(reply_timeout=5)
     await a.psubscribe(["p*"])
     await b.psubscribe(["p*", "q*"])
     await a.subscribe(["shop:orders", "shop:users", "misc"])
@@ -77,8 +77,8 @@ async def test_numpat_counts_distinct_patterns_and_channels_filters(hub: Hub) ->
 
 async def test_messages_arrive_in_batches_in_publish_order(hub: Hub) -> None:
     broker = MemoryBroker(hub)
-    sub = await broker.open_subscriber(health_check_interval=30, timeout=5)
-    pub = await broker.open_publisher(timeout=5)
+    sub = await broker.open_subscriber(health_check_interval=30, reply_timeout=5)
+    pub = await broker.open_publisher(reply_timeout=5)
     await sub.subscribe(["c"])
     for n in range(100):
         hub.publish("c", str(n).encode())  # no checkpoint between: one batch
@@ -104,7 +104,7 @@ async def test_a_subscriber_too_far_behind_is_disconnected(
 ) -> None:
     hub.max_buffered = 10
     broker = MemoryBroker(hub)
-    sub = await broker.open_subscriber(health_check_interval=30, timeout=5)
+    sub = await broker.open_subscriber(health_check_interval=30, reply_timeout=5)
     await sub.subscribe(["c"])
     with caplog.at_level(logging.WARNING, "tidings"):
         for _ in range(11):
@@ -118,17 +118,17 @@ async def test_a_subscriber_too_far_behind_is_disconnected(
 
 async def test_faults_refuse_and_kill(hub: Hub) -> None:
     broker = MemoryBroker(hub)
-    sub = await broker.open_subscriber(health_check_interval=30, timeout=5)
+    sub = await broker.open_subscriber(health_check_interval=30, reply_timeout=5)
     assert hub.kill_connections("boom") == 1
     with pytest.raises(anyio.BrokenResourceError, match="boom"):
         await sub.subscribe(["c"])
     hub.refusing = True
     with pytest.raises(ConnectionRefusedError, match="refusing"):
-        await broker.open_publisher(timeout=5)
+        await broker.open_publisher(reply_timeout=5)
 
 
 async def test_a_killed_reader_wakes_and_raises(hub: Hub) -> None:
-    sub = await MemoryBroker(hub).open_subscriber(health_check_interval=30, timeout=5)
+    sub = await MemoryBroker(hub).open_subscriber(health_check_interval=30, reply_timeout=5)
 
     async def kill() -> None:
         await anyio.wait_all_tasks_blocked()  # the reader is asleep, waiting

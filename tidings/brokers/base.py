@@ -111,15 +111,17 @@ class Broker(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    async def open_subscriber(self, *, health_check_interval: float, timeout: float) -> Subscriber:
+    async def open_subscriber(
+        self, *, health_check_interval: float, reply_timeout: float
+    ) -> Subscriber:
         """Connect a subscriber connection (handshake included).
 
         Args:
             health_check_interval: seconds of silence before the connection is
                 checked (brokers that can be silent while dead).
-            timeout: seconds a reply (to a command, to the check) may take.
+            reply_timeout: seconds a reply (to a command, to the check) may take.
         """
 
     @abc.abstractmethod
-    async def open_publisher(self, *, timeout: float) -> Publisher:
+    async def open_publisher(self, *, reply_timeout: float) -> Publisher:
         """Connect a command connection (handshake included)."""

@@ -282,10 +282,12 @@ class MemoryBroker(Broker):
         self.hub = hub
         self.url = f"memory://{hub.name}"
 
-    async def open_subscriber(self, *, health_check_interval: float, timeout: float) -> Subscriber:
+    async def open_subscriber(
+        self, *, health_check_interval: float, reply_timeout: float
+    ) -> Subscriber:
         await checkpoint()
         return _MemorySubscriber(self.hub)
 
-    async def open_publisher(self, *, timeout: float) -> Publisher:
+    async def open_publisher(self, *, reply_timeout: float) -> Publisher:
         await checkpoint()
         return _MemoryPublisher(self.hub)

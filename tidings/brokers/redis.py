@@ -200,7 +200,7 @@ class _Connection:
                 await self.stream.aclose()
 
 
-async def _open(address: RedisAddress, role: str, timeout: float) -> _Connection:
+async def _open(address: RedisAddress, role: str, reply_timeout: float) -> _Connection:
     """Connect and handshake: AUTH, SELECT and CLIENT SETNAME in one round trip."""
     stream: anyio.abc.ByteStream
     if address.path is not None:
@@ -218,7 +218,7 @@ async def _open(address: RedisAddress, role: str, timeout: float) -> _Connection
             except BaseException:
                 await anyio.aclose_forcefully(stream)
                 raise
-    connection = _Connection(stream, address.url, timeout)
+    connection = _Connection(stream, address.url, reply_timeout)
     try:
         commands: list[tuple[bytes | str | int, ...]] = []
         if address.password is not None:
@@ -445,9 +445,11 @@ class RedisBroker(Broker):
         self.address = address
         self.url = address.url
 
-    async def open_subscriber(self, *, health_check_interval: float, timeout: float) -> Subscriber:
-        connection = await _open(self.address, "sub", timeout)
+    async def open_subscriber(
+        self, *, health_check_interval: float, reply_timeout: float
+    ) -> Subscriber:
+        connection = await _open(self.address, "sub", reply_timeout)
         return RedisSubscriber(connection, health_check_interval)
 
-    async def open_publisher(self, *, timeout: float) -> Publisher:
-        return RedisPublisher(await _open(self.address, "pub", timeout))
+    async def open_publisher(self, *, reply_timeout: float) -> Publisher:
+        return RedisPublisher(await _open(self.address, "pub", reply_timeout))

@@ -145,9 +145,11 @@ class ConnectionSupervisor:
                 with anyio.fail_after(self._connect_timeout):
                     subscriber = await self.broker.open_subscriber(
                         health_check_interval=self._health_check_interval,
-                        timeout=self._connect_timeout,
+                        reply_timeout=self._connect_timeout,
                     )
-                    publisher = await self.broker.open_publisher(timeout=self._connect_timeout)
+                    publisher = await self.broker.open_publisher(
+                        reply_timeout=self._connect_timeout
+                    )
             except CONNECTION_ERRORS as exc:
                 lost.record(exc)
                 return lost.error
