@@ -162,3 +162,38 @@ class Recorder:
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
+
+
+class StatusLog:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any], float]] = []
+
+    def __call__(self, channel: tidings.Channel, event: str, data: dict[str, Any]) -> None:
+        self.events.append((event, data, anyio.current_time()))
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.events]
+
+    def last(self, name: str) -> dict[str, Any]:
+        return next(data for event, data, _ in reversed(self.events) if event == name)
+
+
+async def watched(channels: tidings.Channels) -> StatusLog:
+    log = StatusLog()
+    await channels.register(channels.status_channel.name, "*", log)
+    return log
+
+
+def assert_follows_the_state_machine(names: list[str]) -> None:
+    allowed = {
+        "initialised": {"connecting", "closed"},
+        "connecting": {"connected", "disconnected", "closed"},
+        "connected": {"disconnected", "closed"},
+        "disconnected": {"connecting", "closed"},
+    }
+    previous = "initialised"
+    for name in [n for n in names if n != "slow_consumer"]:
+        assert name in allowed[previous], f"{previous} -> {name} in {names}"
+        previous = name
+    assert names[-1] == "closed"

@@ -574,3 +574,17 @@ async def test_store_property_and_url_string(store: Store) -> None:
     assert Channels(store).store is store
     assert isinstance(Channels("memory://").store, Store)
     assert create_store().url == "memory://"
+
+
+async def test_dropping_and_recreating_a_channel_at_once(
+    channels: Channels, recorder: Recorder
+) -> None:
+    # The dropped channel's actor is stopped before it ever ran: stopping is not a crash.
+    for _ in range(10):
+        await channels.register("c", "*", recorder)
+        await channels.unregister("c", "*", recorder)
+    await channels.register("c", "*", recorder)
+    await channels.publish("c", "e", 1)
+    await eventually(lambda: recorder.calls)
+    await settle()
+    assert channels.stats().actor_restarts == 0

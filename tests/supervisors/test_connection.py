@@ -7,7 +7,13 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.conftest import Recorder, eventually
+from tests.conftest import (
+    Recorder,
+    StatusLog,
+    assert_follows_the_state_machine,
+    eventually,
+    watched,
+)
 from tidings import Backoff, Channel, Channels, PublishError, StatusType, Store
 from tidings.brokers.memory import Hub, MemoryBroker
 
@@ -26,41 +32,6 @@ def anyio_backend(autojump_backend: Any) -> Any:
 def store(hub: Hub) -> Store:
     """These tests switch the hub off and on: memory only (Redis faults: test_faults)."""
     return Store(MemoryBroker(hub))
-
-
-class StatusLog:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any], float]] = []
-
-    def __call__(self, channel: Channel, event: str, data: dict[str, Any]) -> None:
-        self.events.append((event, data, anyio.current_time()))
-
-    @property
-    def names(self) -> list[str]:
-        return [name for name, _, _ in self.events]
-
-    def last(self, name: str) -> dict[str, Any]:
-        return next(data for event, data, _ in reversed(self.events) if event == name)
-
-
-async def watched(channels: Channels) -> StatusLog:
-    log = StatusLog()
-    await channels.register(channels.status_channel.name, "*", log)
-    return log
-
-
-def assert_follows_the_state_machine(names: list[str]) -> None:
-    allowed = {
-        "initialised": {"connecting", "closed"},
-        "connecting": {"connected", "disconnected", "closed"},
-        "connected": {"disconnected", "closed"},
-        "disconnected": {"connecting", "closed"},
-    }
-    previous = "initialised"
-    for name in [n for n in names if n != "slow_consumer"]:
-        assert name in allowed[previous], f"{previous} -> {name} in {names}"
-        previous = name
-    assert names[-1] == "closed"
 
 
 async def test_a_clean_life_is_connecting_connected_closed(store: Store) -> None:

@@ -43,8 +43,8 @@ class Actor(abc.ABC, Generic[T]):
                     await pending
             try:
                 backlog.extend(await get())
-            except anyio.EndOfStream:
-                return
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                return  # drained after close(), or discarded by its supervisor
 
     async def drain(self) -> None:
         """Handle what is queued now, without waiting for more (used at shutdown)."""

@@ -243,6 +243,13 @@ async def _open(address: RedisAddress, role: str, reply_timeout: float) -> _Conn
     return connection
 
 
+def _lost(url: str, exc: BaseException) -> BaseException:
+    """The error for callers whose reply will never come."""
+    if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
+        return exc
+    return anyio.BrokenResourceError(f"connection to {url} lost: {type(exc).__name__}: {exc}")
+
+
 class _Awaited:
     """A reply (or confirmation) that a caller waits for."""
 
@@ -319,7 +326,7 @@ class RedisSubscriber(Subscriber):
             awaited.event.set()
 
     def _fail_expected(self, exc: BaseException) -> None:
-        error = anyio.BrokenResourceError(f"connection to {self._connection.url} lost: {exc!r}")
+        error = _lost(self._connection.url, exc)
         while self._expected:
             self._expected.popleft()[1].fail(error)
 
@@ -380,9 +387,7 @@ class RedisPublisher(Publisher):
 
     def _fail_all(self, exc: BaseException) -> None:
         if self._error is None:
-            self._error = anyio.BrokenResourceError(
-                f"connection to {self._connection.url} lost: {exc!r}"
-            )
+            self._error = _lost(self._connection.url, exc)
         while self._waiting:
             self._waiting.popleft().fail(self._error)
 

@@ -100,6 +100,8 @@ class ChannelSupervisor:
                         await actor.run()
                         return
                     except Exception as exc:
+                        if scope.cancel_called:
+                            return  # being stopped: whatever it raised on the way out
                         if self._intensity.record(anyio.current_time()):
                             self._logger.critical(
                                 "actor %r crashed; more than %d restarts in %gs, escalating",

@@ -39,7 +39,25 @@ OnStatus = Callable[[StatusType, dict[str, Any]], None]
 
 
 def describe(exc: BaseException) -> str:
-    """One line naming an exception, for status events and logs."""
+    """One line naming an exception and its root cause, for status events and logs.
+
+    >>> try:
+    ...     raise OSError("All connection attempts failed") from ExceptionGroup(
+    ...         "", [ConnectionRefusedError(111, "Connection refused")])
+    ... except OSError as exc:
+    ...     describe(exc)
+    'OSError: All connection attempts failed (ConnectionRefusedError: [Errno 111] Connection refused)'
+    """
+    text = _one(exc)
+    cause = exc.__cause__
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    if cause is not None:
+        text = f"{text} ({_one(cause)})"
+    return text
+
+
+def _one(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
