@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from tests.conftest import (
     Recorder,
-    StatusLog,
     assert_follows_the_state_machine,
     eventually,
     watched,
@@ -312,7 +312,7 @@ async def test_reconnects_while_registrations_churn(server: RedisServer) -> None
                     if n % 3:
                         await channels.unregister(name, "*", print)
                     n += 1
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
 
             with anyio.fail_after(20):
                 async with anyio.create_task_group() as tg:

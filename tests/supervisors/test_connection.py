@@ -9,12 +9,11 @@ import pytest
 
 from tests.conftest import (
     Recorder,
-    StatusLog,
     assert_follows_the_state_machine,
     eventually,
     watched,
 )
-from tidings import Backoff, Channel, Channels, PublishError, StatusType, Store
+from tidings import Backoff, Channels, PublishError, StatusType, Store
 from tidings.brokers.memory import Hub, MemoryBroker
 
 pytestmark = pytest.mark.anyio

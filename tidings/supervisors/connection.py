@@ -42,11 +42,11 @@ def describe(exc: BaseException) -> str:
     """One line naming an exception and its root cause, for status events and logs.
 
     >>> try:
-    ...     raise OSError("All connection attempts failed") from ExceptionGroup(
+    ...     raise OSError("connect failed") from ExceptionGroup(
     ...         "", [ConnectionRefusedError(111, "Connection refused")])
     ... except OSError as exc:
     ...     describe(exc)
-    'OSError: All connection attempts failed (ConnectionRefusedError: [Errno 111] Connection refused)'
+    'OSError: connect failed (ConnectionRefusedError: [Errno 111] Connection refused)'
     """
     text = _one(exc)
     cause = exc.__cause__
