@@ -404,6 +404,7 @@ class Channels(Handler):
             mailbox,
             channel=channel,
             registrations_for=channel.registrations_for,
+            found=channel._cache,
             decode=_identity if channel.local else self._decode,
             dispatcher=self._dispatcher,
             stats=self._stats,
@@ -435,17 +436,15 @@ class Channels(Handler):
         """Route a batch from the reader to the channel mailboxes: one hop."""
         stats = self._stats
         stats.received += len(batch)
+        # One pass; a burst on one channel (the common case) makes one group.
+        groups: dict[str, list[bytes]] = {}
+        for name, payload in batch:
+            group = groups.get(name)
+            if group is None:
+                groups[name] = [payload]
+            else:
+                group.append(payload)
         mailboxes = self._mailboxes
-        if len({name for name, _ in batch}) == 1:
-            groups = {batch[0][0]: [payload for _, payload in batch]}
-        else:
-            groups = {}
-            for name, payload in batch:
-                group = groups.get(name)
-                if group is None:
-                    groups[name] = [payload]
-                else:
-                    group.append(payload)
         for name, payloads in groups.items():
             mailbox = mailboxes.get(name)
             if mailbox is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import abc
 from collections import deque
-from collections.abc import Awaitable
 from typing import Generic, TypeVar
 
 import anyio
@@ -17,11 +16,12 @@ T = TypeVar("T")
 
 
 class Actor(abc.ABC, Generic[T]):
-    """Takes batches from its mailbox and handles them one message at a time.
+    """Takes batches from its mailbox and consumes them, message by message.
 
     The actor is restartable: ``run`` may be called again after it raised, and goes
-    on with the messages after the one that crashed it (the backlog survives), so a
-    crash loses exactly one message.
+    on with the messages after the one that crashed it (the backlog survives, and
+    ``consume`` takes each message off it before handling it), so a crash loses
+    exactly one message.
     """
 
     def __init__(self, name: str, mailbox: Mailbox[T]) -> None:
@@ -30,33 +30,31 @@ class Actor(abc.ABC, Generic[T]):
         self._backlog: deque[T] = deque()
 
     @abc.abstractmethod
-    def handle(self, message: T) -> Awaitable[None] | None:
-        """Handle one message; return an awaitable only if there is waiting to do."""
+    async def consume(self, backlog: deque[T]) -> None:
+        """Handle every message of ``backlog``, taking each off before handling it.
+
+        This is the hot loop: one frame for a whole batch, no await unless a
+        callback needs one.
+        """
 
     async def run(self) -> None:
-        """Handle messages until the mailbox is closed and drained."""
-        backlog, handle, get = self._backlog, self.handle, self.mailbox.get
+        """Consume batches until the mailbox is closed and drained."""
+        backlog, get = self._backlog, self.mailbox.get
         while True:
-            while backlog:
-                pending = handle(backlog.popleft())
-                if pending is not None:
-                    await pending
+            if backlog:
+                await self.consume(backlog)
             try:
                 backlog.extend(await get())
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return  # drained after close(), or discarded by its supervisor
 
     async def drain(self) -> None:
-        """Handle what is queued now, without waiting for more (used at shutdown)."""
-        backlog = self._backlog
+        """Consume what is queued now, without waiting for more (used at shutdown)."""
         while True:
-            while backlog:
-                pending = self.handle(backlog.popleft())
-                if pending is not None:
-                    await pending
+            await self.consume(self._backlog)
             try:
-                backlog.extend(self.mailbox.get_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):
+                self._backlog.extend(self.mailbox.get_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 return
 
     def __repr__(self) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable
 
 from .._stats import Counters
 from ..brokers.base import Message
@@ -37,14 +38,19 @@ class ClientsActor(Actor[Message]):
         self._stats = stats
         self._logger = logger
 
-    def handle(self, message: Message) -> Awaitable[None] | None:
-        channel, payload = message
-        try:
-            decoded = self._decode(payload)
-        except DECODE_ERRORS as exc:
-            self._stats.decode_errors += 1
-            self._logger.warning(
-                "%s: undecodable message on %r skipped: %s", self.name, channel, exc
-            )
-            return None
-        return self._dispatcher.dispatch(self._clients(), (channel, decoded), self.name)
+    async def consume(self, backlog: deque[Message]) -> None:
+        decode, clients, dispatch = self._decode, self._clients, self._dispatcher.dispatch
+        popleft = backlog.popleft
+        while backlog:
+            channel, payload = popleft()
+            try:
+                decoded = decode(payload)
+            except DECODE_ERRORS as exc:
+                self._stats.decode_errors += 1
+                self._logger.warning(
+                    "%s: undecodable message on %r skipped: %s", self.name, channel, exc
+                )
+                continue
+            pending = dispatch(clients(), (channel, decoded), self.name)
+            if pending is not None:
+                await pending

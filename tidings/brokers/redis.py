@@ -173,19 +173,26 @@ class _Connection:
                 await self.abort()
                 raise
 
-    async def read(self) -> list[Any]:
-        """Wait for data and return every complete reply it finished (maybe none)."""
+    async def receive(self) -> None:
+        """Wait for data and feed it to :attr:`reader`; take replies with :meth:`reply`."""
         try:
-            data = await self.stream.receive(65536)
+            self.reader.feed(await self.stream.receive(65536))
         except anyio.EndOfStream:
             raise anyio.BrokenResourceError(f"{self.url} closed the connection") from None
+
+    def reply(self) -> Any:
+        """The next complete reply, or False when the data so far ends mid-reply."""
         try:
-            self.reader.feed(data)
-            replies = []
-            while (reply := self.reader.gets()) is not False:
-                replies.append(reply)
+            return self.reader.gets()
         except hiredis.ProtocolError as exc:
             raise BrokerError(f"{self.url} sent something that is not RESP: {exc}") from exc
+
+    async def read(self) -> list[Any]:
+        """Wait for data and return every complete reply it finished (maybe none)."""
+        await self.receive()
+        replies = []
+        while (reply := self.reply()) is not False:
+            replies.append(reply)
         return replies
 
     async def abort(self) -> None:
@@ -285,11 +292,14 @@ class RedisSubscriber(Subscriber):
     async def run(self, deliver: Deliver) -> None:
         connection = self._connection
         pinged = False
+        # Channel names repeat: decode each once (bounded by what is subscribed).
+        names: dict[bytes, str] = {}
+        next_reply = connection.reader.gets
         try:
             while True:
                 idle = connection.timeout if pinged else self._health_check_interval
                 with anyio.move_on_after(idle) as silence:
-                    replies = await connection.read()
+                    await connection.receive()
                 if silence.cancelled_caught:
                     if pinged:
                         raise TimeoutError(
@@ -300,10 +310,16 @@ class RedisSubscriber(Subscriber):
                     continue
                 pinged = False  # anything received shows the connection is alive
                 batch: list[Message] = []
-                for reply in replies:
+                while (reply := next_reply()) is not False:
                     kind = reply[0] if isinstance(reply, list) and reply else reply
                     if kind == b"message":
-                        batch.append((decode_name(reply[1]), reply[2]))
+                        raw = reply[1]
+                        name = names.get(raw)
+                        if name is None:
+                            if len(names) > 4096:  # many short-lived channels: start over
+                                names.clear()
+                            name = names[raw] = decode_name(raw)
+                        batch.append((name, reply[2]))
                     elif kind == b"pmessage":
                         batch.append((decode_name(reply[2]), reply[3]))
                     elif kind in _CONFIRMATIONS:
@@ -312,6 +328,9 @@ class RedisSubscriber(Subscriber):
                         raise BrokerError(f"{connection.url} replied {reply!r} on a subscriber")
                 if batch:
                     await deliver(batch)
+        except hiredis.ProtocolError as exc:
+            self._fail_expected(exc)
+            raise BrokerError(f"{connection.url} sent something that is not RESP: {exc}") from exc
         except BaseException as exc:
             self._fail_expected(exc)
             raise
@@ -371,8 +390,10 @@ class RedisPublisher(Publisher):
 
     async def run(self) -> None:
         try:
+            connection = self._connection
             while True:
-                for reply in await self._connection.read():
+                await connection.receive()
+                while (reply := connection.reply()) is not False:
                     if not self._waiting:
                         raise BrokerError(f"{self._connection.url} sent a reply nobody asked for")
                     awaited = self._waiting.popleft()

@@ -342,6 +342,9 @@ class ConnectionSupervisor:
             ) from exc
 
     async def _ready(self, error: type[TidingsError], what: str) -> Publisher:
+        publisher = self._publisher
+        if publisher is not None:  # connected: the common case, no cancel scope
+            return publisher
         with anyio.move_on_after(self._publish_timeout):
             # Read through a call: the session task replaces it while we wait.
             while (publisher := self._current_publisher()) is None:
