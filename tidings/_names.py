@@ -53,18 +53,31 @@ def check_namespace(value: Any) -> str:
 class Namespace:
     """Maps the names users see to the names on the broker and back."""
 
-    __slots__ = ("_prefix", "name")
+    __slots__ = ("_known", "_prefix", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._prefix = f"{name}{DELIMITER}" if name else ""
+        # Names already checked -> (broker name, user name): a publish loop on one
+        # channel validates it once.
+        self._known: dict[str, tuple[str, str]] = {}
+
+    def names(self, channel: Any) -> tuple[str, str]:
+        """Validate ``channel``; return its name on the broker and without prefix."""
+        if type(channel) is str:
+            known = self._known.get(channel)
+            if known is not None:
+                return known
+        name = _check_segments(_check_str(channel, "channel name"), "channel name")
+        full = name if not self._prefix or name.startswith(self._prefix) else self._prefix + name
+        if len(self._known) >= 4096:
+            self._known.clear()
+        known = self._known[name] = (full, self.user_name(full))
+        return known
 
     def broker_name(self, channel: Any) -> str:
         """Validate ``channel`` and return its name on the broker (prefixed)."""
-        name = _check_segments(_check_str(channel, "channel name"), "channel name")
-        if not self._prefix or name.startswith(self._prefix):
-            return name
-        return self._prefix + name
+        return self.names(channel)[0]
 
     def user_name(self, broker_name: str) -> str:
         """The name without the namespace prefix."""

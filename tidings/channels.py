@@ -375,12 +375,12 @@ class Channels(Handler):
             PublishError: no connection within ``publish_timeout``, closed while
                 waiting, or the connection broke while publishing.
         """
-        broker_name = self._namespace.broker_name(channel)
-        check_event(event)
-        payload = self._protocol.encode(
-            {"channel": self._namespace.user_name(broker_name), "event": event, "data": data}
-        )
-        self._check_running("publish")
+        broker_name, name = self._namespace.names(channel)
+        if type(event) is not str or not event:
+            check_event(event)  # raises, naming the bad value
+        payload = self._protocol.encode({"channel": name, "event": event, "data": data})
+        if not self._accepting:
+            self._check_running("publish")
         return await self._connection.publish(broker_name, payload)
 
     # -- internals ----------------------------------------------------------------------

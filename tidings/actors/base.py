@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-from collections import deque
 from typing import Generic, TypeVar
 
 import anyio
@@ -19,45 +18,51 @@ class Actor(abc.ABC, Generic[T]):
     """Takes batches from its mailbox and consumes them, message by message.
 
     The actor is restartable: ``run`` may be called again after it raised, and goes
-    on with the messages after the one that crashed it (the backlog survives, and
-    ``consume`` takes each message off it before handling it), so a crash loses
-    exactly one message.
+    on with the message after the one that crashed it (the batch and the position
+    in it survive: ``consume`` advances :attr:`_next` before handling a message), so
+    a crash loses exactly one message.
     """
 
     def __init__(self, name: str, mailbox: Mailbox[T]) -> None:
         self.name = name
         self.mailbox = mailbox
-        self._backlog: deque[T] = deque()
+        # The batch being consumed and the index of its next message. (A list and
+        # an index, not a deque: an idle deque costs 600 bytes per channel.)
+        self._batch: list[T] = []
+        self._next = 0
 
     @abc.abstractmethod
-    async def consume(self, backlog: deque[T]) -> None:
-        """Handle every message of ``backlog``, taking each off before handling it.
+    async def consume(self) -> None:
+        """Handle the rest of :attr:`_batch`, advancing :attr:`_next` before each message.
 
         This is the hot loop: one frame for a whole batch, no await unless a
         callback needs one.
         """
 
+    @property
+    def backlog(self) -> int:
+        """Messages taken from the mailbox and not yet handled."""
+        return len(self._batch) - self._next
+
     async def run(self) -> None:
         """Consume batches until the mailbox is closed and drained."""
-        backlog, get = self._backlog, self.mailbox.get
+        get = self.mailbox.get
         while True:
-            if backlog:
-                await self.consume(backlog)
+            if self._next < len(self._batch):
+                await self.consume()
             try:
-                backlog.extend(await get())
+                self._batch, self._next = await get(), 0
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return  # drained after close(), or discarded by its supervisor
 
     async def drain(self) -> None:
         """Consume what is queued now, without waiting for more (used at shutdown)."""
         while True:
-            await self.consume(self._backlog)
+            await self.consume()
             try:
-                self._backlog.extend(self.mailbox.get_nowait())
+                self._batch, self._next = self.mailbox.get_nowait(), 0
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 return
 
     def __repr__(self) -> str:
-        return (
-            f"<{type(self).__name__} {self.name!r} backlog={len(self._backlog)} {self.mailbox!r}>"
-        )
+        return f"<{type(self).__name__} {self.name!r} backlog={self.backlog} {self.mailbox!r}>"

@@ -8,7 +8,6 @@ calls them in registration order.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -79,12 +78,13 @@ class ChannelActor(Actor[Any]):
         self._stats = stats
         self._logger = logger
 
-    async def consume(self, backlog: deque[Any]) -> None:
+    async def consume(self) -> None:
         decode, lookup, found = self._decode, self._registrations_for, self._found
         dispatch, channel, name = self._dispatcher.dispatch, self._channel, self.name
-        popleft = backlog.popleft
-        while backlog:
-            message = popleft()
+        batch = self._batch
+        while (index := self._next) < len(batch):
+            self._next = index + 1
+            message = batch[index]
             try:
                 event, data = decode(message)
             except DECODE_ERRORS as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 
 from .._stats import Counters
@@ -38,11 +37,12 @@ class ClientsActor(Actor[Message]):
         self._stats = stats
         self._logger = logger
 
-    async def consume(self, backlog: deque[Message]) -> None:
+    async def consume(self) -> None:
         decode, clients, dispatch = self._decode, self._clients, self._dispatcher.dispatch
-        popleft = backlog.popleft
-        while backlog:
-            channel, payload = popleft()
+        batch = self._batch
+        while (index := self._next) < len(batch):
+            self._next = index + 1
+            channel, payload = batch[index]
             try:
                 decoded = decode(payload)
             except DECODE_ERRORS as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, unquote
@@ -30,7 +30,7 @@ from anyio.streams.tls import TLSStream
 
 from ..errors import BrokerError
 from .base import Broker, Deliver, Message, Publisher, Subscriber
-from .resp import decode_name, encode_command, encode_commands
+from .resp import decode_name, encode_command, encode_commands, encode_name, encode_publish
 
 __all__ = ["RedisAddress", "RedisBroker", "parse_redis_url"]
 
@@ -379,38 +379,81 @@ class RedisSubscriber(Subscriber):
 
 
 class RedisPublisher(Publisher):
-    """The command connection: pipelined commands, replies matched in order."""
+    """The command connection: pipelined commands, replies matched in order.
+
+    Two tasks, run by :meth:`run`: an *outbox* writer, the only task that writes to
+    the socket, sends everything queued since its last write in one go; a reader
+    matches replies to callers first in, first out. Callers only queue a command and
+    wait for their reply, so cancelling a caller can never cut a write in half.
+    """
 
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
-        self._waiting: deque[_Awaited] = deque()
+        self._waiting: deque[_Reply] = deque()
         self._outgoing: list[bytes] = []
-        self._writing = False
+        self._wake_writer: anyio.Event | None = None
+        # Set (and replaced) after each read that answered someone: one event per
+        # batch of replies, not one per command.
+        self._replied = anyio.Event()
         self._error: BaseException | None = None
+        self._names: dict[str, bytes] = {}  # channel names, encoded once
 
     async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._guard, self._write_loop, tg.cancel_scope)
+            await self._guard(self._read_loop, tg.cancel_scope)
+        if self._error is not None:
+            raise self._error
+
+    async def _guard(self, loop: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
         try:
-            connection = self._connection
+            await loop()
+        except Exception as exc:
+            self._fail_all(exc, original=True)
+            scope.cancel()
+
+    async def _read_loop(self) -> None:
+        connection = self._connection
+        waiting = self._waiting
+        try:
             while True:
                 await connection.receive()
-                while (reply := connection.reply()) is not False:
-                    if not self._waiting:
-                        raise BrokerError(f"{self._connection.url} sent a reply nobody asked for")
-                    awaited = self._waiting.popleft()
+                answered = False
+                while (reply := connection.reader.gets()) is not False:
+                    if not waiting:
+                        raise BrokerError(f"{connection.url} sent a reply nobody asked for")
+                    awaited = waiting.popleft()
                     if isinstance(reply, hiredis.ReplyError):
-                        awaited.fail(BrokerError(f"{self._connection.url}: {reply}"))
+                        awaited.error = BrokerError(f"{connection.url}: {reply}")
                     else:
                         awaited.value = reply
-                        awaited.event.set()
-        except BaseException as exc:
-            self._fail_all(exc)
-            raise
+                    awaited.done = answered = True
+                if answered:
+                    replied, self._replied = self._replied, anyio.Event()
+                    replied.set()
+        except hiredis.ProtocolError as exc:
+            raise BrokerError(f"{connection.url} sent something that is not RESP: {exc}") from exc
 
-    def _fail_all(self, exc: BaseException) -> None:
+    async def _write_loop(self) -> None:
+        stream = self._connection.stream
+        while True:
+            if not self._outgoing:
+                self._wake_writer = anyio.Event()
+                await self._wake_writer.wait()
+                continue
+            data = b"".join(self._outgoing)
+            self._outgoing.clear()
+            await stream.send(data)
+
+    def _fail_all(self, exc: BaseException, *, original: bool = False) -> None:
         if self._error is None:
-            self._error = _lost(self._connection.url, exc)
+            # run() re-raises the original failure; waiting callers get "lost".
+            self._error = exc if original else _lost(self._connection.url, exc)
+        error = _lost(self._connection.url, self._error)
         while self._waiting:
-            self._waiting.popleft().fail(self._error)
+            awaited = self._waiting.popleft()
+            awaited.error, awaited.done = error, True
+        self._replied.set()
 
     async def execute(self, *args: bytes | str | int) -> Any:
         """Send a command and return its reply.
@@ -419,32 +462,36 @@ class RedisPublisher(Publisher):
             BrokerError: the server answered with an error.
             anyio.BrokenResourceError: the connection was lost.
         """
-        if self._error is not None:
-            raise self._error
-        awaited = _Awaited()
-        self._waiting.append(awaited)
-        self._outgoing.append(encode_command(*args))
-        if not self._writing:
-            await self._flush()
-        return await awaited.wait()
+        return await self._execute(encode_command(*args))
 
-    async def _flush(self) -> None:
-        # Whoever finds no writer writes everything queued, including what other
-        # callers add while it sends: concurrent commands share writes.
-        self._writing = True
-        try:
-            while self._outgoing:
-                data = b"".join(self._outgoing)
-                self._outgoing.clear()
-                await self._connection.send(data)
-        except BaseException as exc:
-            self._fail_all(exc)
-            raise
-        finally:
-            self._writing = False
+    async def _execute(self, command: bytes) -> Any:
+        if self._error is not None:
+            raise _lost(self._connection.url, self._error)
+        awaited = self._queue(command)
+        while not awaited.done:
+            await self._replied.wait()
+        if awaited.error is not None:
+            raise awaited.error
+        return awaited.value
+
+    def _queue(self, command: bytes) -> _Reply:
+        """Queue a command for the writer; return where its reply will land."""
+        awaited = _Reply()
+        self._waiting.append(awaited)
+        self._outgoing.append(command)
+        wake = self._wake_writer
+        if wake is not None:
+            self._wake_writer = None
+            wake.set()
+        return awaited
 
     async def publish(self, channel: str, payload: bytes) -> int:
-        received: int = await self.execute("PUBLISH", channel, payload)
+        name = self._names.get(channel)
+        if name is None:
+            if len(self._names) > 4096:
+                self._names.clear()
+            name = self._names[channel] = encode_name(channel)
+        received: int = await self._execute(encode_publish(name, payload))
         return received
 
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
@@ -462,6 +509,17 @@ class RedisPublisher(Publisher):
     async def aclose(self) -> None:
         self._fail_all(anyio.ClosedResourceError("closed"))
         await self._connection.aclose()
+
+
+class _Reply:
+    """A reply a caller waits for; filled in by the reader."""
+
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
 
 
 class RedisBroker(Broker):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["decode_name", "encode_command", "encode_commands", "encode_name"]
+__all__ = ["decode_name", "encode_command", "encode_commands", "encode_name", "encode_publish"]
 
 
 def encode_name(name: str) -> bytes:
@@ -51,3 +51,17 @@ def encode_command(*args: bytes | str | int) -> bytes:
 def encode_commands(commands: Iterable[tuple[bytes | str | int, ...]]) -> bytes:
     """Several commands, pipelined in one buffer."""
     return b"".join(encode_command(*command) for command in commands)
+
+
+def encode_publish(channel: bytes, payload: bytes) -> bytes:
+    """``PUBLISH channel payload``, the hot command, in one formatting step.
+
+    >>> encode_publish(b"news", b"hi") == encode_command("PUBLISH", "news", b"hi")
+    True
+    """
+    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        len(channel),
+        channel,
+        len(payload),
+        payload,
+    )

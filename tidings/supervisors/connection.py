@@ -308,7 +308,9 @@ class ConnectionSupervisor:
         Raises:
             PublishError: no connection in time, closed, or lost while publishing.
         """
-        publisher = await self._ready(PublishError, f"publish to {channel!r}")
+        publisher = self._publisher  # connected: no wait, not even a coroutine
+        if publisher is None:
+            publisher = await self._ready(PublishError, f"publish to {channel!r}")
         try:
             received = await publisher.publish(channel, payload)
         except BrokerError as exc:  # an error reply: the connection itself is fine
@@ -330,7 +332,7 @@ class ConnectionSupervisor:
         Raises:
             tidings.BrokerError: no connection in time, closed, or lost meanwhile.
         """
-        publisher = await self._ready(BrokerError, what)
+        publisher = self._publisher or await self._ready(BrokerError, what)
         try:
             return await command(publisher)
         except BrokerError:  # an error reply: the connection itself is fine
@@ -342,9 +344,6 @@ class ConnectionSupervisor:
             ) from exc
 
     async def _ready(self, error: type[TidingsError], what: str) -> Publisher:
-        publisher = self._publisher
-        if publisher is not None:  # connected: the common case, no cancel scope
-            return publisher
         with anyio.move_on_after(self._publish_timeout):
             # Read through a call: the session task replaces it while we wait.
             while (publisher := self._current_publisher()) is None:

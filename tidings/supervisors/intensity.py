@@ -32,11 +32,15 @@ class Intensity:
             raise ValueError(f"window must be > 0 seconds, got {window!r}")
         self.limit = limit
         self.window = window
-        self._times: deque[float] = deque()
+        # Allocated at the first event: most callbacks never fail, and an empty
+        # deque costs more than half a kilobyte.
+        self._times: deque[float] | None = None
 
     def record(self, now: float) -> bool:
         """Record one event at time ``now``; True when the limit is now exceeded."""
         times = self._times
+        if times is None:
+            times = self._times = deque()
         times.append(now)
         while times and times[0] <= now - self.window:
             times.popleft()
@@ -44,4 +48,4 @@ class Intensity:
 
     def __len__(self) -> int:
         """Events currently inside the window (as of the last ``record``)."""
-        return len(self._times)
+        return len(self._times) if self._times is not None else 0
