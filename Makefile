@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest redis clean
+.PHONY: demo test lint typecheck pytest redis bench clean
 
 demo: $(STAMP)
 	$(BIN)/python -m tidings demo
@@ -25,6 +25,14 @@ pytest: $(STAMP) redis
 
 redis:
 	@scripts/ensure-redis
+
+# Benchmarks against peers (a few minutes); writes bench/results/. Never part of `test`.
+bench: $(STAMP) $(VENV)/.installed-bench redis
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+$(VENV)/.installed-bench: pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $@
 
 $(STAMP): pyproject.toml
 	@scripts/check-python $(PYTHON)
