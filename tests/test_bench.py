@@ -21,7 +21,11 @@ def test_the_harness_runs_every_scenario(tmp_path: Path) -> None:
     only = "tidings-trio,tidings-asyncio,redis-py,raw-hiredis,tidings-batched,trio-channel"
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--only", only, "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "results.json").read_text())

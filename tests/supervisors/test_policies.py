@@ -130,3 +130,31 @@ def test_a_lost_connection_plans_everything_again_in_registration_order() -> Non
     subs.applied(subs.plan())
     subs.lost()
     assert subs.plan().subscribe == ["z", "a", "m"]
+
+
+def test_plans_only_look_at_what_changed() -> None:
+    subs = Subscriptions()
+    subs.want(channels=tuple(f"c{n}" for n in range(1000)))
+    subs.applied(subs.plan())
+    subs.want(channels=("new",))
+    plan = subs.plan()
+    assert plan == Plan(subscribe=["new"])
+    subs.applied(plan)
+    assert not subs.plan()
+
+
+def test_a_change_during_a_command_in_flight_is_not_forgotten() -> None:
+    subs = Subscriptions()
+    subs.want(channels=("c",))
+    plan = subs.plan()  # SUBSCRIBE c goes out ...
+    subs.unwant(channels=("c",))  # ... the user unregisters meanwhile ...
+    subs.applied(plan)  # ... and the confirmation arrives
+    assert subs.plan() == Plan(unsubscribe=["c"])
+
+
+def test_want_then_unwant_before_a_sync_plans_nothing() -> None:
+    subs = Subscriptions()
+    subs.want(channels=("c",), patterns=("p*",))
+    subs.unwant(channels=("c",), patterns=("p*",))
+    assert not subs.plan()
+    assert subs.synced(channels=("c",), patterns=("p*",))

@@ -161,12 +161,12 @@ class _Connection:
         self.closed = False
 
     async def send(self, data: bytes) -> None:
+        """Write ``data``; callers bound the wait (a full socket buffer can block)."""
         async with self._send_lock:
             if self.closed:
                 raise anyio.ClosedResourceError(f"connection to {self.url} is closed")
             try:
-                with anyio.fail_after(self.timeout):
-                    await self.stream.send(data)
+                await self.stream.send(data)
             except BaseException:
                 # Part of a command may have gone out: nothing sent after it on this
                 # connection could be trusted, so the connection is discarded.
@@ -305,7 +305,8 @@ class RedisSubscriber(Subscriber):
                         raise TimeoutError(
                             f"{connection.url} did not answer PING within {connection.timeout:g}s"
                         )
-                    await connection.send(encode_command("PING"))
+                    with anyio.fail_after(connection.timeout):  # a frozen peer stops reading too
+                        await connection.send(encode_command("PING"))
                     pinged = True
                     continue
                 pinged = False  # anything received shows the connection is alive

@@ -4,6 +4,10 @@ Users change the *wanted* sets at any time; the connection supervisor applies th
 difference in batches, and after a reconnect applies everything again. Keeping the
 two apart makes "register while disconnected" and "resubscribe after reconnect" the
 same operation.
+
+Only names changed since the last sync are examined (they are *dirty*), so a
+thousand registrations one after another cost a thousand small plans, not a
+thousand scans of everything registered.
 """
 
 from __future__ import annotations
@@ -26,53 +30,109 @@ class Plan:
         return bool(self.subscribe or self.unsubscribe or self.psubscribe or self.punsubscribe)
 
 
-class Subscriptions:
-    """Wanted and confirmed channel and pattern subscriptions of one connection."""
+class _Kind:
+    """One kind of subscription (channels, or patterns)."""
 
-    __slots__ = ("active_channels", "active_patterns", "channels", "patterns")
+    __slots__ = ("active", "dirty", "wanted")
 
     def __init__(self) -> None:
         # Insertion-ordered, so resubscription happens in registration order.
-        self.channels: dict[str, None] = {}
-        self.patterns: dict[str, None] = {}
-        self.active_channels: set[str] = set()
-        self.active_patterns: set[str] = set()
+        self.wanted: dict[str, None] = {}
+        self.active: set[str] = set()
+        self.dirty: dict[str, None] = {}
+
+    def want(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self.wanted[name] = None
+            self.dirty[name] = None
+
+    def unwant(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self.wanted.pop(name, None)
+            self.dirty[name] = None
+
+    def plan(self) -> tuple[list[str], list[str]]:
+        """(to add, to remove); forgets dirty names that turn out to be in sync."""
+        add, remove = [], []
+        for name in tuple(self.dirty):
+            wanted, active = name in self.wanted, name in self.active
+            if wanted and not active:
+                add.append(name)
+            elif active and not wanted:
+                remove.append(name)
+            else:
+                del self.dirty[name]
+        return add, remove
+
+    def added(self, names: list[str]) -> None:
+        self.active.update(names)
+        self._settle(names)
+
+    def removed(self, names: list[str]) -> None:
+        self.active.difference_update(names)
+        self._settle(names)
+
+    def _settle(self, names: list[str]) -> None:
+        # A name changed again while its command was in flight stays dirty.
+        for name in names:
+            if (name in self.wanted) == (name in self.active):
+                self.dirty.pop(name, None)
+
+    def lost(self) -> None:
+        self.active.clear()
+        self.dirty = dict(self.wanted)
+
+
+class Subscriptions:
+    """Wanted and confirmed channel and pattern subscriptions of one connection."""
+
+    __slots__ = ("_channels", "_patterns")
+
+    def __init__(self) -> None:
+        self._channels = _Kind()
+        self._patterns = _Kind()
+
+    @property
+    def channels(self) -> dict[str, None]:
+        """The channels wanted, in the order they were first wanted."""
+        return self._channels.wanted
+
+    @property
+    def patterns(self) -> dict[str, None]:
+        """The patterns wanted, in the order they were first wanted."""
+        return self._patterns.wanted
 
     def want(self, channels: tuple[str, ...] = (), patterns: tuple[str, ...] = ()) -> None:
         """Add to what must be subscribed."""
-        self.channels.update(dict.fromkeys(channels))
-        self.patterns.update(dict.fromkeys(patterns))
+        self._channels.want(channels)
+        self._patterns.want(patterns)
 
     def unwant(self, channels: tuple[str, ...] = (), patterns: tuple[str, ...] = ()) -> None:
         """Remove from what must be subscribed."""
-        for name in channels:
-            self.channels.pop(name, None)
-        for pattern in patterns:
-            self.patterns.pop(pattern, None)
+        self._channels.unwant(channels)
+        self._patterns.unwant(patterns)
 
     def plan(self) -> Plan:
-        """The difference between wanted and confirmed."""
-        return Plan(
-            subscribe=[c for c in self.channels if c not in self.active_channels],
-            unsubscribe=[c for c in self.active_channels if c not in self.channels],
-            psubscribe=[p for p in self.patterns if p not in self.active_patterns],
-            punsubscribe=[p for p in self.active_patterns if p not in self.patterns],
-        )
+        """The difference between wanted and confirmed, for the names changed."""
+        subscribe, unsubscribe = self._channels.plan()
+        psubscribe, punsubscribe = self._patterns.plan()
+        return Plan(subscribe, unsubscribe, psubscribe, punsubscribe)
 
     def applied(self, plan: Plan) -> None:
         """Record that the broker confirmed every command of ``plan``."""
-        self.active_channels.update(plan.subscribe)
-        self.active_channels.difference_update(plan.unsubscribe)
-        self.active_patterns.update(plan.psubscribe)
-        self.active_patterns.difference_update(plan.punsubscribe)
+        self._channels.added(plan.subscribe)
+        self._channels.removed(plan.unsubscribe)
+        self._patterns.added(plan.psubscribe)
+        self._patterns.removed(plan.punsubscribe)
 
     def lost(self) -> None:
         """The connection is gone: nothing is confirmed any more."""
-        self.active_channels.clear()
-        self.active_patterns.clear()
+        self._channels.lost()
+        self._patterns.lost()
 
     def synced(self, channels: tuple[str, ...] = (), patterns: tuple[str, ...] = ()) -> bool:
         """True when these names are in the state that is wanted for them."""
-        return all((c in self.channels) == (c in self.active_channels) for c in channels) and all(
-            (p in self.patterns) == (p in self.active_patterns) for p in patterns
+        ch, pa = self._channels, self._patterns
+        return all((c in ch.wanted) == (c in ch.active) for c in channels) and all(
+            (p in pa.wanted) == (p in pa.active) for p in patterns
         )
