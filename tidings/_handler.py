@@ -89,6 +89,15 @@ class Handler:
         """The connection status."""
         return self._connection.status
 
+    @property
+    def last_error(self) -> str | None:
+        """What ended the latest connection attempt or connection, while it matters.
+
+        ``None`` once connected again (the same text is in the ``disconnected``
+        status event).
+        """
+        return self._connection.last_error
+
     def stats(self) -> Stats:
         """A snapshot of the counters."""
         return self._stats.snapshot()

@@ -1,43 +1,216 @@
-"""The ``tidings`` command."""
+"""The ``tidings`` command: look at live channels, publish, and the demo.
+
+::
+
+    tidings listen orders 'created' 'up*'       # JSON lines on stdout until Ctrl-C
+    tidings publish orders created '{"id": 1}'  # prints how many received it
+    echo '{"id": 2}' | tidings publish orders created -
+    tidings channels 'ord*'                     # active channels and subscribers
+    tidings demo
+
+The store URL comes from ``--url``, else ``$TIDINGS_URL``, else ``memory://``.
+Errors end the command with one line on stderr and a non-zero exit code.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO
 
-import trio
+import anyio
 
 from . import __version__
+from .channels import Channel, Channels
+from .errors import TidingsError
+from .pubsub import PubSub
+from .store import create_store
+from .supervisors.status import StatusType
+
+__all__ = ["main"]
+
+#: Exit codes: 0 done, 1 a runtime failure (connection, broker), 2 bad usage
+#: (argparse's own), 130 interrupted.
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class CommandError(Exception):
+    """A failure to report in one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tidings", description="Publish/subscribe events on an embedded broker or Redis."
+        prog="tidings",
+        description="Publish/subscribe events on an embedded broker or Redis.",
+        epilog="The store URL comes from --url, else $TIDINGS_URL, else memory://.",
     )
     parser.add_argument("--version", action="version", version=f"tidings {__version__}")
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("TIDINGS_URL", "memory://demo"),
-        help="store URL (default: $TIDINGS_URL, else memory://demo)",
-    )
+    # The connection options go before or after the command: `tidings --url X listen c`
+    # and `tidings listen --url X c` both work (the command's copy only overrides
+    # when it is given).
+    for target, default in ((parser, None), (common := argparse.ArgumentParser(add_help=False),
+                                             argparse.SUPPRESS)):
+        target.add_argument(
+            "--url",
+            default=default or os.environ.get("TIDINGS_URL", "memory://"),
+            help="store URL: redis://host:6379/0, rediss://…, unix:///path, memory:// "
+            "(default: $TIDINGS_URL, else memory://)",
+        )
+        target.add_argument("--namespace", default=default, help="channel namespace (prefix)")
+        target.add_argument(
+            "--timeout", type=float, default=default or 5.0,
+            help="seconds to wait for the broker (default 5)",
+        )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("demo", help="a short tour of the library on the embedded broker")
+
+    listen = commands.add_parser(
+        "listen", parents=[common], help="print a channel's events as JSON lines until Ctrl-C",
+        description="Print events as JSON lines on stdout; status changes go to stderr.",
+    )
+    listen.add_argument("channel", help="the channel to listen to")
+    listen.add_argument("events", nargs="*", default=["*"], metavar="EVENT-GLOB",
+                        help="event patterns (default: *)")
+
+    publish = commands.add_parser(
+        "publish", parents=[common], help="publish an event and print how many received it",
+        description="Publish EVENT on CHANNEL. DATA is JSON; '-' reads one JSON value per "
+        "line from stdin and publishes each.",
+    )
+    publish.add_argument("channel")
+    publish.add_argument("event")
+    publish.add_argument("data", nargs="?", default=None, help="JSON payload, or - for stdin")
+
+    channels = commands.add_parser(
+        "channels", parents=[common], help="list active channels and their subscribers",
+        description="List channels with subscribers on the broker (within --namespace).",
+    )
+    channels.add_argument("pattern", nargs="?", default="*", help="a glob (default: *)")
+
+    demo = commands.add_parser(
+        "demo", help="a short tour of the library on the embedded broker",
+        description="A short tour of the library on the embedded broker.",
+    )
+    demo.set_defaults(url="memory://demo")
     return parser
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CommandError(f"{where} is not valid JSON: {exc}", EXIT_USAGE) from None
+
+
+async def _connected(handler: Channels | PubSub, timeout: float) -> None:
+    """Fail in one line, at once, when the first connection attempt failed.
+
+    (``async with`` returns after that first attempt; a command-line tool should
+    say why it cannot work rather than retry in silence.)
+    """
+    if handler.status is not StatusType.connected and handler.last_error is not None:
+        raise CommandError(f"cannot connect to {handler.store.url}: {handler.last_error}")
+    with anyio.move_on_after(timeout):
+        await handler.connect()
+        return
+    raise CommandError(f"cannot connect to {handler.store.url} within {timeout:g}s")
+
+
+async def _listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    channels = Channels(args.url, namespace=args.namespace)
+
+    def on_status(channel: Channel, event: str, data: dict[str, Any]) -> None:
+        detail = f": {data['error']}" if data.get("error") else ""
+        print(f"tidings: {event}{detail}", file=err, flush=True)
+
+    await channels.register(channels.status_channel.name, "*", on_status)
+
+    def on_event(channel: Channel, event: str, data: Any) -> None:
+        line = json.dumps({"channel": channel.name, "event": event, "data": data})
+        print(line, file=out, flush=True)
+
+    async with channels:
+        await _connected(channels, args.timeout)
+        for pattern in args.events:
+            await channels.register(args.channel, pattern, on_event)
+        await anyio.sleep_forever()
+    return 0  # pragma: no cover - only Ctrl-C or a failure ends listening
+
+
+async def _publish(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    if args.data == "-":
+        payloads = [(_json(line, f"stdin line {n}"), n) for n, line in enumerate(stdin, 1)
+                    if line.strip()]
+    else:
+        payloads = [(None if args.data is None else _json(args.data, "DATA"), 0)]
+    async with Channels(args.url, namespace=args.namespace, publish_timeout=args.timeout) as ch:
+        await _connected(ch, args.timeout)
+        for data, _ in payloads:
+            print(await ch.publish(args.channel, args.event, data), file=out, flush=True)
+    return 0
+
+
+async def _channels(args: argparse.Namespace, out: TextIO) -> int:
+    store = create_store(args.url)
+    namespace = args.namespace if args.namespace is not None else store.namespace
+    prefix = f"{namespace}:" if namespace else ""
+    async with store.pubsub(publish_timeout=args.timeout) as pubsub:
+        await _connected(pubsub, args.timeout)
+        names = sorted(await pubsub.channels(prefix + args.pattern))
+        counts = await pubsub.count(*names) if names else {}
+    width = max([len("CHANNEL"), *(len(n) - len(prefix) for n in names)])
+    print(f"{'CHANNEL':<{width}}  SUBSCRIBERS", file=out)
+    for name in names:
+        print(f"{name[len(prefix):]:<{width}}  {counts[name]:>11}", file=out)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
+    # Library warnings (a lost connection, …) would repeat what status lines say.
+    logging.getLogger("tidings").setLevel(logging.CRITICAL)
+    run: Callable[[], Awaitable[int]]
     if args.command == "demo":
         from ._demo import demo
 
-        try:
-            return trio.run(demo, args.url)
-        except KeyboardInterrupt:
-            return 130
-    return 2  # pragma: no cover - argparse rejects unknown commands
+        def run() -> Awaitable[int]:
+            return demo(args.url)
+    elif args.command == "listen":
+        def run() -> Awaitable[int]:
+            return _listen(args, sys.stdout, sys.stderr)
+    elif args.command == "publish":
+        def run() -> Awaitable[int]:
+            return _publish(args, sys.stdout, sys.stdin)
+    else:
+        def run() -> Awaitable[int]:
+            return _channels(args, sys.stdout)
+    try:
+        return anyio.run(run, backend="trio")
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BaseExceptionGroup as group:  # Ctrl-C can land in several tasks at once
+        if group.subgroup(KeyboardInterrupt) is not None:
+            return EXIT_INTERRUPTED
+        raise
+    except CommandError as exc:
+        return _fail(str(exc), exc.code)
+    except (ValueError, TypeError) as exc:  # bad input: a URL, a name, data
+        return _fail(str(exc), EXIT_USAGE)
+    except (TidingsError, OSError) as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"tidings: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -112,6 +112,11 @@ class ConnectionSupervisor:
         """The current status."""
         return self._machine.status
 
+    @property
+    def last_error(self) -> str | None:
+        """The error that ended the latest attempt or connection; None once connected."""
+        return self._last_error
+
     # -- the supervision loop ---------------------------------------------------------
 
     async def run(
