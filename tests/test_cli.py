@@ -1,0 +1,143 @@
+"""The `tidings` command, run for real in subprocesses against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+
+def tidings(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tidings", *args], input=stdin, capture_output=True, text=True,
+        timeout=timeout, check=False, env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    """The error is one line, the last; `listen` reports status lines before it."""
+    assert result.returncode == code, result
+    lines = result.stderr.strip().splitlines()
+    assert text in lines[-1]
+    statuses = [line for line in lines[:-1] if not line.startswith("tidings: ")]
+    assert statuses == [] or "usage:" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def listener(redis_server: RedisServer) -> Any:
+    """Start `tidings listen`, wait until it is subscribed, stop it with Ctrl-C."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tidings", "listen", "--url", redis_server.url, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        started.append(process)
+        client = redis_server.client()
+        deadline = time.monotonic() + 20
+        channel = args[args.index("--namespace") + 1] + ":" + args[-1] if "--namespace" in args \
+            else args[0]
+        while client.pubsub_numsub(channel)[0][1] == 0:
+            assert time.monotonic() < deadline, "listen never subscribed"
+            time.sleep(0.02)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_listen_prints_json_lines_and_exits_cleanly_on_ctrl_c(
+    redis_server: RedisServer, listener: Any
+) -> None:
+    process = listener("orders", "cre*", "paid")
+    for event, data in (("created", '{"id": 1}'), ("shipped", "2"), ("paid", "[3]")):
+        result = tidings("publish", "--url", redis_server.url, "orders", event, data)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "1\n"
+    assert process.stdout is not None
+    lines = [json.loads(process.stdout.readline()) for _ in range(2)]
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=10)
+    assert process.returncode == 130
+    assert lines == [
+        {"channel": "orders", "event": "created", "data": {"id": 1}},
+        {"channel": "orders", "event": "paid", "data": [3]},
+    ]
+    assert "tidings: connected" in err
+    assert "Traceback" not in err
+
+
+def test_publish_reads_stdin_and_honours_namespace(redis_server: RedisServer, listener: Any) -> None:
+    process = listener("--namespace", "shop", "orders")
+    result = tidings("publish", "--namespace", "shop", "orders", "bulk", "-",
+                     stdin='{"n": 1}\n\n{"n": 2}\n', env={"TIDINGS_URL": redis_server.url})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "1"]
+    assert process.stdout is not None
+    got = [json.loads(process.stdout.readline())["data"] for _ in range(2)]
+    assert got == [{"n": 1}, {"n": 2}]
+
+
+def test_channels_lists_subscribers(redis_server: RedisServer, listener: Any) -> None:
+    listener("--namespace", "tbl", "alpha")
+    listener("--namespace", "tbl", "alpha")
+    listener("--namespace", "tbl", "beta")
+    result = tidings("--url", redis_server.url, "channels", "--namespace", "tbl")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows == [["CHANNEL", "SUBSCRIBERS"], ["alpha", "2"], ["beta", "1"]]
+    result = tidings("--url", redis_server.url, "channels", "--namespace", "tbl", "b*")
+    assert [line.split() for line in result.stdout.splitlines()][1:] == [["beta", "1"]]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (("frobnicate",), 2, "invalid choice"),
+        (("publish", "orders"), 2, "the following arguments are required: event"),
+        (("publish", "orders", "e", "{bad json"), 2, "DATA is not valid JSON"),
+        (("publish", "--url", "redis://h:notaport", "c", "e"), 2, "bad port"),
+        (("publish", "--url", "gopher://x", "c", "e"), 2, "unknown scheme"),
+        (("publish", "--url", "redis://:hunter2@127.0.0.1:1", "c", "e"), 1, "cannot connect"),
+        (("channels", "--url", "redis://127.0.0.1:1"), 1, "ConnectionRefusedError"),
+        (("listen", "--url", "redis://127.0.0.1:1", "c"), 1, "cannot connect"),
+        (("publish", "c:", "e"), 2, "delimiter"),
+    ],
+)
+def test_failures_are_one_line_with_an_exit_code(args: tuple[str, ...], code: int, text: str) -> None:
+    result = tidings(*args)
+    assert_one_line_error(result, code, text)
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [(), ("listen",), ("publish",), ("channels",), ("demo",)])
+def test_help_everywhere(command: tuple[str, ...]) -> None:
+    result = tidings(*command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: tidings")
+
+
+def test_version() -> None:
+    result = tidings("--version")
+    assert result.stdout.strip() == "tidings 0.1.0"
+
+
+def test_stdin_with_bad_json_names_the_line(redis_server: RedisServer) -> None:
+    result = tidings("publish", "--url", redis_server.url, "c", "e", "-", stdin='1\n{oops\n')
+    assert_one_line_error(result, 2, "stdin line 2 is not valid JSON")
