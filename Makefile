@@ -6,12 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest redis bench clean
+.PHONY: demo test lint typecheck docs pytest redis bench clean
 
 demo: $(STAMP)
 	$(BIN)/python -m tidings demo
 
-test: $(STAMP) redis lint typecheck pytest
+test: $(STAMP) redis lint typecheck docs pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check tidings tests bench
@@ -19,6 +19,9 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 pytest: $(STAMP) redis
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)

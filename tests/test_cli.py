@@ -17,11 +17,17 @@ from tests.redis_server import RedisServer
 pytestmark = pytest.mark.redis
 
 
-def tidings(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def tidings(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tidings", *args], input=stdin, capture_output=True, text=True,
-        timeout=timeout, check=False, env={**os.environ, **(env or {})},
+        [sys.executable, "-m", "tidings", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -43,13 +49,18 @@ def listener(redis_server: RedisServer) -> Any:
     def start(*args: str) -> subprocess.Popen[str]:
         process = subprocess.Popen(
             [sys.executable, "-m", "tidings", "listen", "--url", redis_server.url, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         started.append(process)
         client = redis_server.client()
         deadline = time.monotonic() + 20
-        channel = args[args.index("--namespace") + 1] + ":" + args[-1] if "--namespace" in args \
+        channel = (
+            args[args.index("--namespace") + 1] + ":" + args[-1]
+            if "--namespace" in args
             else args[0]
+        )
         while client.pubsub_numsub(channel)[0][1] == 0:
             assert time.monotonic() < deadline, "listen never subscribed"
             time.sleep(0.02)
@@ -73,7 +84,7 @@ def test_listen_prints_json_lines_and_exits_cleanly_on_ctrl_c(
     assert process.stdout is not None
     lines = [json.loads(process.stdout.readline()) for _ in range(2)]
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=10)
+    _, err = process.communicate(timeout=10)
     assert process.returncode == 130
     assert lines == [
         {"channel": "orders", "event": "created", "data": {"id": 1}},
@@ -83,10 +94,20 @@ def test_listen_prints_json_lines_and_exits_cleanly_on_ctrl_c(
     assert "Traceback" not in err
 
 
-def test_publish_reads_stdin_and_honours_namespace(redis_server: RedisServer, listener: Any) -> None:
+def test_publish_reads_stdin_and_honours_namespace(
+    redis_server: RedisServer, listener: Any
+) -> None:
     process = listener("--namespace", "shop", "orders")
-    result = tidings("publish", "--namespace", "shop", "orders", "bulk", "-",
-                     stdin='{"n": 1}\n\n{"n": 2}\n', env={"TIDINGS_URL": redis_server.url})
+    result = tidings(
+        "publish",
+        "--namespace",
+        "shop",
+        "orders",
+        "bulk",
+        "-",
+        stdin='{"n": 1}\n\n{"n": 2}\n',
+        env={"TIDINGS_URL": redis_server.url},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "1"]
     assert process.stdout is not None
@@ -120,7 +141,9 @@ def test_channels_lists_subscribers(redis_server: RedisServer, listener: Any) ->
         (("publish", "c:", "e"), 2, "delimiter"),
     ],
 )
-def test_failures_are_one_line_with_an_exit_code(args: tuple[str, ...], code: int, text: str) -> None:
+def test_failures_are_one_line_with_an_exit_code(
+    args: tuple[str, ...], code: int, text: str
+) -> None:
     result = tidings(*args)
     assert_one_line_error(result, code, text)
     assert "hunter2" not in result.stderr
@@ -139,5 +162,5 @@ def test_version() -> None:
 
 
 def test_stdin_with_bad_json_names_the_line(redis_server: RedisServer) -> None:
-    result = tidings("publish", "--url", redis_server.url, "c", "e", "-", stdin='1\n{oops\n')
+    result = tidings("publish", "--url", redis_server.url, "c", "e", "-", stdin="1\n{oops\n")
     assert_one_line_error(result, 2, "stdin line 2 is not valid JSON")

@@ -56,31 +56,38 @@ def _parser() -> argparse.ArgumentParser:
     # The connection options go before or after the command: `tidings --url X listen c`
     # and `tidings listen --url X c` both work (the command's copy only overrides
     # when it is given).
-    for target, default in ((parser, None), (common := argparse.ArgumentParser(add_help=False),
-                                             argparse.SUPPRESS)):
+    common = argparse.ArgumentParser(add_help=False)
+    for target, default in ((parser, None), (common, argparse.SUPPRESS)):
         target.add_argument(
             "--url",
-            default=default or os.environ.get("TIDINGS_URL", "memory://"),
+            default=default,
             help="store URL: redis://host:6379/0, rediss://…, unix:///path, memory:// "
             "(default: $TIDINGS_URL, else memory://)",
         )
         target.add_argument("--namespace", default=default, help="channel namespace (prefix)")
         target.add_argument(
-            "--timeout", type=float, default=default or 5.0,
+            "--timeout",
+            type=float,
+            default=default,
             help="seconds to wait for the broker (default 5)",
         )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     listen = commands.add_parser(
-        "listen", parents=[common], help="print a channel's events as JSON lines until Ctrl-C",
+        "listen",
+        parents=[common],
+        help="print a channel's events as JSON lines until Ctrl-C",
         description="Print events as JSON lines on stdout; status changes go to stderr.",
     )
     listen.add_argument("channel", help="the channel to listen to")
-    listen.add_argument("events", nargs="*", default=["*"], metavar="EVENT-GLOB",
-                        help="event patterns (default: *)")
+    listen.add_argument(
+        "events", nargs="*", default=["*"], metavar="EVENT-GLOB", help="event patterns (default: *)"
+    )
 
     publish = commands.add_parser(
-        "publish", parents=[common], help="publish an event and print how many received it",
+        "publish",
+        parents=[common],
+        help="publish an event and print how many received it",
         description="Publish EVENT on CHANNEL. DATA is JSON; '-' reads one JSON value per "
         "line from stdin and publishes each.",
     )
@@ -89,16 +96,18 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("data", nargs="?", default=None, help="JSON payload, or - for stdin")
 
     channels = commands.add_parser(
-        "channels", parents=[common], help="list active channels and their subscribers",
+        "channels",
+        parents=[common],
+        help="list active channels and their subscribers",
         description="List channels with subscribers on the broker (within --namespace).",
     )
     channels.add_argument("pattern", nargs="?", default="*", help="a glob (default: *)")
 
-    demo = commands.add_parser(
-        "demo", help="a short tour of the library on the embedded broker",
+    commands.add_parser(
+        "demo",
+        help="a short tour of the library on the embedded broker",
         description="A short tour of the library on the embedded broker.",
     )
-    demo.set_defaults(url="memory://demo")
     return parser
 
 
@@ -109,7 +118,7 @@ def _json(text: str, where: str) -> Any:
         raise CommandError(f"{where} is not valid JSON: {exc}", EXIT_USAGE) from None
 
 
-async def _connected(handler: Channels | PubSub, timeout: float) -> None:
+async def _connected(handler: Channels | PubSub, wait: float) -> None:
     """Fail in one line, at once, when the first connection attempt failed.
 
     (``async with`` returns after that first attempt; a command-line tool should
@@ -117,10 +126,10 @@ async def _connected(handler: Channels | PubSub, timeout: float) -> None:
     """
     if handler.status is not StatusType.connected and handler.last_error is not None:
         raise CommandError(f"cannot connect to {handler.store.url}: {handler.last_error}")
-    with anyio.move_on_after(timeout):
+    with anyio.move_on_after(wait):
         await handler.connect()
         return
-    raise CommandError(f"cannot connect to {handler.store.url} within {timeout:g}s")
+    raise CommandError(f"cannot connect to {handler.store.url} within {wait:g}s")
 
 
 async def _listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -146,8 +155,9 @@ async def _listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 async def _publish(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     if args.data == "-":
-        payloads = [(_json(line, f"stdin line {n}"), n) for n, line in enumerate(stdin, 1)
-                    if line.strip()]
+        payloads = [
+            (_json(line, f"stdin line {n}"), n) for n, line in enumerate(stdin, 1) if line.strip()
+        ]
     else:
         payloads = [(None if args.data is None else _json(args.data, "DATA"), 0)]
     async with Channels(args.url, namespace=args.namespace, publish_timeout=args.timeout) as ch:
@@ -168,13 +178,18 @@ async def _channels(args: argparse.Namespace, out: TextIO) -> int:
     width = max([len("CHANNEL"), *(len(n) - len(prefix) for n in names)])
     print(f"{'CHANNEL':<{width}}  SUBSCRIBERS", file=out)
     for name in names:
-        print(f"{name[len(prefix):]:<{width}}  {counts[name]:>11}", file=out)
+        print(f"{name[len(prefix) :]:<{width}}  {counts[name]:>11}", file=out)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
+    if args.url is None:
+        fallback = "memory://demo" if args.command == "demo" else "memory://"
+        args.url = os.environ.get("TIDINGS_URL", fallback)
+    if args.timeout is None:
+        args.timeout = 5.0
     # Library warnings (a lost connection, …) would repeat what status lines say.
     logging.getLogger("tidings").setLevel(logging.CRITICAL)
     run: Callable[[], Awaitable[int]]
@@ -184,14 +199,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         def run() -> Awaitable[int]:
             return demo(args.url)
     elif args.command == "listen":
+
         def run() -> Awaitable[int]:
             return _listen(args, sys.stdout, sys.stderr)
     elif args.command == "publish":
+
         def run() -> Awaitable[int]:
             return _publish(args, sys.stdout, sys.stdin)
     else:
+
         def run() -> Awaitable[int]:
             return _channels(args, sys.stdout)
+
     try:
         return anyio.run(run, backend="trio")
     except KeyboardInterrupt:

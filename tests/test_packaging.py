@@ -1,0 +1,56 @@
+"""The built wheel installs cleanly in a fresh virtual environment and works."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_wheel_and_sdist(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = dist.glob("tidings-0.1.0-*.whl")
+    (sdist,) = dist.glob("tidings-0.1.0.tar.gz")
+    assert "tidings/py.typed" in zipfile.ZipFile(wheel).namelist()
+    with tarfile.open(sdist) as archive:
+        names = archive.getnames()
+    assert "tidings-0.1.0/tidings/py.typed" in names
+    assert "tidings-0.1.0/LICENSE" in names
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    check = (
+        "import pathlib, tidings, anyio\n"
+        "assert (pathlib.Path(tidings.__file__).parent / 'py.typed').exists()\n"
+        "async def main():\n"
+        "    async with tidings.open_channels() as ch:\n"
+        "        assert await ch.publish('c', 'e', 1) == 0\n"
+        "anyio.run(main, backend='trio')\n"
+        "print(tidings.__version__)\n"
+    )
+    result = subprocess.run(
+        [str(python), "-c", check], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0.1.0"
+    version = subprocess.run(
+        [str(venv / "bin" / "tidings"), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.stdout.strip() == "tidings 0.1.0"
