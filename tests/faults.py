@@ -10,6 +10,8 @@ Killing the server covers crashes; this covers what the network does:
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Literal
 
 import anyio
@@ -82,3 +84,13 @@ class FaultyProxy:
                 await sink.send(data)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             scope.cancel()
+
+
+@asynccontextmanager
+async def running_proxy(target_port: int) -> AsyncIterator[FaultyProxy]:
+    """A proxy in front of ``target_port``, serving until the block ends."""
+    proxy = FaultyProxy(target_port)
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.run)
+        yield proxy
+        tg.cancel_scope.cancel()

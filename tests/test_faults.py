@@ -20,7 +20,7 @@ from tests.conftest import (
     eventually,
     watched,
 )
-from tests.faults import FaultyProxy
+from tests.faults import running_proxy
 from tests.redis_server import RedisServer
 from tidings import Backoff, Channels, PublishError, StatusType
 
@@ -147,9 +147,7 @@ async def test_concurrent_publishes_across_a_short_outage(
 
 
 async def test_a_listener_that_never_answers(server: RedisServer) -> None:
-    proxy = FaultyProxy(server.port)
-    async with anyio.create_task_group() as tg:
-        await tg.start(proxy.run)
+    async with running_proxy(server.port) as proxy:
         proxy.blackhole = True
         channels = Channels(proxy.url, **{**OPTIONS, "connect_timeout": 0.2})
         log = await watched(channels)
@@ -168,7 +166,6 @@ async def test_a_listener_that_never_answers(server: RedisServer) -> None:
             leaving = anyio.current_time()
         assert anyio.current_time() - leaving < 1
         assert log.names[-1] == "closed"
-        tg.cancel_scope.cancel()
 
 
 async def test_exit_while_the_server_is_down_is_prompt(server: RedisServer) -> None:
@@ -214,9 +211,7 @@ async def test_a_frozen_server_is_detected_and_recovered(
 
 
 async def test_a_stalled_network_is_detected(server: RedisServer, recorder: Recorder) -> None:
-    proxy = FaultyProxy(server.port)
-    async with anyio.create_task_group() as tg:
-        await tg.start(proxy.run)
+    async with running_proxy(server.port) as proxy:
         channels = Channels(proxy.url, namespace="st", **OPTIONS)
         log = await watched(channels)
         async with channels:
@@ -228,7 +223,6 @@ async def test_a_stalled_network_is_detected(server: RedisServer, recorder: Reco
             await eventually(lambda: log.names.count("connected") == 2, limit=10)
             await channels.publish("c", "e", 1)
             await eventually(lambda: recorder.calls)
-        tg.cancel_scope.cancel()
     assert "PING" in log.last("disconnected")["error"]
 
 
@@ -296,9 +290,7 @@ async def test_idle_channels_do_not_spin(server: RedisServer) -> None:
 async def test_reconnects_while_registrations_churn(server: RedisServer) -> None:
     """Register and unregister without pause while connections are cut: no deadlock,
     and afterwards the server holds exactly what is registered."""
-    proxy = FaultyProxy(server.port)
-    async with anyio.create_task_group() as outer:
-        await outer.start(proxy.run)
+    async with running_proxy(server.port) as proxy:
         channels = Channels(proxy.url, namespace="churn", **OPTIONS)
         log = await watched(channels)
         async with channels:
@@ -330,5 +322,4 @@ async def test_reconnects_while_registrations_churn(server: RedisServer) -> None
             wanted = sorted(f"churn:{c.name}" for c in channels if not c.local)
             on_server = sorted(n.decode() for n in server.client().pubsub_channels("churn:*"))
             assert on_server == wanted
-        outer.cancel_scope.cancel()
     assert_follows_the_state_machine(log.names)
