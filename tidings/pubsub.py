@@ -143,6 +143,8 @@ class PubSub(Handler):
     async def psubscribe(self, pattern: str, *patterns: str) -> None:
         """Subscribe to glob patterns; returns once confirmed (if connected)."""
         names = _names("pattern", pattern, patterns)
+        if not self._store.broker.supports_patterns:
+            raise ValueError(f"{self._store.url} is sharded: sharded pub/sub has no patterns")
         self._check_running("psubscribe")
         self._connection.subscriptions.want(patterns=names)
         await self._connection.sync()

@@ -8,6 +8,7 @@ URL                                                broker
 ``redis://[user[:password]@]host[:port][/db]``     Redis over TCP
 ``rediss://...``                                   Redis over TLS (verified)
 ``unix:///path/to/redis.sock[?db=N]``              Redis over a unix socket
+``redis+cluster://host:port,host:port/``           Redis Cluster (``rediss+cluster`` TLS)
 =================================================  ===================================
 
 Every URL accepts ``?namespace=NAME``, the default namespace of the
@@ -15,7 +16,8 @@ Every URL accepts ``?namespace=NAME``, the default namespace of the
 (``CLIENT SETNAME`` prefix, default ``tidings``) and, for ``rediss://``,
 ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs=none`` and
 ``ssl_check_hostname=false``. User names and passwords are percent-decoded; a
-password never appears in ``str``, ``repr``, logs or exceptions.
+password never appears in ``str``, ``repr``, logs or exceptions. Cluster URLs list
+seed nodes and take ``sharded=1`` for sharded pub/sub (SSUBSCRIBE/SPUBLISH).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ._names import check_namespace
 from ._util import redact
 from .brokers.base import Broker
+from .brokers.cluster import ClusterBroker, parse_cluster_url
 from .brokers.memory import Hub, MemoryBroker
 from .brokers.redis import RedisBroker, parse_redis_url
 
@@ -87,10 +90,14 @@ def create_store(url: str = "memory://") -> Store:
     elif scheme in ("redis", "rediss", "unix"):
         broker = RedisBroker(parse_redis_url(scheme, parts, params, shown))
         _unknown(params, shown)
+    elif scheme in ("redis+cluster", "rediss+cluster"):
+        address = parse_cluster_url(scheme, parts.netloc, parts.path, params, shown)
+        broker = ClusterBroker(address)
+        _unknown(params, shown)
     else:
         raise ValueError(
             f"unknown scheme {parts.scheme!r} in store URL {shown!r}; "
-            "use memory://, redis://, rediss:// or unix://"
+            "use memory://, redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
         )
     return Store(broker, namespace)
 

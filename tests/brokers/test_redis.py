@@ -392,3 +392,27 @@ async def test_a_callback_that_publishes_does_not_deadlock(
         await channels.publish("ping", "e", 0)
         await eventually(lambda: len(recorder.calls) == 51)
     assert recorder.data == list(range(51))
+
+
+async def test_a_failed_crew_refuses_new_tasks_with_a_connection_error() -> None:
+    from tidings.brokers.redis import Crew
+
+    crew = Crew()
+
+    async def fail() -> None:
+        raise ConnectionResetError("gone")
+
+    with pytest.raises(ConnectionResetError, match="gone"):
+        await crew.run(fail)
+    with pytest.raises(anyio.BrokenResourceError, match="connection lost"):
+        crew.start(anyio.sleep_forever)
+
+
+async def test_a_cancelled_crew_refuses_new_tasks_too() -> None:
+    from tidings.brokers.redis import Crew
+
+    crew = Crew()
+    with anyio.move_on_after(0.01):
+        await crew.run(anyio.sleep_forever)
+    with pytest.raises(anyio.BrokenResourceError):
+        crew.start(anyio.sleep_forever)

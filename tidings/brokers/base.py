@@ -110,6 +110,9 @@ class Broker(abc.ABC):
     #: The broker's URL with any password redacted.
     url: str
 
+    #: False where pattern subscriptions do not exist (sharded Redis Cluster).
+    supports_patterns: bool = True
+
     @abc.abstractmethod
     async def open_subscriber(
         self, *, health_check_interval: float, reply_timeout: float

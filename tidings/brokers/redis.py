@@ -31,8 +31,16 @@ from anyio.streams.tls import TLSStream
 from ..errors import BrokerError
 from .base import Broker, Deliver, Message, Publisher, Subscriber
 from .resp import decode_name, encode_command, encode_commands, encode_name, encode_publish
+from .slots import key_slot
 
-__all__ = ["RedisAddress", "RedisBroker", "parse_redis_url"]
+__all__ = [
+    "Crew",
+    "RedisAddress",
+    "RedisBroker",
+    "RedisPublisher",
+    "RedisSubscriber",
+    "parse_redis_url",
+]
 
 #: Names per SUBSCRIBE command when many are (re)subscribed at once; all the
 #: commands still go out in one write.
@@ -207,7 +215,7 @@ class _Connection:
                 await self.stream.aclose()
 
 
-async def _open(address: RedisAddress, role: str, reply_timeout: float) -> _Connection:
+async def open_connection(address: RedisAddress, role: str, reply_timeout: float) -> _Connection:
     """Connect and handshake: AUTH, SELECT and CLIENT SETNAME in one round trip."""
     stream: anyio.abc.ByteStream
     if address.path is not None:
@@ -280,12 +288,27 @@ class _Awaited:
         return self.value
 
 
-class RedisSubscriber(Subscriber):
-    """The subscriber connection."""
+_SHARDED_CONFIRMATIONS = frozenset({b"ssubscribe", b"sunsubscribe"})
 
-    def __init__(self, connection: _Connection, health_check_interval: float) -> None:
+
+class RedisSubscriber(Subscriber):
+    """The subscriber connection.
+
+    With ``sharded=True`` it speaks sharded pub/sub (Redis 7): SSUBSCRIBE and
+    SUNSUBSCRIBE, one command per hash slot, ``smessage`` pushes. An ``sunsubscribe``
+    nobody asked for means the server stopped serving a channel (its slot moved, or
+    the node is being failed over): that ends the connection, and the supervisor
+    resubscribes everything where the cluster now says it lives.
+    """
+
+    def __init__(
+        self, connection: _Connection, health_check_interval: float, *, sharded: bool = False
+    ) -> None:
         self._connection = connection
         self._health_check_interval = health_check_interval
+        self._sharded = sharded
+        self._message = b"smessage" if sharded else b"message"
+        self._confirmations = _SHARDED_CONFIRMATIONS if sharded else _CONFIRMATIONS
         # Confirmations come back in the order the commands went out.
         self._expected: deque[tuple[bytes, _Awaited]] = deque()
 
@@ -295,6 +318,7 @@ class RedisSubscriber(Subscriber):
         # Channel names repeat: decode each once (bounded by what is subscribed).
         names: dict[bytes, str] = {}
         next_reply = connection.reader.gets
+        message, confirmations = self._message, self._confirmations
         try:
             while True:
                 idle = connection.timeout if pinged else self._health_check_interval
@@ -313,7 +337,7 @@ class RedisSubscriber(Subscriber):
                 batch: list[Message] = []
                 while (reply := next_reply()) is not False:
                     kind = reply[0] if isinstance(reply, list) and reply else reply
-                    if kind == b"message":
+                    if kind == message:
                         raw = reply[1]
                         name = names.get(raw)
                         if name is None:
@@ -323,8 +347,8 @@ class RedisSubscriber(Subscriber):
                         batch.append((name, reply[2]))
                     elif kind == b"pmessage":
                         batch.append((decode_name(reply[2]), reply[3]))
-                    elif kind in _CONFIRMATIONS:
-                        self._confirmed(kind)
+                    elif kind in confirmations:
+                        self._confirmed(kind, reply[1])
                     elif kind != b"pong":
                         raise BrokerError(f"{connection.url} replied {reply!r} on a subscriber")
                 if batch:
@@ -336,8 +360,13 @@ class RedisSubscriber(Subscriber):
             self._fail_expected(exc)
             raise
 
-    def _confirmed(self, kind: bytes) -> None:
+    def _confirmed(self, kind: bytes, name: bytes) -> None:
         if not self._expected or self._expected[0][0] != kind:
+            if kind == b"sunsubscribe":
+                raise BrokerError(
+                    f"{self._connection.url} stopped serving sharded channel "
+                    f"{decode_name(name)!r} (its slot moved or the node is failing over)"
+                )
             raise BrokerError(f"{self._connection.url} sent an unexpected {kind.decode()!r}")
         awaited = self._expected[0][1]
         awaited.remaining -= 1
@@ -350,9 +379,22 @@ class RedisSubscriber(Subscriber):
         while self._expected:
             self._expected.popleft()[1].fail(error)
 
+    def _chunks(self, names: Sequence[str]) -> list[Sequence[str]]:
+        """Names per command: up to CHUNK, and (sharded) all of one hash slot."""
+        if not self._sharded:
+            return [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
+        by_slot: dict[int, list[str]] = {}
+        for name in names:
+            by_slot.setdefault(key_slot(encode_name(name)), []).append(name)
+        return [
+            group[i : i + CHUNK] for group in by_slot.values() for i in range(0, len(group), CHUNK)
+        ]
+
     async def _command(self, name: str, names: Sequence[str]) -> None:
+        if self._sharded:
+            name = "S" + name
         kind = name.lower().encode()
-        chunks = [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
+        chunks = self._chunks(names)
         waits = []
         for chunk in chunks:
             awaited = _Awaited(len(chunk))
@@ -379,6 +421,64 @@ class RedisSubscriber(Subscriber):
         await self._connection.aclose()
 
 
+class Crew:
+    """Tasks that live and die together, started at once or later.
+
+    The first to fail cancels the others, and :meth:`run` raises that failure bare
+    (never an exception group), which is what the connection supervisor expects of
+    a connection's ``run``.
+    """
+
+    def __init__(self, on_failure: Callable[[BaseException], None] | None = None) -> None:
+        self._on_failure = on_failure
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._pending: list[Callable[[], Awaitable[None]]] = []
+        self._ended = False
+        self.error: BaseException | None = None
+
+    async def run(self, *loops: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loops`` (and tasks started meanwhile) until one fails or all end."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                for loop in (*loops, *self._pending):
+                    tg.start_soon(self._guard, loop)
+                self._pending.clear()
+        finally:  # cancelled too: no task may join a crew that is gone
+            self._tg, self._ended = None, True
+        if self.error is not None:
+            raise self.error
+
+    def start(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Add a task (it starts with ``run`` if that has not begun yet).
+
+        Raises:
+            anyio.BrokenResourceError: the crew failed or ended: its connections are
+                going away, and so must the caller's request.
+        """
+        self.check()
+        if self._tg is None:
+            self._pending.append(loop)
+        else:
+            self._tg.start_soon(self._guard, loop)
+
+    def check(self) -> None:
+        """Raise if the crew can take no more tasks (see :meth:`start`)."""
+        if self._ended or self.error is not None:
+            raise anyio.BrokenResourceError(f"connection lost: {self.error!r}")
+
+    async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await loop()
+        except Exception as exc:
+            if self.error is None:
+                self.error = exc
+                if self._on_failure is not None:
+                    self._on_failure(exc)
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+
+
 class RedisPublisher(Publisher):
     """The command connection: pipelined commands, replies matched in order.
 
@@ -400,18 +500,8 @@ class RedisPublisher(Publisher):
         self._names: dict[str, bytes] = {}  # channel names, encoded once
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._guard, self._write_loop, tg.cancel_scope)
-            await self._guard(self._read_loop, tg.cancel_scope)
-        if self._error is not None:
-            raise self._error
-
-    async def _guard(self, loop: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
-        try:
-            await loop()
-        except Exception as exc:
-            self._fail_all(exc, original=True)
-            scope.cancel()
+        crew = Crew(on_failure=lambda exc: self._fail_all(exc, original=True))
+        await crew.run(self._write_loop, self._read_loop)
 
     async def _read_loop(self) -> None:
         connection = self._connection
@@ -533,8 +623,8 @@ class RedisBroker(Broker):
     async def open_subscriber(
         self, *, health_check_interval: float, reply_timeout: float
     ) -> Subscriber:
-        connection = await _open(self.address, "sub", reply_timeout)
+        connection = await open_connection(self.address, "sub", reply_timeout)
         return RedisSubscriber(connection, health_check_interval)
 
     async def open_publisher(self, *, reply_timeout: float) -> Publisher:
-        return RedisPublisher(await _open(self.address, "pub", reply_timeout))
+        return RedisPublisher(await open_connection(self.address, "pub", reply_timeout))

@@ -1,0 +1,152 @@
+"""Redis Cluster, classic and sharded, against a real local cluster (3 + 3 nodes)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.conftest import Recorder, eventually, watched
+from tests.redis_cluster import RedisCluster
+from tidings import Backoff, Channels, PublishError, create_store
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+OPTIONS: dict[str, Any] = {
+    "backoff": Backoff(initial=0.05, cap=0.3),
+    "health_check_interval": 0.5,
+    "connect_timeout": 1.0,
+    "publish_timeout": 2.0,
+}
+MODES = [pytest.param({}, id="classic"), pytest.param({"sharded": "1"}, id="sharded")]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    """Shared by the tests that only read and write."""
+    cluster = RedisCluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[RedisCluster]:
+    """A cluster of this test's own, to break."""
+    cluster = RedisCluster()
+    yield cluster
+    cluster.close()
+
+
+async def publish_until_received(channels: Channels, recorder: Recorder, data: Any) -> None:
+    """Publish until the event arrives: across a failover a publish may fail or be lost."""
+    with anyio.fail_after(30):
+        while data not in recorder.data:
+            with contextlib.suppress(PublishError):
+                await channels.publish("orders", "probe", data)
+            await anyio.sleep(0.1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_events_flow_and_counts_aggregate(
+    cluster: RedisCluster, mode: dict[str, str], recorder: Recorder
+) -> None:
+    url = cluster.url(namespace="flow", **mode)
+    names = [f"c{n}" for n in range(12)]  # spread over the three masters' slots
+    async with Channels(url, **OPTIONS) as sender, Channels(url, **OPTIONS) as receiver:
+        for name in names:
+            await receiver.register(name, "*", recorder)
+        for n, name in enumerate(names):
+            await sender.publish(name, "e", n)
+        await eventually(lambda: len(recorder.calls) == len(names))
+        async with receiver.store.pubsub() as pubsub:
+            counts = await pubsub.count(*(f"flow:{name}" for name in names))
+            listed = sorted(await pubsub.channels("flow:*"))
+    assert sorted(recorder.data) == list(range(len(names)))
+    assert counts == {f"flow:{name}": 1 for name in names}
+    assert listed == sorted(f"flow:{name}" for name in names)
+
+
+async def test_sharded_subscriptions_go_to_each_slot_owner(
+    cluster: RedisCluster, recorder: Recorder
+) -> None:
+    async with Channels(cluster.url(namespace="own", sharded="1"), **OPTIONS) as channels:
+        for name in ("a", "b", "c", "d", "e", "f"):
+            await channels.register(name, "*", recorder)
+        connections = cluster.clients_named("tidings-sub")
+        # one subscriber connection per master that owns one of the channels
+        owners = {cluster.owner_of(f"own:{name}").port for name in "abcdef"}
+        assert {server.port for server, _ in connections} == owners
+        for server, _ in connections:
+            assert server.client().info("replication")["role"] == "master"
+
+
+async def test_patterns_are_refused_up_front_in_sharded_mode(cluster: RedisCluster) -> None:
+    store = create_store(cluster.url(sharded="1"))
+    async with store.pubsub() as pubsub:
+        with pytest.raises(ValueError, match="sharded pub/sub has no patterns"):
+            await pubsub.psubscribe("news.*")
+
+
+async def test_classic_moves_to_another_node_when_its_node_dies(
+    own_cluster: RedisCluster, recorder: Recorder
+) -> None:
+    channels = Channels(own_cluster.url(namespace="mv"), **OPTIONS)
+    log = await watched(channels)
+    async with channels:
+        await channels.register("orders", "*", recorder)
+        await publish_until_received(channels, recorder, "before")
+        [(node, _)] = own_cluster.clients_named("tidings-sub")
+        node.kill()
+        await eventually(lambda: log.names.count("connected") >= 2, limit=30)
+        [(moved_to, _)] = own_cluster.clients_named("tidings-sub")
+        assert moved_to is not node
+        await publish_until_received(channels, recorder, "after")
+    assert "disconnected" in log.names
+
+
+async def test_sharded_follows_a_failover(own_cluster: RedisCluster, recorder: Recorder) -> None:
+    channels = Channels(own_cluster.url(namespace="fo", sharded="1"), **OPTIONS)
+    log = await watched(channels)
+    async with channels:
+        await channels.register("orders", "*", recorder)
+        await publish_until_received(channels, recorder, "before")
+        owner = own_cluster.owner_of("fo:orders")
+        owner.kill()  # its replica is promoted after the node timeout
+        await eventually(lambda: own_cluster.owner_of("fo:orders") is not owner, limit=30)
+        await publish_until_received(channels, recorder, "after")
+        assert [s for s, _ in own_cluster.clients_named("tidings-sub")] == [
+            own_cluster.owner_of("fo:orders")
+        ]
+    assert "disconnected" in log.names
+
+
+async def test_sharded_follows_a_slot_migration(
+    own_cluster: RedisCluster, recorder: Recorder
+) -> None:
+    channels = Channels(own_cluster.url(namespace="mg", sharded="1"), **OPTIONS)
+    log = await watched(channels)
+    async with channels:
+        await channels.register("orders", "*", recorder)
+        await publish_until_received(channels, recorder, "before")
+        source = own_cluster.owner_of("mg:orders")
+        target = next(
+            s
+            for s in own_cluster.servers
+            if s is not source and s.client().info("replication")["role"] == "master"
+        )
+        slot = source.client().execute_command("CLUSTER", "KEYSLOT", "mg:orders")
+        source_id = source.client().execute_command("CLUSTER", "MYID").decode()
+        target_id = target.client().execute_command("CLUSTER", "MYID").decode()
+        target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        for server in (target, source):
+            server.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        await eventually(lambda: own_cluster.owner_of("mg:orders") is target)
+        await publish_until_received(channels, recorder, "after")
+        await eventually(
+            lambda: [s for s, _ in own_cluster.clients_named("tidings-sub")] == [target]
+        )
+    assert "disconnected" in log.names  # the move was noticed, not silently missed

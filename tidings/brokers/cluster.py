@@ -1,0 +1,360 @@
+"""Redis Cluster: classic and sharded pub/sub.
+
+**Classic** (the default). A PUBLISH on any node reaches subscribers on every node,
+so one subscriber connection to any reachable node carries everything, and a publish
+goes to any node too. When that node fails, the connection supervisor reconnects and
+this broker picks the next node it knows.
+
+**Sharded** (``?sharded=1``, Redis 7). SSUBSCRIBE and SPUBLISH go to the master that
+owns the channel's hash slot: one subscriber connection per node in use, one command
+connection per node published to. A ``MOVED`` reply to SPUBLISH refreshes the slot map
+and retries once (a MOVED command was not executed, so the retry cannot duplicate).
+When a slot moves or a master fails, Redis tells sharded subscribers with an
+``sunsubscribe`` push (or the connection dies): the session ends, and the supervisor
+resubscribes every channel where the refreshed slot map says it now lives.
+
+``count`` and ``channels`` ask every node and add up (classic: NUMSUB, CHANNELS on all
+nodes; sharded: SHARDNUMSUB, SHARDCHANNELS on the masters).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import anyio
+import hiredis
+
+from ..errors import BrokerError
+from .base import CONNECTION_ERRORS, Broker, Deliver, Publisher, Subscriber
+from .redis import (
+    Crew,
+    RedisAddress,
+    RedisPublisher,
+    RedisSubscriber,
+    open_connection,
+    parse_redis_url,
+)
+from .resp import encode_command, encode_name
+from .slots import Node, Topology, key_slot
+
+__all__ = ["ClusterAddress", "ClusterBroker", "parse_cluster_url"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClusterAddress:
+    """Seed nodes and how to talk to every node."""
+
+    url: str  # redacted, for messages
+    seeds: tuple[Node, ...]
+    template: RedisAddress  # credentials, TLS and client name, for any node
+    sharded: bool = False
+
+
+def parse_cluster_url(
+    scheme: str, netloc: str, path: str, params: dict[str, str], shown: str
+) -> ClusterAddress:
+    """Parse ``redis+cluster://[user[:password]@]host:port,host:port/?...``.
+
+    Consumes the parameters it knows (``sharded`` and those of :func:`parse_redis_url`).
+
+    Raises:
+        ValueError: no seed, a bad port, a database other than 0, a bad parameter.
+    """
+    userinfo, _, hosts = netloc.rpartition("@")
+    if path not in ("", "/"):
+        raise ValueError(f"Redis Cluster has only database 0: no path in store URL {shown!r}")
+    seeds = [_seed(item, shown) for item in hosts.split(",") if item]
+    if not seeds:
+        raise ValueError(f"no seed node (host:port) in store URL {shown!r}")
+    sharded = params.pop("sharded", "0").lower() in ("1", "true", "yes", "on")
+    base = "rediss" if scheme == "rediss+cluster" else "redis"
+    # The per-node details (credentials, TLS, client name) parse like a single server's.
+    first = f"[{seeds[0].host}]" if ":" in seeds[0].host else seeds[0].host
+    single = f"{base}://{userinfo + '@' if userinfo else ''}{first}:{seeds[0].port}"
+    template = parse_redis_url(base, urlsplit(single), params, shown)
+    user = unquote(userinfo.partition(":")[0]) if userinfo else ""
+    secret = ":****" if ":" in userinfo else ""
+    listed = ",".join(str(seed) for seed in seeds)
+    url = f"{scheme}://{user + secret + '@' if userinfo else ''}{listed}/"
+    return ClusterAddress(url=url, seeds=tuple(seeds), template=template, sharded=sharded)
+
+
+def _seed(item: str, shown: str) -> Node:
+    """``host:port`` or ``[ipv6]:port``."""
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = item.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad seed {item!r} (want host:port) in store URL {shown!r}")
+    return Node(host, int(port))
+
+
+class ClusterBroker(Broker):
+    """Connections to a Redis Cluster, found from its seed nodes."""
+
+    def __init__(self, address: ClusterAddress) -> None:
+        self.address = address
+        self.url = address.url
+        self.supports_patterns = not address.sharded
+        self._known: tuple[Node, ...] = address.seeds
+        self._turn = 0  # rotates the first node tried, so a dead one is not retried first
+        self.topology: Topology | None = None
+
+    def node_address(self, node: Node) -> RedisAddress:
+        scheme = "rediss" if self.address.template.tls is not None else "redis"
+        return dataclasses.replace(
+            self.address.template, host=node.host, port=node.port, url=f"{scheme}://{node}"
+        )
+
+    async def ask(self, node: Node, *command: bytes | str | int, reply_timeout: float) -> Any:
+        """One command on a short-lived connection to ``node``.
+
+        Raises:
+            BrokerError: the node answered with an error.
+            one of CONNECTION_ERRORS: the node could not be reached.
+        """
+        connection = await open_connection(self.node_address(node), "query", reply_timeout)
+        try:
+            await connection.send(encode_command(*command))
+            replies: list[Any] = []
+            while not replies:
+                replies = await connection.read()
+        finally:
+            await connection.aclose()
+        if isinstance(replies[0], hiredis.ReplyError):
+            raise BrokerError(f"{node}: {replies[0]}")
+        return replies[0]
+
+    def _rotation(self) -> list[Node]:
+        nodes = list(dict.fromkeys((*self._known, *self.address.seeds)))
+        self._turn = (self._turn + 1) % len(nodes)
+        return nodes[self._turn :] + nodes[: self._turn]
+
+    async def refresh(self, reply_timeout: float) -> Topology:
+        """Ask the nodes, in turn, for the slot map (CLUSTER SLOTS)."""
+        error: BaseException = BrokerError(f"{self.url}: no node to ask")
+        for node in self._rotation():
+            try:
+                reply = await self.ask(node, "CLUSTER", "SLOTS", reply_timeout=reply_timeout)
+            except CONNECTION_ERRORS as exc:
+                error = exc
+                continue
+            topology = Topology.from_cluster_slots(reply, default_host=node.host)
+            if not topology.masters:
+                error = BrokerError(f"{node} knows no slots yet (is the cluster created?)")
+                continue
+            self.topology = topology
+            self._known = topology.nodes
+            return topology
+        raise error
+
+    async def _first_reachable(self, role: str, reply_timeout: float) -> Any:
+        error: BaseException = BrokerError(f"{self.url}: no node to connect to")
+        for node in self._rotation():
+            try:
+                return await open_connection(self.node_address(node), role, reply_timeout)
+            except CONNECTION_ERRORS as exc:
+                error = exc
+        raise error
+
+    async def open_subscriber(
+        self, *, health_check_interval: float, reply_timeout: float
+    ) -> Subscriber:
+        if self.address.sharded:
+            topology = await self.refresh(reply_timeout)
+            return ShardedSubscriber(self, topology, health_check_interval, reply_timeout)
+        with suppress(*CONNECTION_ERRORS):  # a seed may still take the connection
+            await self.refresh(reply_timeout)  # learn every node, to fail over to
+        connection = await self._first_reachable("sub", reply_timeout)
+        return RedisSubscriber(connection, health_check_interval)
+
+    async def open_publisher(self, *, reply_timeout: float) -> Publisher:
+        primary = None
+        if not self.address.sharded:
+            primary = RedisPublisher(await self._first_reachable("pub", reply_timeout))
+        return ClusterPublisher(self, primary, reply_timeout)
+
+
+async def _join(crew: Crew, address: RedisAddress, role: str, reply_timeout: float) -> Any:
+    """Connect to a node for a crew that can still take it (no pointless connection)."""
+    crew.check()
+    return await open_connection(address, role, reply_timeout)
+
+
+async def _enlist(
+    crew: Crew, loop: Callable[[], Awaitable[None]], connection: Subscriber | Publisher
+) -> None:
+    """Run ``loop`` in ``crew``; if the crew is gone meanwhile, close the connection."""
+    try:
+        crew.start(loop)
+    except BaseException:
+        with anyio.move_on_after(1.0, shield=True):
+            await connection.aclose()
+        raise
+
+
+class ShardedSubscriber(Subscriber):
+    """One sharded subscriber connection per node in use, read by one crew."""
+
+    def __init__(
+        self,
+        broker: ClusterBroker,
+        topology: Topology,
+        health_check_interval: float,
+        reply_timeout: float,
+    ) -> None:
+        self._broker = broker
+        self._topology = topology
+        self._health_check_interval = health_check_interval
+        self._reply_timeout = reply_timeout
+        self._nodes: dict[Node, RedisSubscriber] = {}
+        self._crew = Crew()
+        self._deliver: Deliver | None = None
+        self._running = anyio.Event()
+
+    async def run(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self._running.set()
+        await self._crew.run(anyio.sleep_forever)
+
+    async def _node(self, node: Node) -> RedisSubscriber:
+        subscriber = self._nodes.get(node)
+        if subscriber is None:
+            await self._running.wait()  # readers need the deliver function
+            deliver = self._deliver
+            assert deliver is not None
+            connection = await _join(
+                self._crew, self._broker.node_address(node), "sub", self._reply_timeout
+            )
+            subscriber = RedisSubscriber(connection, self._health_check_interval, sharded=True)
+            await _enlist(self._crew, lambda: subscriber.run(deliver), subscriber)
+            self._nodes[node] = subscriber
+        return subscriber
+
+    def _by_owner(self, channels: Sequence[str]) -> dict[Node, list[str]]:
+        owners: dict[Node, list[str]] = {}
+        for channel in channels:
+            owner = self._topology.owner(key_slot(encode_name(channel)))
+            if owner is None:
+                raise BrokerError(f"{self._broker.url}: no node serves the slot of {channel!r}")
+            owners.setdefault(owner, []).append(channel)
+        return owners
+
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        for node, names in self._by_owner(channels).items():
+            await (await self._node(node)).subscribe(names)
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        for node, names in self._by_owner(channels).items():
+            await (await self._node(node)).unsubscribe(names)
+
+    async def psubscribe(self, patterns: Sequence[str]) -> None:
+        raise BrokerError("sharded pub/sub has no pattern subscriptions")
+
+    punsubscribe = psubscribe
+
+    async def aclose(self) -> None:
+        for subscriber in self._nodes.values():
+            await subscriber.aclose()
+
+
+class ClusterPublisher(Publisher):
+    """PUBLISH through one node (classic), SPUBLISH to each slot's owner (sharded).
+
+    Long-lived connections (the classic one, and one per master published to in
+    sharded mode) run in one crew: losing any ends the session, which reconnects
+    everything. Queries ask every node on short-lived connections, so a node that
+    is down makes a query fail, not the session.
+    """
+
+    def __init__(
+        self, broker: ClusterBroker, primary: RedisPublisher | None, reply_timeout: float
+    ) -> None:
+        self._broker = broker
+        self._primary = primary
+        self._reply_timeout = reply_timeout
+        self._nodes: dict[Node, RedisPublisher] = {}
+        self._crew = Crew()
+        if primary is not None:
+            self._crew.start(primary.run)
+
+    async def run(self) -> None:
+        await self._crew.run(anyio.sleep_forever)
+
+    async def _node(self, node: Node) -> RedisPublisher:
+        publisher = self._nodes.get(node)
+        if publisher is None:
+            connection = await _join(
+                self._crew, self._broker.node_address(node), "pub", self._reply_timeout
+            )
+            publisher = RedisPublisher(connection)
+            await _enlist(self._crew, publisher.run, publisher)
+            self._nodes[node] = publisher
+        return publisher
+
+    async def publish(self, channel: str, payload: bytes) -> int:
+        if self._primary is not None:
+            return await self._primary.publish(channel, payload)
+        slot = key_slot(encode_name(channel))
+        for attempt in (1, 2):
+            topology = self._broker.topology or await self._broker.refresh(self._reply_timeout)
+            owner = topology.owner(slot)
+            if owner is None:
+                raise BrokerError(f"{self._broker.url}: no node serves the slot of {channel!r}")
+            try:
+                received: int = await (await self._node(owner)).execute(
+                    "SPUBLISH", channel, payload
+                )
+                return received
+            except BrokerError as exc:
+                if attempt == 2 or not str(exc).partition(": ")[2].startswith("MOVED"):
+                    raise
+                await self._broker.refresh(self._reply_timeout)  # then try the new owner
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _every(self, nodes: Sequence[Node], *command: str) -> list[Any]:
+        replies = []
+        for node in nodes:
+            try:
+                replies.append(
+                    await self._broker.ask(node, *command, reply_timeout=self._reply_timeout)
+                )
+            except CONNECTION_ERRORS as exc:
+                raise BrokerError(
+                    f"cannot reach cluster node {node} for {command[1]}: {exc}"
+                ) from exc
+        return replies
+
+    async def _nodes_to_ask(self) -> tuple[Node, ...]:
+        topology = await self._broker.refresh(self._reply_timeout)
+        return topology.masters if self._broker.address.sharded else topology.nodes
+
+    async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
+        verb = "SHARDNUMSUB" if self._broker.address.sharded else "NUMSUB"
+        counts = dict.fromkeys(channels, 0)
+        for reply in await self._every(await self._nodes_to_ask(), "PUBSUB", verb, *channels):
+            for i in range(0, len(reply), 2):
+                counts[reply[i].decode("utf-8", "surrogateescape")] += int(reply[i + 1])
+        return counts
+
+    async def numpat(self) -> int:
+        topology = await self._broker.refresh(self._reply_timeout)
+        return sum(await self._every(topology.nodes, "PUBSUB", "NUMPAT"))
+
+    async def channels(self, pattern: str | None = None) -> list[str]:
+        verb = "SHARDCHANNELS" if self._broker.address.sharded else "CHANNELS"
+        command = ("PUBSUB", verb) if pattern is None else ("PUBSUB", verb, pattern)
+        found: dict[str, None] = {}
+        for reply in await self._every(await self._nodes_to_ask(), *command):
+            found.update(dict.fromkeys(n.decode("utf-8", "surrogateescape") for n in reply))
+        return list(found)
+
+    async def aclose(self) -> None:
+        for publisher in (*self._nodes.values(), *([self._primary] if self._primary else [])):
+            await publisher.aclose()
