@@ -177,6 +177,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ca.cert_pem.write_to_path(str(files["ca"]))
     cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
     cert.private_key_pem.write_to_path(str(files["key"]))
+    client = ca.issue_cert("client.tidings.test")
+    files["client"] = folder / "client.pem"
+    client.private_key_and_cert_chain_pem.write_to_path(str(files["client"]))
     return files
 
 
@@ -209,6 +212,39 @@ async def test_tls_is_verified(tls_files: dict[str, Path], recorder: Recorder) -
         async with channels:
             await eventually(lambda: events)
         assert "CERTIFICATE_VERIFY_FAILED" in events[0]["error"]
+    finally:
+        server.close()
+
+
+async def test_tls_client_certificate(tls_files: dict[str, Path], recorder: Recorder) -> None:
+    port = free_port()
+    server = RedisServer(
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        str(tls_files["cert"]),
+        "--tls-key-file",
+        str(tls_files["key"]),
+        "--tls-ca-cert-file",
+        str(tls_files["ca"]),
+        "--tls-auth-clients",
+        "yes",
+    )
+    try:
+        base = f"rediss://localhost:{port}?ssl_ca_certs={tls_files['ca']}"
+        async with Channels(f"{base}&ssl_certfile={tls_files['client']}") as channels:
+            await channels.register("c", "*", recorder)
+            assert await channels.publish("c", "e", "mutual") == 1
+            await eventually(lambda: recorder.calls)
+        # Without a client certificate the server refuses the connection.
+        events: list[dict[str, Any]] = []
+        refused = Channels(base, backoff=FAST)
+        await refused.register(
+            refused.status_channel.name, "disconnected", lambda ch, ev, data: events.append(data)
+        )
+        async with refused:
+            await eventually(lambda: events)
+        assert refused.status is not StatusType.connected
     finally:
         server.close()
 
