@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
 
-from tests.conftest import Recorder, eventually, watched
+from tests.conftest import Recorder, StatusLog, eventually, watched
 from tests.redis_cluster import RedisCluster
 from tidings import Backoff, Channels, PublishError, create_store
 
@@ -38,6 +39,18 @@ def own_cluster() -> Iterator[RedisCluster]:
     cluster = RedisCluster()
     yield cluster
     cluster.close()
+
+
+@asynccontextmanager
+async def listening(url: str, recorder: Recorder) -> AsyncIterator[tuple[Channels, StatusLog]]:
+    """Channels on ``url`` with ``recorder`` on "orders", proven to receive."""
+    channels = Channels(url, **OPTIONS)
+    log = await watched(channels)
+    async with channels:
+        await channels.register("orders", "*", recorder)
+        await publish_until_received(channels, recorder, "before")
+        yield channels, log
+    assert "disconnected" in log.names  # every test here breaks something
 
 
 async def publish_until_received(channels: Channels, recorder: Recorder, data: Any) -> None:
@@ -93,26 +106,18 @@ async def test_patterns_are_refused_up_front_in_sharded_mode(cluster: RedisClust
 async def test_classic_moves_to_another_node_when_its_node_dies(
     own_cluster: RedisCluster, recorder: Recorder
 ) -> None:
-    channels = Channels(own_cluster.url(namespace="mv"), **OPTIONS)
-    log = await watched(channels)
-    async with channels:
-        await channels.register("orders", "*", recorder)
-        await publish_until_received(channels, recorder, "before")
+    async with listening(own_cluster.url(namespace="mv"), recorder) as (channels, log):
         [(node, _)] = own_cluster.clients_named("tidings-sub")
         node.kill()
         await eventually(lambda: log.names.count("connected") >= 2, limit=30)
         [(moved_to, _)] = own_cluster.clients_named("tidings-sub")
         assert moved_to is not node
         await publish_until_received(channels, recorder, "after")
-    assert "disconnected" in log.names
 
 
 async def test_sharded_follows_a_failover(own_cluster: RedisCluster, recorder: Recorder) -> None:
-    channels = Channels(own_cluster.url(namespace="fo", sharded="1"), **OPTIONS)
-    log = await watched(channels)
-    async with channels:
-        await channels.register("orders", "*", recorder)
-        await publish_until_received(channels, recorder, "before")
+    url = own_cluster.url(namespace="fo", sharded="1")
+    async with listening(url, recorder) as (channels, _):
         owner = own_cluster.owner_of("fo:orders")
         owner.kill()  # its replica is promoted after the node timeout
         await eventually(lambda: own_cluster.owner_of("fo:orders") is not owner, limit=30)
@@ -120,17 +125,13 @@ async def test_sharded_follows_a_failover(own_cluster: RedisCluster, recorder: R
         assert [s for s, _ in own_cluster.clients_named("tidings-sub")] == [
             own_cluster.owner_of("fo:orders")
         ]
-    assert "disconnected" in log.names
 
 
 async def test_sharded_follows_a_slot_migration(
     own_cluster: RedisCluster, recorder: Recorder
 ) -> None:
-    channels = Channels(own_cluster.url(namespace="mg", sharded="1"), **OPTIONS)
-    log = await watched(channels)
-    async with channels:
-        await channels.register("orders", "*", recorder)
-        await publish_until_received(channels, recorder, "before")
+    url = own_cluster.url(namespace="mg", sharded="1")
+    async with listening(url, recorder) as (channels, _):
         source = own_cluster.owner_of("mg:orders")
         target = next(
             s
@@ -149,4 +150,3 @@ async def test_sharded_follows_a_slot_migration(
         await eventually(
             lambda: [s for s, _ in own_cluster.clients_named("tidings-sub")] == [target]
         )
-    assert "disconnected" in log.names  # the move was noticed, not silently missed

@@ -7,6 +7,7 @@ import logging
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -183,70 +184,55 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-async def test_tls_is_verified(tls_files: dict[str, Path], recorder: Recorder) -> None:
+@contextmanager
+def tls_server(files: dict[str, Path], *, client_certificates: bool) -> Iterator[int]:
+    """A TLS-only redis-server; yields its TLS port."""
     port = free_port()
     server = RedisServer(
-        "--tls-port",
-        str(port),
-        "--tls-cert-file",
-        str(tls_files["cert"]),
-        "--tls-key-file",
-        str(tls_files["key"]),
-        "--tls-ca-cert-file",
-        str(tls_files["ca"]),
-        "--tls-auth-clients",
-        "no",
-    )
+        "--tls-port", str(port), "--tls-cert-file", str(files["cert"]),
+        "--tls-key-file", str(files["key"]), "--tls-ca-cert-file", str(files["ca"]),
+        "--tls-auth-clients", "yes" if client_certificates else "no",
+    )  # fmt: skip
     try:
-        url = f"rediss://localhost:{port}?ssl_ca_certs={tls_files['ca']}"
-        async with Channels(url) as channels:
-            await channels.register("c", "*", recorder)
-            assert await channels.publish("c", "e", "secret") == 1
-            await eventually(lambda: recorder.calls)
-        # Without the CA the certificate cannot be verified: refused, not trusted.
-        events: list[dict[str, Any]] = []
-        channels = Channels(f"rediss://localhost:{port}", backoff=FAST)
-        await channels.register(
-            channels.status_channel.name, "disconnected", lambda ch, ev, data: events.append(data)
-        )
-        async with channels:
-            await eventually(lambda: events)
-        assert "CERTIFICATE_VERIFY_FAILED" in events[0]["error"]
+        yield port
     finally:
         server.close()
+
+
+async def round_trip(url: str, recorder: Recorder) -> None:
+    async with Channels(url) as channels:
+        await channels.register("c", "*", recorder)
+        assert await channels.publish("c", "e", "secret") == 1
+        await eventually(lambda: recorder.calls)
+
+
+async def first_failure(url: str) -> dict[str, Any]:
+    """The data of the first `disconnected` status event when connecting to ``url``."""
+    events: list[dict[str, Any]] = []
+    channels = Channels(url, backoff=FAST)
+    await channels.register(
+        channels.status_channel.name, "disconnected", lambda ch, ev, data: events.append(data)
+    )
+    async with channels:
+        await eventually(lambda: events)
+    return events[0]
+
+
+async def test_tls_is_verified(tls_files: dict[str, Path], recorder: Recorder) -> None:
+    with tls_server(tls_files, client_certificates=False) as port:
+        await round_trip(f"rediss://localhost:{port}?ssl_ca_certs={tls_files['ca']}", recorder)
+        # Without the CA the certificate cannot be verified: refused, not trusted.
+        failure = await first_failure(f"rediss://localhost:{port}")
+    assert "CERTIFICATE_VERIFY_FAILED" in failure["error"]
 
 
 async def test_tls_client_certificate(tls_files: dict[str, Path], recorder: Recorder) -> None:
-    port = free_port()
-    server = RedisServer(
-        "--tls-port",
-        str(port),
-        "--tls-cert-file",
-        str(tls_files["cert"]),
-        "--tls-key-file",
-        str(tls_files["key"]),
-        "--tls-ca-cert-file",
-        str(tls_files["ca"]),
-        "--tls-auth-clients",
-        "yes",
-    )
-    try:
+    with tls_server(tls_files, client_certificates=True) as port:
         base = f"rediss://localhost:{port}?ssl_ca_certs={tls_files['ca']}"
-        async with Channels(f"{base}&ssl_certfile={tls_files['client']}") as channels:
-            await channels.register("c", "*", recorder)
-            assert await channels.publish("c", "e", "mutual") == 1
-            await eventually(lambda: recorder.calls)
+        await round_trip(f"{base}&ssl_certfile={tls_files['client']}", recorder)
         # Without a client certificate the server refuses the connection.
-        events: list[dict[str, Any]] = []
-        refused = Channels(base, backoff=FAST)
-        await refused.register(
-            refused.status_channel.name, "disconnected", lambda ch, ev, data: events.append(data)
-        )
-        async with refused:
-            await eventually(lambda: events)
-        assert refused.status is not StatusType.connected
-    finally:
-        server.close()
+        failure = await first_failure(base)
+    assert failure["attempt"] == 1
 
 
 # -- subscriptions ----------------------------------------------------------------------
