@@ -591,3 +591,22 @@ async def test_dropping_and_recreating_a_channel_at_once(
     await eventually(lambda: recorder.calls)
     await settle()
     assert channels.stats().actor_restarts == 0
+
+
+async def test_an_iterator_that_falls_behind_drops_counts_and_reports(store: Store) -> None:
+    reports: list[dict[str, Any]] = []
+    async with Channels(store, max_pending=3) as channels:
+        await channels.register(
+            channels.status_channel.name, "slow_consumer", lambda ch, ev, d: reports.append(d)
+        )
+        async with channels.subscribe("c") as events:
+            for n in range(8):  # nobody reads: 3 fit the iterator's buffer, 5 are dropped
+                await channels.publish("c", "e", n)
+                await settle()  # each message reaches the iterator: the mailbox never fills
+            await eventually(lambda: channels.stats().dropped == 5)
+            assert [(await events.receive()).data for _ in range(3)] == [0, 1, 2]
+            await channels.publish("c", "e", 8)  # room again: the episode is over
+            assert (await events.receive()).data == 8
+            await settle()
+    assert len(reports) == 1
+    assert reports[0]["channel"] == "c"

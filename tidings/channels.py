@@ -336,13 +336,21 @@ class Channels(Handler):
             async def callback(ch: Channel, name: str, data: Any) -> None:
                 await send.send(Event(ch.name, name, data))
         else:
+            overflowing = False  # one slow_consumer report per episode, as for mailboxes
 
             def callback(ch: Channel, name: str, data: Any) -> None:  # type: ignore[misc]
+                nonlocal overflowing
                 try:
                     send.send_nowait(Event(ch.name, name, data))
                 except anyio.WouldBlock:
                     stats.dropped += 1
                     stats.delivered -= 1  # the dispatcher counts the call as a delivery
+                    if not overflowing:
+                        overflowing = True
+                        self._slow_consumer(ch.broker_name, 1)
+                else:
+                    if overflowing and send.statistics().current_buffer_used == 1:
+                        overflowing = False  # the reader had emptied the buffer
 
         self._iterators.add(send)
         try:
