@@ -188,19 +188,19 @@ class _Connection:
         except anyio.EndOfStream:
             raise anyio.BrokenResourceError(f"{self.url} closed the connection") from None
 
-    def reply(self) -> Any:
-        """The next complete reply, or False when the data so far ends mid-reply."""
-        try:
-            return self.reader.gets()
-        except hiredis.ProtocolError as exc:
-            raise BrokerError(f"{self.url} sent something that is not RESP: {exc}") from exc
+    def not_resp(self, exc: hiredis.ProtocolError) -> BrokerError:
+        """The error for bytes that do not parse as RESP (the stream is unusable)."""
+        return BrokerError(f"{self.url} sent something that is not RESP: {exc}")
 
     async def read(self) -> list[Any]:
         """Wait for data and return every complete reply it finished (maybe none)."""
         await self.receive()
         replies = []
-        while (reply := self.reply()) is not False:
-            replies.append(reply)
+        try:
+            while (reply := self.reader.gets()) is not False:
+                replies.append(reply)
+        except hiredis.ProtocolError as exc:
+            raise self.not_resp(exc) from exc
         return replies
 
     async def abort(self) -> None:
@@ -355,7 +355,7 @@ class RedisSubscriber(Subscriber):
                     await deliver(batch)
         except hiredis.ProtocolError as exc:
             self._fail_expected(exc)
-            raise BrokerError(f"{connection.url} sent something that is not RESP: {exc}") from exc
+            raise connection.not_resp(exc) from exc
         except BaseException as exc:
             self._fail_expected(exc)
             raise
@@ -523,7 +523,7 @@ class RedisPublisher(Publisher):
                     replied, self._replied = self._replied, anyio.Event()
                     replied.set()
         except hiredis.ProtocolError as exc:
-            raise BrokerError(f"{connection.url} sent something that is not RESP: {exc}") from exc
+            raise connection.not_resp(exc) from exc
 
     async def _write_loop(self) -> None:
         stream = self._connection.stream

@@ -289,13 +289,12 @@ class ConnectionSupervisor:
                 return 0
             plan = self.subscriptions.plan()
             steps = (
-                (subscriber.unsubscribe, Plan(unsubscribe=plan.unsubscribe)),
-                (subscriber.punsubscribe, Plan(punsubscribe=plan.punsubscribe)),
-                (subscriber.subscribe, Plan(subscribe=plan.subscribe)),
-                (subscriber.psubscribe, Plan(psubscribe=plan.psubscribe)),
+                (subscriber.unsubscribe, plan.unsubscribe, Plan(unsubscribe=plan.unsubscribe)),
+                (subscriber.punsubscribe, plan.punsubscribe, Plan(punsubscribe=plan.punsubscribe)),
+                (subscriber.subscribe, plan.subscribe, Plan(subscribe=plan.subscribe)),
+                (subscriber.psubscribe, plan.psubscribe, Plan(psubscribe=plan.psubscribe)),
             )
-            for command, step in steps:
-                names = step.subscribe or step.unsubscribe or step.psubscribe or step.punsubscribe
+            for command, names, step in steps:
                 if not names:
                     continue
                 # A command is shielded from cancellation (bounded by the connect
