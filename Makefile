@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck docs pytest redis bench clean
+.PHONY: demo test lint typecheck docs pytest redis bench soak clean
 
 demo: $(STAMP)
 	$(BIN)/python -m tidings demo
@@ -32,6 +32,12 @@ redis:
 # Benchmarks against peers (a few minutes); writes bench/results/. Never part of `test`.
 bench: $(STAMP) $(VENV)/.installed-bench redis
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Soak test for operators: steady traffic for SOAK_ARGS="--minutes N" (default 3)
+# against a private redis-server; exits 1 on loss, reconnects or publish errors.
+# Never part of `test`.
+soak: $(STAMP) redis
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 $(VENV)/.installed-bench: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

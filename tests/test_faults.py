@@ -318,7 +318,7 @@ async def test_reconnects_while_registrations_churn(server: RedisServer) -> None
                         )
                     stop.set()
             await channels.connect()
-            await eventually(lambda: not channels._connection.subscriptions.plan())
+            await eventually(lambda: channels._connection.settled)
             wanted = sorted(f"churn:{c.name}" for c in channels if not c.local)
             on_server = sorted(n.decode() for n in server.client().pubsub_channels("churn:*"))
             assert on_server == wanted

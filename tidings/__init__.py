@@ -24,6 +24,7 @@ from .errors import BrokerError as BrokerError
 from .errors import CallbackError as CallbackError
 from .errors import ProtocolError as ProtocolError
 from .errors import PublishError as PublishError
+from .errors import ReplyError as ReplyError
 from .errors import TidingsError as TidingsError
 from .protocols import Bytes as Bytes
 from .protocols import Codec as Codec
@@ -49,6 +50,7 @@ __all__ = [
     "ProtocolError",
     "PubSub",
     "PublishError",
+    "ReplyError",
     "Stats",
     "StatusType",
     "Store",

@@ -26,6 +26,7 @@ from ._options import Options
 from ._stats import Counters, Stats
 from ._util import collapse_exception_group
 from .brokers.base import Broker, Message
+from .errors import ReplyError
 from .supervisors.children import ChannelSupervisor
 from .supervisors.connection import ConnectionSupervisor
 from .supervisors.status import StatusType
@@ -55,6 +56,7 @@ class Handler:
             broker,
             deliver=self._deliver,
             on_status=self._on_status,
+            on_refused=self._on_refused,
             backoff=options.backoff,
             connect_timeout=options.connect_timeout,
             publish_timeout=options.publish_timeout,
@@ -75,6 +77,11 @@ class Handler:
 
     def _on_status(self, status: StatusType, data: dict[str, Any]) -> None:
         """Called on every status transition (from the connection supervisor)."""
+
+    def _on_refused(
+        self, channels: tuple[str, ...], patterns: tuple[str, ...], error: ReplyError
+    ) -> None:
+        """The broker refused these subscriptions; they are no longer wanted."""
 
     def _start_actors(self) -> None:
         """Start the actors that exist before any subscription."""
@@ -176,8 +183,17 @@ class Handler:
         await self.close()
 
     async def __aenter__(self) -> Any:
-        self._context = self._running()
-        return await self._context.__aenter__()
+        if self._context is not None or self._state != "new":
+            # Checked before anything changes: the block already running this
+            # handler must stay intact.
+            raise RuntimeError(
+                f"{self!s} is {'running' if self._state != 'closed' else 'closed'}: "
+                "a handler runs once; create a new one"
+            )
+        context = self._running()
+        value = await context.__aenter__()
+        self._context = context
+        return value
 
     async def __aexit__(
         self,

@@ -15,8 +15,12 @@ class Stats:
         published: publishes the broker accepted.
         publish_errors: publishes that raised :class:`~tidings.PublishError`.
         received: messages read from the broker connection.
-        delivered: callback calls that returned normally (iterator events included).
-        dropped: messages discarded because a mailbox or iterator buffer was full.
+        delivered: callback calls that returned normally or raised
+            :class:`~tidings.CallbackError` (iterator events included); status
+            events are counted apart, in ``status_events``.
+        dropped: messages discarded: a mailbox or iterator buffer was full, or
+            they were still queued for a channel when it was unregistered or the
+            handler closed.
         decode_errors: payloads the protocol could not decode (logged, skipped).
         callback_errors: callback calls that raised (logged with their traceback).
         callbacks_removed: callbacks removed for failing too often, or by raising
@@ -24,8 +28,14 @@ class Stats:
         reconnects: connections established after the first one.
         resubscribes: channels and patterns subscribed again after a reconnect.
         actor_restarts: crashed actors restarted by their supervisor.
-        unrouted: messages for a channel nobody is subscribed to any more (they
-            arrive in the short window after an unsubscribe).
+        unrouted: messages no callback took: for a channel nobody is subscribed
+            to any more (they arrive in the short window after an unsubscribe), or
+            whose event matched no registered pattern.
+        status_events: status-channel events delivered to callbacks.
+
+    With one callback (or iterator) per message, every message received ends as
+    exactly one of: ``received == delivered + callback_errors + dropped + unrouted
+    + decode_errors``.
     """
 
     published: int = 0
@@ -40,6 +50,7 @@ class Stats:
     resubscribes: int = 0
     actor_restarts: int = 0
     unrouted: int = 0
+    status_events: int = 0
 
 
 _NAMES = tuple(f.name for f in fields(Stats))
@@ -66,6 +77,7 @@ class Counters:
     resubscribes: int
     actor_restarts: int
     unrouted: int
+    status_events: int
 
     def __init__(self) -> None:
         for name in _NAMES:

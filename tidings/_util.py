@@ -6,18 +6,68 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["collapse_exception_group", "redact"]
+__all__ = ["collapse_exception_group", "quote_userinfo", "redact", "split_userinfo"]
 
-_USERINFO = re.compile(r"(?P<head>^[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)(?P<password>[^/?#@]*)@")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def split_userinfo(url: str) -> tuple[str, str | None, str | None, str]:
+    """``scheme://``, user, password and the rest of a URL, split at the *last* ``@``.
+
+    Passwords are often random and hold ``@``, ``/``, ``?`` or ``#`` unescaped;
+    splitting at the last ``@`` keeps all of them in the password (as redis-py does
+    for ``@``) instead of spilling them into the host, path or query, where they
+    would be printed. The price: an ``@`` in a query value must be written ``%40``.
+
+    >>> split_userinfo("redis://u:p/ss@w#rd@host:6379/0")
+    ('redis://', 'u', 'p/ss@w#rd', 'host:6379/0')
+    >>> split_userinfo("redis://host/0")
+    ('redis://', None, None, 'host/0')
+    """
+    match = _SCHEME.match(url)
+    if match is None:
+        return "", None, None, url
+    head, rest = match.group(), url[match.end() :]
+    userinfo, at, after = rest.rpartition("@")
+    if not at:
+        return head, None, None, rest
+    user, colon, password = userinfo.partition(":")
+    if not colon and any(c in user for c in "/?#"):
+        # No password, and this cannot be a user name: the "@" is in a path or a
+        # query value, not after a user.
+        return head, None, None, rest
+    return head, user, password if colon else None, after
+
+
+def quote_userinfo(url: str) -> str:
+    """The URL with ``/ ? # @`` in its user and password percent-encoded (parseable).
+
+    >>> quote_userinfo("redis://:p/w@host")
+    'redis://:p%2Fw@host'
+    """
+    head, user, password, rest = split_userinfo(url)
+    if user is None:
+        return url
+    userinfo = _quote(user) + (f":{_quote(password)}" if password is not None else "")
+    return f"{head}{userinfo}@{rest}"
+
+
+def _quote(text: str) -> str:
+    return "".join(f"%{ord(c):02X}" if c in "/?#@" else c for c in text)
 
 
 def redact(url: str) -> str:
-    """Hide the password of a URL (works on malformed URLs too).
+    """Hide the password of a URL (works on malformed URLs too; see split_userinfo).
 
     >>> redact("redis://user:secret@host:6379/0")
     'redis://user:****@host:6379/0'
+    >>> redact("redis://:a@b/c?d#e@host/0")
+    'redis://:****@host/0'
     """
-    return _USERINFO.sub(r"\g<head>****@", url, count=1)
+    head, user, password, rest = split_userinfo(url)
+    if password is None:
+        return url
+    return f"{head}{_quote(user or '')}:****@{rest}"
 
 
 @contextmanager

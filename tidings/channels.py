@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -16,16 +17,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._glob import compile_glob
 from ._handler import Handler
 from ._names import Namespace, check_event, check_namespace
 from ._options import Options
+from ._stats import Counters, Stats
 from .actors.callbacks import Dispatcher, Registration
 from .actors.channel import ChannelActor, envelope_decoder
 from .actors.mailbox import Mailbox
 from .brokers.base import Message
+from .errors import CallbackError, ReplyError
 from .protocols import Codec, Json
 from .store import Store, create_store
 from .supervisors.status import StatusType
@@ -58,7 +62,7 @@ class Channel:
     counts the event patterns registered; ``pattern in channel`` tests one.
     """
 
-    __slots__ = ("_cache", "_patterns", "broker_name", "local", "name")
+    __slots__ = ("_cache", "_patterns", "_pending", "broker_name", "local", "name")
 
     def __init__(self, name: str, broker_name: str, *, local: bool = False) -> None:
         #: The name, without the namespace prefix.
@@ -71,6 +75,9 @@ class Channel:
         # the tuples of the cache, so a change never disturbs a dispatch under way.
         self._patterns: dict[str, list[Registration]] = {}
         self._cache: dict[str, tuple[Registration, ...]] = {}
+        # Registrations waiting for the broker's confirmation: the channel stays
+        # subscribed for them even while it has no callbacks.
+        self._pending = 0
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -101,11 +108,13 @@ class Channel:
             self._cache[event] = found
         return found
 
+    def _has(self, pattern: str, callback: Callable[..., Any]) -> bool:
+        return any(r.callback == callback for r in self._patterns.get(pattern, ()))
+
     def _add(self, registration: Registration) -> bool:
-        registrations = self._patterns.setdefault(registration.key, [])
-        if any(r.callback == registration.callback for r in registrations):
+        if self._has(registration.key, registration.callback):
             return False
-        registrations.append(registration)
+        self._patterns.setdefault(registration.key, []).append(registration)
         self._cache.clear()
         return True
 
@@ -173,6 +182,15 @@ class Channels(Handler):
         self._decode = envelope_decoder(self._protocol)
         self._dispatcher = Dispatcher(
             stats=self._stats,
+            logger=self._logger,
+            remove=self._removed,
+            failure_limit=opts.callback_failure_limit,
+            failure_window=opts.callback_failure_window,
+        )
+        # Status events are counted apart from the broker's messages.
+        self._status_counters = Counters()
+        self._status_dispatcher = Dispatcher(
+            stats=self._status_counters,
             logger=self._logger,
             remove=self._removed,
             failure_limit=opts.callback_failure_limit,
@@ -272,10 +290,43 @@ class Channels(Handler):
             self._check_running("register")
         if target is None:
             target = self._new_channel(channel)
-        target._add(self._dispatcher.registration(event, callback, target))
-        if not target.local and broker_name not in self._mailboxes:
-            self._subscribe(target)
-        await self._connection.sync()
+        if target._has(event, callback):
+            await checkpoint()
+            return target
+        if not target.local:
+            target = await self._subscribed(target)
+        registration = self._dispatcher_of(target).registration(event, callback, target)
+        mailbox = self._mailboxes.get(broker_name)
+        # Messages already in the mailbox were published before this registration.
+        registration.since = mailbox.routed if mailbox is not None else 0
+        target._add(registration)
+        return target
+
+    async def _subscribed(self, target: Channel) -> Channel:
+        """Make sure ``target`` is subscribed; return once the broker confirmed it.
+
+        On any failure (refused, cancelled), a channel left with no callbacks and
+        no other pending registration is dropped again: the change is rolled back.
+        """
+        name = target.broker_name
+        if name not in self._mailboxes:
+            self._start_actor(target)  # before the subscription: no message is missed
+        target._pending += 1
+        try:
+            await self._connection.subscribe(channels=(name,))
+        except BaseException:
+            target._pending -= 1
+            if not len(target) and not target._pending:
+                self._drop(target)
+            raise
+        target._pending -= 1
+        current = self._channels.get(name)
+        if current is not target:
+            # Dropped meanwhile (refused in a round that began before this one
+            # asked): ask again, for whichever channel object is current now.
+            if current is None:
+                current = self._channels[name] = target
+            return await self._subscribed(current)
         return target
 
     async def unregister(self, channel: str, event: str, callback: Callback) -> Channel | None:
@@ -296,11 +347,17 @@ class Channels(Handler):
         if target is None or not target.local or self._state == "closed":
             self._check_running("unregister")
         if target is None:
-            await anyio.lowlevel.checkpoint()
+            await checkpoint()
             return None
-        if target._remove(event, callback) and not len(target) and not target.local:
+        # Applied at once, before any wait: cancelled afterwards, while the broker
+        # confirms, the callback is still gone and the unsubscription still made.
+        await checkpoint_if_cancelled()
+        removed = target._remove(event, callback)
+        if removed and not len(target) and not target.local and not target._pending:
             self._drop(target)
-        await self._connection.sync()
+            await self._connection.unsubscribe()
+        else:
+            await cancel_shielded_checkpoint()
         return target
 
     def subscribe(
@@ -334,7 +391,10 @@ class Channels(Handler):
         if self._options.overflow == "block":
 
             async def callback(ch: Channel, name: str, data: Any) -> None:
-                await send.send(Event(ch.name, name, data))
+                try:
+                    await send.send(Event(ch.name, name, data))
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    raise CallbackError("the iterator is closed") from None
         else:
             overflowing = False  # one slow_consumer report per episode, as for mailboxes
 
@@ -348,21 +408,23 @@ class Channels(Handler):
                     if not overflowing:
                         overflowing = True
                         self._slow_consumer(ch.broker_name, 1)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    raise CallbackError("the iterator is closed") from None
                 else:
                     if overflowing and send.statistics().current_buffer_used == 1:
                         overflowing = False  # the reader had emptied the buffer
 
-        self._iterators.add(send)
-        try:
-            await self.register(channel, event, callback)
-            with receive:
+        with send, receive:  # both ends closed on every way out
+            self._iterators.add(send)
+            try:
+                await self.register(channel, event, callback)
                 yield receive
-        finally:
-            self._iterators.discard(send)
-            send.close()
-            if self._state == "running":
-                with anyio.move_on_after(1.0, shield=True):
-                    await self.unregister(channel, event, callback)
+            finally:
+                self._iterators.discard(send)
+                send.close()
+                if self._state == "running":
+                    with anyio.move_on_after(1.0, shield=True):
+                        await self.unregister(channel, event, callback)
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -399,10 +461,8 @@ class Channels(Handler):
         self._channels[broker_name] = channel
         return channel
 
-    def _subscribe(self, channel: Channel) -> None:
-        """Give ``channel`` a mailbox and an actor, and want it on the broker."""
-        self._start_actor(channel)
-        self._connection.subscriptions.want(channels=(channel.broker_name,))
+    def _dispatcher_of(self, channel: Channel) -> Dispatcher:
+        return self._status_dispatcher if channel.local else self._dispatcher
 
     def _start_actor(self, channel: Channel) -> ChannelActor:
         mailbox: Mailbox[Any] = Mailbox(self._options.max_pending, self._options.overflow)
@@ -414,28 +474,41 @@ class Channels(Handler):
             registrations_for=channel.registrations_for,
             found=channel._cache,
             decode=_identity if channel.local else self._decode,
-            dispatcher=self._dispatcher,
-            stats=self._stats,
+            dispatcher=self._dispatcher_of(channel),
+            stats=self._status_counters if channel.local else self._stats,
             logger=self._logger,
         )
         self._actors.start(actor)
         return actor
 
     def _drop(self, channel: Channel) -> None:
-        """Forget a channel that has no callbacks left."""
+        """Forget a channel and unsubscribe it; what is queued for it counts as dropped."""
         if self._channels.get(channel.broker_name) is channel:
             del self._channels[channel.broker_name]
-        self._mailboxes.pop(channel.broker_name, None)
-        self._actors.stop(channel.broker_name)
-        self._connection.subscriptions.unwant(channels=(channel.broker_name,))
+        if self._mailboxes.pop(channel.broker_name, None) is not None:
+            self._stats.dropped += self._actors.stop(channel.broker_name)
+        self._connection.unsubscribe_nowait(channels=(channel.broker_name,))
 
     def _removed(self, registration: Registration) -> None:
         """The dispatcher removed a failing (or finished) callback."""
         channel: Channel = registration.owner
         removed = channel._remove(registration.key, registration=registration)
-        if removed and not len(channel) and not channel.local:
+        if removed and not len(channel) and not channel.local and not channel._pending:
             self._drop(channel)
-            self._connection.request_sync()
+
+    def _on_refused(
+        self, channels: tuple[str, ...], patterns: tuple[str, ...], error: ReplyError
+    ) -> None:
+        # The registrations of a refused channel are rolled back whole: whoever
+        # waits for them gets the error, and a resubscription refused after a
+        # reconnect is logged (by the connection supervisor) and not retried.
+        for name in channels:
+            channel = self._channels.get(name)
+            if channel is not None and not channel.local:
+                for pattern in channel.events:
+                    for registration in tuple(channel._patterns.get(pattern, ())):
+                        channel._remove(pattern, registration=registration)
+                self._drop(channel)
 
     def _start_actors(self) -> None:
         self._status_actor = self._start_actor(self._status_channel)
@@ -462,7 +535,7 @@ class Channels(Handler):
             dropped = await mailbox.put(payloads)
             if dropped:
                 stats.dropped += dropped
-                if not was_overflowing:
+                if not was_overflowing and not mailbox.closed:
                     self._slow_consumer(name, dropped)
 
     def _slow_consumer(self, broker_name: str, dropped: int) -> None:
@@ -501,9 +574,22 @@ class Channels(Handler):
             # Cancelled before the status actor could deliver the last events
             # ("closed" among them): deliver them here, bounded by the caller.
             await self._status_actor.drain()
-        for mailbox in self._mailboxes.values():
-            mailbox.discard()
+        status = self._status_channel.broker_name
+        for name, mailbox in self._mailboxes.items():
+            discarded = mailbox.discard()  # what close_timeout left undelivered
+            if name != status:
+                self._stats.dropped += discarded
         self._mailboxes.clear()
+
+    def stats(self) -> Stats:
+        """A snapshot of the counters (status events counted apart, in ``status_events``)."""
+        status = self._status_counters
+        return dataclasses.replace(
+            self._stats.snapshot(),
+            status_events=status.delivered,
+            callback_errors=self._stats.callback_errors + status.callback_errors,
+            callbacks_removed=self._stats.callbacks_removed + status.callbacks_removed,
+        )
 
 
 def _identity(message: tuple[str, Any]) -> tuple[str, Any]:

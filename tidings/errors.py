@@ -13,6 +13,7 @@ __all__ = [
     "CallbackError",
     "ProtocolError",
     "PublishError",
+    "ReplyError",
     "TidingsError",
 ]
 
@@ -47,10 +48,30 @@ class CallbackError(TidingsError):
 
 
 class BrokerError(TidingsError):
-    """The broker refused a connection or a command, or a query found no connection.
+    """The broker or the connection to it failed.
 
-    Examples: a wrong password, an unknown command, ``count()`` while disconnected
-    for longer than ``publish_timeout``. On the subscriber connection the connection
-    supervisor treats it like any lost connection: it reports it in the status events
-    and retries with back-off.
+    Examples: a wrong password at connection time, a reply that is not what the
+    command calls for (the connection is then dropped and made again), ``count()``
+    while disconnected for longer than ``publish_timeout``. The connection supervisor
+    reports these in the status events and reconnects with back-off.
     """
+
+
+class ReplyError(BrokerError):
+    """The server refused one command; the connection is fine.
+
+    Only that command failed: ``register`` of a channel an ACL user may not read,
+    a ``PUBLISH`` to a channel it may not write. Transport failures are never
+    reported as a ``ReplyError``.
+
+    Attributes:
+        code: the server's first word, e.g. ``"NOPERM"``, ``"MOVED"``, ``"WRONGTYPE"``
+            (``"ERR"`` for a generic error).
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self) -> tuple[type[ReplyError], tuple[str, str]]:
+        return type(self), (str(self), self.code)

@@ -87,6 +87,12 @@ class Json:
             return json.loads(payload)
         except ValueError as exc:
             raise ProtocolError(f"invalid JSON payload {bytes(payload[:64])!r}: {exc}") from None
+        except RecursionError:
+            # Nesting deeper than the interpreter's stack: hostile or broken input.
+            raise ProtocolError(
+                f"JSON payload nested too deeply to decode ({len(payload)} bytes): "
+                f"{bytes(payload[:64])!r}"
+            ) from None
 
     def __repr__(self) -> str:
         return "Json()"

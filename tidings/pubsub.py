@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from ._handler import Handler
 from ._names import check_event
@@ -97,7 +97,10 @@ class PubSub(Handler):
         if not callable(client):
             raise TypeError(f"a client must be callable, not {type(client).__name__}: {client!r}")
         if client not in self._clients:
-            self._clients[client] = self._dispatcher.registration("client", client, self)
+            registration = self._dispatcher.registration("client", client, self)
+            if self._mailbox is not None:  # what is queued came before this client
+                registration.since = self._mailbox.routed
+            self._clients[client] = registration
             self._snapshot = tuple(self._clients.values())
 
     def remove_client(self, client: Client) -> None:
@@ -123,39 +126,65 @@ class PubSub(Handler):
 
         Raises:
             ValueError: an empty or non-str channel name.
+            ReplyError: the broker refused (none of these is subscribed then, and
+                none is retried on reconnect).
             RuntimeError: not running, or closed.
         """
         names = _names("channel name", channel, channels)
         self._check_running("subscribe")
-        self._connection.subscriptions.want(channels=names)
-        await self._connection.sync()
+        await self._subscribe(channels=names)
 
     async def unsubscribe(self, *channels: str) -> None:
-        """Unsubscribe from channels (from every channel when none is named)."""
-        subs = self._connection.subscriptions
+        """Unsubscribe from channels (from every channel when none is named).
+
+        Returns once the broker confirmed (if connected). The change is made before
+        anything is awaited: cancelled while waiting, it still happens.
+        """
+        connection = self._connection
         names = (
-            _names("channel name", channels[0], channels[1:]) if channels else tuple(subs.channels)
+            _names("channel name", channels[0], channels[1:]) if channels else connection.channels
         )
         self._check_running("unsubscribe")
-        subs.unwant(channels=names)
-        await self._connection.sync()
+        await checkpoint_if_cancelled()
+        await connection.unsubscribe(channels=names)
 
     async def psubscribe(self, pattern: str, *patterns: str) -> None:
-        """Subscribe to glob patterns; returns once confirmed (if connected)."""
+        """Subscribe to glob patterns; returns once confirmed (if connected).
+
+        Raises:
+            ValueError: an empty or non-str pattern, or a sharded cluster store.
+            ReplyError: the broker refused (the patterns are not subscribed).
+            RuntimeError: not running, or closed.
+        """
         names = _names("pattern", pattern, patterns)
         if not self._store.broker.supports_patterns:
             raise ValueError(f"{self._store.url} is sharded: sharded pub/sub has no patterns")
         self._check_running("psubscribe")
-        self._connection.subscriptions.want(patterns=names)
-        await self._connection.sync()
+        await self._subscribe(patterns=names)
 
     async def punsubscribe(self, *patterns: str) -> None:
         """Unsubscribe from patterns (from every pattern when none is named)."""
-        subs = self._connection.subscriptions
-        names = _names("pattern", patterns[0], patterns[1:]) if patterns else tuple(subs.patterns)
+        connection = self._connection
+        names = _names("pattern", patterns[0], patterns[1:]) if patterns else connection.patterns
         self._check_running("punsubscribe")
-        subs.unwant(patterns=names)
-        await self._connection.sync()
+        await checkpoint_if_cancelled()
+        await connection.unsubscribe(patterns=names)
+
+    async def _subscribe(
+        self, channels: tuple[str, ...] = (), patterns: tuple[str, ...] = ()
+    ) -> None:
+        """Subscribe; cancelled or refused, the names wanted here are given up again.
+
+        Names already subscribed before the call stay subscribed.
+        """
+        connection = self._connection
+        new_channels = tuple(n for n in channels if not connection.wants(channels=(n,)))
+        new_patterns = tuple(n for n in patterns if not connection.wants(patterns=(n,)))
+        try:
+            await connection.subscribe(channels=channels, patterns=patterns)
+        except BaseException:
+            connection.unsubscribe_nowait(channels=new_channels, patterns=new_patterns)
+            raise
 
     # -- commands -----------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ._names import check_namespace
-from ._util import redact
+from ._util import quote_userinfo, redact
 from .brokers.base import Broker
 from .brokers.cluster import ClusterBroker, parse_cluster_url
 from .brokers.memory import Hub, MemoryBroker
@@ -77,6 +77,7 @@ def create_store(url: str = "memory://") -> Store:
     if not isinstance(url, str):
         raise TypeError(f"a store URL must be a str, not {type(url).__name__}: {url!r}")
     shown = redact(url)
+    url = quote_userinfo(url)  # a password's "/", "?", "#", "@" stay in the password
     try:
         parts = urlsplit(url)
         params = _params(parts.query, shown)

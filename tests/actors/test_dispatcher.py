@@ -28,7 +28,7 @@ def make(limit: int = 2) -> tuple[Dispatcher, Counters, list[Registration]]:
 
 
 async def run(dispatcher: Dispatcher, regs: tuple[Registration, ...], *args: Any) -> None:
-    pending = dispatcher.dispatch(regs, args, "test")
+    pending = dispatcher.dispatch(regs, args, "test", 1)
     if pending is not None:
         await pending
 
@@ -52,7 +52,7 @@ async def test_sync_and_async_callbacks_run_in_order() -> None:
 
 async def test_an_all_sync_dispatch_returns_no_awaitable() -> None:
     dispatcher, _, _ = make()
-    assert dispatcher.dispatch((dispatcher.registration("k", print),), ("x",), "t") is None
+    assert dispatcher.dispatch((dispatcher.registration("k", print),), ("x",), "t", 1) is None
 
 
 async def test_failures_are_logged_counted_and_isolated(caplog: pytest.LogCaptureFixture) -> None:

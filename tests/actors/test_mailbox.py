@@ -60,10 +60,29 @@ async def test_close_lets_the_actor_drain_then_ends() -> None:
     assert mailbox.get_nowait() == ["a"]
     with pytest.raises(anyio.EndOfStream):
         await mailbox.get()
-    with pytest.raises(anyio.ClosedResourceError):
-        mailbox.put_nowait(["b"])
+    # A closed mailbox takes nothing: what is put is dropped, and counted by the caller.
+    assert mailbox.put_nowait(["b", "c"]) == 2
+    assert await mailbox.put(["d"]) == 1
     assert "0/5" in repr(mailbox)
-    mailbox.discard()
+    assert mailbox.discard() == 0
+
+
+async def test_a_blocked_put_ends_when_the_mailbox_is_discarded() -> None:
+    """Block mode: unregistering a full channel must not stall (or break) the router."""
+    mailbox: Mailbox[int] = Mailbox(2, "block")
+    assert await mailbox.put([1, 2]) == 0
+    dropped: list[int] = []
+    async with anyio.create_task_group() as tg:
+
+        async def put() -> None:
+            dropped.append(await mailbox.put([3, 4, 5]))
+
+        tg.start_soon(put)
+        await anyio.wait_all_tasks_blocked()
+        assert not dropped  # waiting for room
+        assert mailbox.discard() == 2  # the two queued
+    assert dropped == [3]  # everything that had not fit
+    assert (mailbox.routed, mailbox.taken) == (2, 0)
 
 
 async def test_get_nowait_on_empty_would_block() -> None:

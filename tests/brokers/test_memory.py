@@ -27,7 +27,7 @@ class Inbox:
 async def test_publish_counts_exact_and_pattern_subscriptions_like_redis(hub: Hub) -> None:
     broker = MemoryBroker(hub)
     sub = await broker.open_subscriber(health_check_interval=30, reply_timeout=5)
-    pub = await broker.open_publisher(reply_timeout=5)
+    pub = await broker.open_publisher(health_check_interval=30, reply_timeout=5)
     inbox = Inbox()
     async with anyio.create_task_group() as tg:
         tg.start_soon(sub.run, inbox)
@@ -57,7 +57,7 @@ async def test_numpat_counts_distinct_patterns_and_channels_filters(hub: Hub) ->
         await broker.open_subscriber(health_check_interval=30, reply_timeout=5),
         await broker.open_subscriber(health_check_interval=30, reply_timeout=5),
     )
-    pub = await broker.open_publisher(reply_timeout=5)
+    pub = await broker.open_publisher(health_check_interval=30, reply_timeout=5)
     await a.psubscribe(["p*"])
     await b.psubscribe(["p*", "q*"])
     await a.subscribe(["shop:orders", "shop:users", "misc"])
@@ -78,7 +78,7 @@ async def test_numpat_counts_distinct_patterns_and_channels_filters(hub: Hub) ->
 async def test_messages_arrive_in_batches_in_publish_order(hub: Hub) -> None:
     broker = MemoryBroker(hub)
     sub = await broker.open_subscriber(health_check_interval=30, reply_timeout=5)
-    pub = await broker.open_publisher(reply_timeout=5)
+    pub = await broker.open_publisher(health_check_interval=30, reply_timeout=5)
     await sub.subscribe(["c"])
     for n in range(100):
         hub.publish("c", str(n).encode())  # no checkpoint between: one batch
@@ -124,7 +124,7 @@ async def test_faults_refuse_and_kill(hub: Hub) -> None:
         await sub.subscribe(["c"])
     hub.refusing = True
     with pytest.raises(ConnectionRefusedError, match="refusing"):
-        await broker.open_publisher(reply_timeout=5)
+        await broker.open_publisher(health_check_interval=30, reply_timeout=5)
 
 
 async def test_a_killed_reader_wakes_and_raises(hub: Hub) -> None:

@@ -30,6 +30,9 @@ class Actor(abc.ABC, Generic[T]):
         # an index, not a deque: an idle deque costs 600 bytes per channel.)
         self._batch: list[T] = []
         self._next = 0
+        # The mailbox position of the batch's first message, minus one: message
+        # ``i`` of the batch is at position ``_base + i + 1``.
+        self._base = 0
 
     @abc.abstractmethod
     async def consume(self) -> None:
@@ -51,7 +54,7 @@ class Actor(abc.ABC, Generic[T]):
             if self._next < len(self._batch):
                 await self.consume()
             try:
-                self._batch, self._next = await get(), 0
+                self._take(await get())
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return  # drained after close(), or discarded by its supervisor
 
@@ -60,9 +63,19 @@ class Actor(abc.ABC, Generic[T]):
         while True:
             await self.consume()
             try:
-                self._batch, self._next = self.mailbox.get_nowait(), 0
+                self._take(self.mailbox.get_nowait())
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 return
+
+    def discard(self) -> int:
+        """Close the mailbox and forget the backlog; return how many messages that was."""
+        discarded = self.mailbox.discard() + self.backlog
+        self._batch, self._next = [], 0
+        return discarded
+
+    def _take(self, batch: list[T]) -> None:
+        self._batch, self._next = batch, 0
+        self._base = self.mailbox.taken - len(batch)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} backlog={self.backlog} {self.mailbox!r}>"

@@ -25,7 +25,7 @@ __all__ = ["Dispatcher", "Registration"]
 class Registration:
     """One callback registered under one key (an event pattern, or a client)."""
 
-    __slots__ = ("active", "callback", "failures", "key", "owner")
+    __slots__ = ("active", "callback", "failures", "key", "owner", "since")
 
     def __init__(
         self, key: str, callback: Callable[..., Any], failures: Intensity, owner: Any = None
@@ -37,6 +37,9 @@ class Registration:
         self.failures = failures
         #: Cleared on removal, so a removal during a dispatch takes effect at once.
         self.active = True
+        #: The mailbox position when it was added: it is not called for messages
+        #: at or before it (they were published before it was registered).
+        self.since = 0
 
     def __repr__(self) -> str:
         return f"<Registration {self.key!r} {self.callback!r}>"
@@ -76,27 +79,42 @@ class Dispatcher:
         )
 
     def dispatch(
-        self, registrations: tuple[Registration, ...], args: tuple[Any, ...], where: str
+        self,
+        registrations: tuple[Registration, ...],
+        args: tuple[Any, ...],
+        where: str,
+        position: int,
+        called: bool = False,
     ) -> Awaitable[None] | None:
-        """Call each active registration with ``args``.
+        """Call each active registration added before ``position`` with ``args``.
+
+        A message that no registration takes is counted ``unrouted`` (``called``
+        says an earlier part of this dispatch took it). A call that returns, or
+        raises :class:`~tidings.CallbackError`, counts as ``delivered``; one that
+        raises anything else as a ``callback_error``.
 
         Returns:
             None when every call completed, else an awaitable that completes the rest.
         """
         for index, registration in enumerate(registrations):
-            if not registration.active:
+            if not registration.active or registration.since >= position:
                 continue
+            called = True
             try:
                 result = registration.callback(*args)
             except CallbackError:
+                self._stats.delivered += 1
                 self._unregister(registration, where)
                 continue
             except Exception as exc:
                 self._failed(registration, exc, where)
                 continue
             if result is not None and inspect.isawaitable(result):
-                return self._finish(result, registration, registrations[index + 1 :], args, where)
+                rest = registrations[index + 1 :]
+                return self._finish(result, registration, rest, args, where, position)
             self._stats.delivered += 1
+        if not called:
+            self._stats.unrouted += 1
         return None
 
     async def _finish(
@@ -106,16 +124,18 @@ class Dispatcher:
         rest: tuple[Registration, ...],
         args: tuple[Any, ...],
         where: str,
+        position: int,
     ) -> None:
         try:
             await pending
         except CallbackError:
+            self._stats.delivered += 1
             self._unregister(registration, where)
         except Exception as exc:
             self._failed(registration, exc, where)
         else:
             self._stats.delivered += 1
-        more = self.dispatch(rest, args, where)
+        more = self.dispatch(rest, args, where, position, True)
         if more is not None:
             await more
 

@@ -18,11 +18,33 @@ from .base import Actor
 from .callbacks import Dispatcher, Registration
 from .mailbox import Mailbox
 
-__all__ = ["DECODE_ERRORS", "ChannelActor", "envelope_decoder"]
+__all__ = ["DECODE_ERRORS", "ChannelActor", "decode_failed", "envelope_decoder"]
 
-#: What a protocol may raise for a payload it cannot decode. Anything else is a bug
-#: in the protocol: it crashes the actor, and the supervisor restarts it.
-DECODE_ERRORS = (ProtocolError, ValueError, TypeError)
+#: What decoding bytes from the broker may raise for bad input: anyone who can
+#: publish chooses those bytes, so none of these may end an actor (RecursionError
+#: comes from deep nesting, LookupError and ArithmeticError from codecs that
+#: parse structure). Anything else (AttributeError, a plain RuntimeError ...) is a
+#: bug in the codec: it crashes the actor, which its supervisor restarts.
+DECODE_ERRORS: tuple[type[Exception], ...] = (
+    ProtocolError,
+    ValueError,
+    TypeError,
+    LookupError,
+    ArithmeticError,
+    RecursionError,
+)
+#: The ones a codec's contract names: logged without a traceback.
+_EXPECTED = (ProtocolError, ValueError, TypeError)
+
+
+def decode_failed(stats: Counters, logger: logging.Logger, where: str, exc: Exception) -> None:
+    """Count and log a payload that could not be decoded; the actor carries on."""
+    stats.decode_errors += 1
+    if isinstance(exc, _EXPECTED):
+        logger.warning("%s: undecodable message skipped: %s", where, exc)
+    else:
+        logger.warning("%s: undecodable message skipped", where, exc_info=exc)
+
 
 Decode = Callable[[Any], tuple[str, Any]]
 
@@ -41,7 +63,7 @@ def envelope_decoder(protocol: Codec) -> Decode:
                 raise
             message = decode(payload)  # the careful path: fallback parser, clear error
         if type(message) is dict:
-            event = message.get("event")
+            event = message.get("event")  # dict.get: any JSON object is safe here
             if type(event) is str and event:
                 return event, message.get("data")
         raise ProtocolError(
@@ -81,20 +103,21 @@ class ChannelActor(Actor[Any]):
     async def consume(self) -> None:
         decode, lookup, found = self._decode, self._registrations_for, self._found
         dispatch, channel, name = self._dispatcher.dispatch, self._channel, self.name
-        batch = self._batch
+        batch, base, stats = self._batch, self._base, self._stats
         while (index := self._next) < len(batch):
             self._next = index + 1
             message = batch[index]
             try:
                 event, data = decode(message)
             except DECODE_ERRORS as exc:
-                self._stats.decode_errors += 1
-                self._logger.warning("channel %r: undecodable message skipped: %s", name, exc)
+                decode_failed(stats, self._logger, f"channel {name!r}", exc)
                 continue
             registrations = found.get(event)
             if registrations is None:
                 registrations = lookup(event)
             if registrations:
-                pending = dispatch(registrations, (channel, event, data), name)
+                pending = dispatch(registrations, (channel, event, data), name, base + index + 1)
                 if pending is not None:
                     await pending
+            else:
+                stats.unrouted += 1

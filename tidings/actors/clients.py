@@ -10,7 +10,7 @@ from ..brokers.base import Message
 from ..protocols import Codec
 from .base import Actor
 from .callbacks import Dispatcher, Registration
-from .channel import DECODE_ERRORS
+from .channel import DECODE_ERRORS, decode_failed
 from .mailbox import Mailbox
 
 __all__ = ["ClientsActor"]
@@ -39,18 +39,15 @@ class ClientsActor(Actor[Message]):
 
     async def consume(self) -> None:
         decode, clients, dispatch = self._decode, self._clients, self._dispatcher.dispatch
-        batch = self._batch
+        batch, base = self._batch, self._base
         while (index := self._next) < len(batch):
             self._next = index + 1
             channel, payload = batch[index]
             try:
                 decoded = decode(payload)
             except DECODE_ERRORS as exc:
-                self._stats.decode_errors += 1
-                self._logger.warning(
-                    "%s: undecodable message on %r skipped: %s", self.name, channel, exc
-                )
+                decode_failed(self._stats, self._logger, f"{self.name} on {channel!r}", exc)
                 continue
-            pending = dispatch(clients(), (channel, decoded), self.name)
+            pending = dispatch(clients(), (channel, decoded), self.name, base + index + 1)
             if pending is not None:
                 await pending

@@ -30,7 +30,18 @@ Overflow = Literal["drop", "block"]
 class Mailbox(Generic[T]):
     """Batches of messages for one actor; bounded by the number of messages."""
 
-    __slots__ = ("_pending", "_recv", "_send", "_space", "max_pending", "overflow", "overflowing")
+    __slots__ = (
+        "_pending",
+        "_recv",
+        "_send",
+        "_space",
+        "closed",
+        "max_pending",
+        "overflow",
+        "overflowing",
+        "routed",
+        "taken",
+    )
 
     def __init__(self, max_pending: int, overflow: Overflow = "drop") -> None:
         self.max_pending = max_pending
@@ -43,6 +54,13 @@ class Mailbox(Generic[T]):
         self._space: anyio.Event | None = None
         #: True from the first drop until the actor empties the mailbox.
         self.overflowing = False
+        #: True once closed: puts drop everything.
+        self.closed = False
+        #: Messages ever queued, and ever taken out: the position of a message is
+        #: its ordinal among ``routed``, which is how a registration added later
+        #: knows which messages came before it.
+        self.routed = 0
+        self.taken = 0
 
     @property
     def pending(self) -> int:
@@ -50,7 +68,9 @@ class Mailbox(Generic[T]):
         return self._pending
 
     def put_nowait(self, items: list[T]) -> int:
-        """Queue what fits; return how many messages were dropped."""
+        """Queue what fits; return how many messages were dropped (all, once closed)."""
+        if self.closed:
+            return len(items)
         room = self.max_pending - self._pending
         if room <= 0:
             self.overflowing = True
@@ -62,19 +82,21 @@ class Mailbox(Generic[T]):
             self.overflowing = True
         self._send.send_nowait(items)
         self._pending += len(items)
+        self.routed += len(items)
         return dropped
 
     async def put(self, items: list[T]) -> int:
         """Queue ``items`` under the overflow policy; return how many were dropped.
 
-        In ``"drop"`` mode this never waits (and is no checkpoint).
-
-        Raises:
-            anyio.ClosedResourceError: the mailbox was closed.
+        In ``"drop"`` mode this never waits (and is no checkpoint). In ``"block"``
+        mode a mailbox closed while the put waits drops what had not fit: its
+        channel is gone, and the router must go on with the others.
         """
         if self.overflow == "drop":
             return self.put_nowait(items)
         while items:
+            if self.closed:
+                return len(items)
             room = self.max_pending - self._pending
             if room <= 0:
                 if self._space is None:
@@ -84,10 +106,12 @@ class Mailbox(Generic[T]):
             chunk, items = items[:room], items[room:]
             self._send.send_nowait(chunk)
             self._pending += len(chunk)
+            self.routed += len(chunk)
         return 0
 
     def _took(self, batch: list[T]) -> list[T]:
         self._pending -= len(batch)
+        self.taken += len(batch)
         if self._pending == 0:
             self.overflowing = False
         if self._space is not None:
@@ -114,15 +138,17 @@ class Mailbox(Generic[T]):
 
     def close(self) -> None:
         """No more puts; the actor drains what is queued, then sees EndOfStream."""
+        self.closed = True
         self._send.close()
         if self._space is not None:
             self._space.set()
 
-    def discard(self) -> None:
-        """Close both ends, dropping whatever is still queued (the owner is done)."""
+    def discard(self) -> int:
+        """Close both ends, dropping whatever is still queued; return how many."""
         self.close()
         self._recv.close()
-        self._pending = 0
+        discarded, self._pending = self._pending, 0
+        return discarded
 
     def __repr__(self) -> str:
         return f"<Mailbox pending={self._pending}/{self.max_pending} overflow={self.overflow!r}>"

@@ -7,8 +7,11 @@ or callbacks. Each :class:`Broker` opens two kinds of connection:
   hands received messages, in batches, to a ``deliver`` coroutine;
 - a :class:`Publisher`, which carries PUBLISH and the PUBSUB queries.
 
-A connection that fails raises one of :data:`CONNECTION_ERRORS`; the supervisor
-turns that into a status event and a reconnect.
+Error contract. A connection that fails raises one of :data:`CONNECTION_ERRORS`
+(a reply of the wrong shape included: the stream cannot be trusted after it); the
+supervisor turns that into a status event and a reconnect. A command the server
+refuses raises :class:`~tidings.ReplyError` and fails that command alone: catch it
+*before* :data:`CONNECTION_ERRORS` (it is a :class:`~tidings.BrokerError`, one of them).
 """
 
 from __future__ import annotations
@@ -53,7 +56,15 @@ class Subscriber(abc.ABC):
 
     @abc.abstractmethod
     async def subscribe(self, channels: Sequence[str]) -> None:
-        """Subscribe; return once the broker confirmed every channel."""
+        """Subscribe; return once the broker confirmed every channel.
+
+        Every message the broker sent before the confirmation has been handed to
+        ``deliver`` by the time this returns.
+
+        Raises:
+            ReplyError: the broker refused the command (for some of ``channels``; the
+                connection is fine).
+        """
 
     @abc.abstractmethod
     async def unsubscribe(self, channels: Sequence[str]) -> None:
@@ -66,6 +77,14 @@ class Subscriber(abc.ABC):
     @abc.abstractmethod
     async def punsubscribe(self, patterns: Sequence[str]) -> None:
         """Unsubscribe from glob patterns; return once confirmed."""
+
+    @abc.abstractmethod
+    async def barrier(self) -> None:
+        """Return once every message the broker sent before this call was delivered.
+
+        (A PING round trip on Redis.) A registration added after a barrier sees
+        nothing that was published before the barrier began.
+        """
 
     @abc.abstractmethod
     async def aclose(self) -> None:
@@ -126,5 +145,14 @@ class Broker(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def open_publisher(self, *, reply_timeout: float) -> Publisher:
-        """Connect a command connection (handshake included)."""
+    async def open_publisher(
+        self, *, health_check_interval: float, reply_timeout: float
+    ) -> Publisher:
+        """Connect a command connection (handshake included).
+
+        Args:
+            health_check_interval: seconds of idleness after which the connection
+                is checked.
+            reply_timeout: seconds a due reply may take before the connection is
+                declared dead.
+        """

@@ -28,15 +28,20 @@ from urllib.parse import unquote, urlsplit
 import anyio
 import hiredis
 
-from ..errors import BrokerError
+from ..errors import BrokerError, ReplyError
 from .base import CONNECTION_ERRORS, Broker, Deliver, Publisher, Subscriber
 from .redis import (
     Crew,
     RedisAddress,
     RedisPublisher,
     RedisSubscriber,
+    is_int,
+    is_names,
+    is_numsub,
     open_connection,
     parse_redis_url,
+    reply_error,
+    violation,
 )
 from .resp import encode_command, encode_name
 from .slots import Node, Topology, key_slot
@@ -116,7 +121,7 @@ class ClusterBroker(Broker):
         """One command on a short-lived connection to ``node``.
 
         Raises:
-            BrokerError: the node answered with an error.
+            ReplyError: the node refused the command.
             one of CONNECTION_ERRORS: the node could not be reached.
         """
         connection = await open_connection(self.node_address(node), "query", reply_timeout)
@@ -128,7 +133,7 @@ class ClusterBroker(Broker):
         finally:
             await connection.aclose()
         if isinstance(replies[0], hiredis.ReplyError):
-            raise BrokerError(f"{node}: {replies[0]}")
+            raise reply_error(str(node), replies[0])
         return replies[0]
 
     def _rotation(self) -> list[Node]:
@@ -174,11 +179,14 @@ class ClusterBroker(Broker):
         connection = await self._first_reachable("sub", reply_timeout)
         return RedisSubscriber(connection, health_check_interval)
 
-    async def open_publisher(self, *, reply_timeout: float) -> Publisher:
+    async def open_publisher(
+        self, *, health_check_interval: float, reply_timeout: float
+    ) -> Publisher:
         primary = None
         if not self.address.sharded:
-            primary = RedisPublisher(await self._first_reachable("pub", reply_timeout))
-        return ClusterPublisher(self, primary, reply_timeout)
+            connection = await self._first_reachable("pub", reply_timeout)
+            primary = RedisPublisher(connection, health_check_interval)
+        return ClusterPublisher(self, primary, health_check_interval, reply_timeout)
 
 
 async def _join(crew: Crew, address: RedisAddress, role: str, reply_timeout: float) -> Any:
@@ -254,6 +262,10 @@ class ShardedSubscriber(Subscriber):
         for node, names in self._by_owner(channels).items():
             await (await self._node(node)).unsubscribe(names)
 
+    async def barrier(self) -> None:
+        for subscriber in tuple(self._nodes.values()):
+            await subscriber.barrier()
+
     async def psubscribe(self, patterns: Sequence[str]) -> None:
         raise BrokerError("sharded pub/sub has no pattern subscriptions")
 
@@ -274,10 +286,15 @@ class ClusterPublisher(Publisher):
     """
 
     def __init__(
-        self, broker: ClusterBroker, primary: RedisPublisher | None, reply_timeout: float
+        self,
+        broker: ClusterBroker,
+        primary: RedisPublisher | None,
+        health_check_interval: float,
+        reply_timeout: float,
     ) -> None:
         self._broker = broker
         self._primary = primary
+        self._health_check_interval = health_check_interval
         self._reply_timeout = reply_timeout
         self._nodes: dict[Node, RedisPublisher] = {}
         self._crew = Crew()
@@ -293,7 +310,7 @@ class ClusterPublisher(Publisher):
             connection = await _join(
                 self._crew, self._broker.node_address(node), "pub", self._reply_timeout
             )
-            publisher = RedisPublisher(connection)
+            publisher = RedisPublisher(connection, self._health_check_interval)
             await _enlist(self._crew, publisher.run, publisher)
             self._nodes[node] = publisher
         return publisher
@@ -309,26 +326,31 @@ class ClusterPublisher(Publisher):
                 raise BrokerError(f"{self._broker.url}: no node serves the slot of {channel!r}")
             try:
                 received: int = await (await self._node(owner)).execute(
-                    "SPUBLISH", channel, payload
+                    "SPUBLISH", channel, payload, check=is_int
                 )
                 return received
-            except BrokerError as exc:
-                if attempt == 2 or not str(exc).partition(": ")[2].startswith("MOVED"):
+            except ReplyError as exc:
+                if attempt == 2 or exc.code != "MOVED":
                     raise
                 await self._broker.refresh(self._reply_timeout)  # then try the new owner
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _every(self, nodes: Sequence[Node], *command: str) -> list[Any]:
+    async def _every(
+        self, nodes: Sequence[Node], check: Callable[[Any], bool], *command: str
+    ) -> list[Any]:
         replies = []
         for node in nodes:
             try:
-                replies.append(
-                    await self._broker.ask(node, *command, reply_timeout=self._reply_timeout)
-                )
+                reply = await self._broker.ask(node, *command, reply_timeout=self._reply_timeout)
+            except ReplyError:
+                raise
             except CONNECTION_ERRORS as exc:
                 raise BrokerError(
                     f"cannot reach cluster node {node} for {command[1]}: {exc}"
                 ) from exc
+            if not check(reply):
+                raise violation(str(node), f"{' '.join(command[:2])} answered", reply)
+            replies.append(reply)
         return replies
 
     async def _nodes_to_ask(self) -> tuple[Node, ...]:
@@ -338,20 +360,22 @@ class ClusterPublisher(Publisher):
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
         verb = "SHARDNUMSUB" if self._broker.address.sharded else "NUMSUB"
         counts = dict.fromkeys(channels, 0)
-        for reply in await self._every(await self._nodes_to_ask(), "PUBSUB", verb, *channels):
+        for reply in await self._every(
+            await self._nodes_to_ask(), is_numsub, "PUBSUB", verb, *channels
+        ):
             for i in range(0, len(reply), 2):
                 counts[reply[i].decode("utf-8", "surrogateescape")] += int(reply[i + 1])
         return counts
 
     async def numpat(self) -> int:
         topology = await self._broker.refresh(self._reply_timeout)
-        return sum(await self._every(topology.nodes, "PUBSUB", "NUMPAT"))
+        return sum(await self._every(topology.nodes, is_int, "PUBSUB", "NUMPAT"))
 
     async def channels(self, pattern: str | None = None) -> list[str]:
         verb = "SHARDCHANNELS" if self._broker.address.sharded else "CHANNELS"
         command = ("PUBSUB", verb) if pattern is None else ("PUBSUB", verb, pattern)
         found: dict[str, None] = {}
-        for reply in await self._every(await self._nodes_to_ask(), *command):
+        for reply in await self._every(await self._nodes_to_ask(), is_names, *command):
             found.update(dict.fromkeys(n.decode("utf-8", "surrogateescape") for n in reply))
         return list(found)
 

@@ -10,8 +10,9 @@ channels with an exact subscriber. Like Redis's ``client-output-buffer-limit pub
 a subscriber that falls more than ``max_buffered`` messages behind is disconnected,
 with a warning, rather than letting memory grow without bound.
 
-A hub can also be told to fail (:meth:`Hub.kill_connections`, :attr:`Hub.refusing`),
-which is how the supervision logic is exercised without any server.
+A hub can also be told to fail (:meth:`Hub.kill_connections`, :attr:`Hub.refusing`)
+or to refuse commands as an ACL would (:attr:`Hub.allowed_channels`), which is how the
+supervision logic is exercised without any server.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
 from .._glob import compile_glob
+from ..errors import ReplyError
 from .base import Broker, Deliver, Message, Publisher, Subscriber
 
 __all__ = ["DEFAULT_MAX_BUFFERED", "Hub", "MemoryBroker"]
@@ -44,6 +46,10 @@ class Hub:
         self.max_buffered = max_buffered
         #: While True, new connections fail with ConnectionRefusedError.
         self.refusing = False
+        #: A glob, like an ACL user's ``&pattern``: while set, SUBSCRIBE or PUBLISH
+        #: of a channel that does not match it (and PSUBSCRIBE of a pattern that is
+        #: not that glob) is refused with ``NOPERM``, the whole command, as Redis does.
+        self.allowed_channels: str | None = None
         self._channels: dict[str, set[_MemorySubscriber]] = {}
         self._patterns: dict[str, tuple[Callable[[str], bool], set[_MemorySubscriber]]] = {}
         self._connections: set[_MemorySubscriber | _MemoryPublisher] = set()
@@ -57,6 +63,23 @@ class Hub:
         return hub
 
     # -- the broker's commands -------------------------------------------------------
+
+    def check_allowed(self, names: Sequence[str], *, patterns: bool = False) -> None:
+        """Refuse a command naming a channel (or pattern) outside :attr:`allowed_channels`.
+
+        Raises:
+            ReplyError: ``NOPERM``, as Redis answers an ACL user.
+        """
+        allowed = self.allowed_channels
+        if allowed is None:
+            return
+        matches = compile_glob(allowed)
+        if any((name != allowed) if patterns else not matches(name) for name in names):
+            raise ReplyError(
+                f"memory://{self.name}: NOPERM this user has no permissions to access "
+                "one of the channels used as arguments",
+                "NOPERM",
+            )
 
     def publish(self, channel: str, payload: bytes) -> int:
         """Deliver to every matching subscription; return how many there were."""
@@ -187,6 +210,11 @@ class _MemorySubscriber(_MemoryConnection, Subscriber):
         # Written by publishers (any task), swapped out whole by the reader.
         self._inbox: list[Message] = []
         self._wakeup: anyio.Event | None = None
+        # Messages taken from the inbox, and handed to deliver, since connecting;
+        # a barrier waits until everything in the inbox at its call is delivered.
+        self._taken = 0
+        self._delivered = 0
+        self._barriers: list[tuple[int, anyio.Event]] = []
         super().__init__(hub)
 
     def push(self, message: Message) -> None:
@@ -210,6 +238,8 @@ class _MemorySubscriber(_MemoryConnection, Subscriber):
         super().break_(reason)
         if self._wakeup is not None:
             self._wakeup.set()
+        for _, passed in self._barriers:
+            passed.set()
 
     async def run(self, deliver: Deliver) -> None:
         # What was pushed before a kill is delivered first, as a socket's buffered
@@ -222,27 +252,60 @@ class _MemorySubscriber(_MemoryConnection, Subscriber):
                 self._wakeup = None
                 continue
             batch, self._inbox = self._inbox, []
+            self._taken += len(batch)
             await deliver(batch)
+            self._delivered += len(batch)
+            if self._barriers:
+                self._pass_barriers()
             # One checkpoint per batch, so a flood cannot starve other tasks.
             await checkpoint()
 
+    def _pass_barriers(self) -> None:
+        waiting = []
+        for target, passed in self._barriers:
+            if target <= self._delivered:
+                passed.set()
+            else:
+                waiting.append((target, passed))
+        self._barriers = waiting
+
+    async def barrier(self) -> None:
+        self.check()
+        target = self._taken + len(self._inbox)
+        if target <= self._delivered:
+            await checkpoint()
+            return
+        passed = anyio.Event()
+        self._barriers.append((target, passed))
+        await passed.wait()
+        self.check()
+
     async def _command(
-        self, apply: Callable[[_MemorySubscriber, Sequence[str]], None], names: Sequence[str]
+        self,
+        apply: Callable[[_MemorySubscriber, Sequence[str]], None],
+        names: Sequence[str],
+        check: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         # Either the whole command happens or, if cancelled, none of it.
         await checkpoint_if_cancelled()
         self.check()
+        if check is not None:
+            check(names)
         apply(self, names)
         await cancel_shielded_checkpoint()
 
     async def subscribe(self, channels: Sequence[str]) -> None:
-        await self._command(self.hub._subscribe, channels)
+        await self._command(self.hub._subscribe, channels, self.hub.check_allowed)
 
     async def unsubscribe(self, channels: Sequence[str]) -> None:
         await self._command(self.hub._unsubscribe, channels)
 
     async def psubscribe(self, patterns: Sequence[str]) -> None:
-        await self._command(self.hub._psubscribe, patterns)
+        await self._command(
+            self.hub._psubscribe,
+            patterns,
+            lambda names: self.hub.check_allowed(names, patterns=True),
+        )
 
     async def punsubscribe(self, patterns: Sequence[str]) -> None:
         await self._command(self.hub._punsubscribe, patterns)
@@ -266,6 +329,8 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
     async def publish(self, channel: str, payload: bytes) -> int:
         await checkpoint_if_cancelled()
         self.check()
+        if self.hub.allowed_channels is not None:
+            self.hub.check_allowed((channel,))
         received = self.hub.publish(channel, payload)
         self._unyielded += 1
         if self._unyielded >= SCHEDULE_EVERY:
@@ -302,6 +367,8 @@ class MemoryBroker(Broker):
         await checkpoint()
         return _MemorySubscriber(self.hub)
 
-    async def open_publisher(self, *, reply_timeout: float) -> Publisher:
+    async def open_publisher(
+        self, *, health_check_interval: float, reply_timeout: float
+    ) -> Publisher:
         await checkpoint()
         return _MemoryPublisher(self.hub)

@@ -28,7 +28,7 @@ import anyio.abc
 import hiredis
 from anyio.streams.tls import TLSStream
 
-from ..errors import BrokerError
+from ..errors import BrokerError, ReplyError
 from .base import Broker, Deliver, Message, Publisher, Subscriber
 from .resp import decode_name, encode_command, encode_commands, encode_name, encode_publish
 from .slots import key_slot
@@ -45,6 +45,10 @@ __all__ = [
 #: Names per SUBSCRIBE command when many are (re)subscribed at once; all the
 #: commands still go out in one write.
 CHUNK = 512
+
+#: What the reader returns while no reply is complete; not ``False``, which is a
+#: reply too (RESP3 ``#f``, from a misbehaving server).
+INCOMPLETE = object()
 
 _CONFIRMATIONS = frozenset({b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe"})
 
@@ -157,6 +161,28 @@ def _int(text: str, what: str, shown: str) -> int:
     return int(text)
 
 
+def reply_error(url: str, reply: hiredis.ReplyError) -> ReplyError:
+    """A command the server refused: ``.code`` is the first word of its answer.
+
+    This is the one place an error reply becomes an exception; nothing parses an
+    exception's text afterwards.
+    """
+    text = str(reply)
+    return ReplyError(f"{url}: {text}", text.split(" ", 1)[0] or "ERR")
+
+
+def violation(url: str, what: str, reply: object) -> BrokerError:
+    """The error for a reply whose shape the command does not allow.
+
+    The stream can no longer be trusted (a middlebox, a bug, replies out of step),
+    so the connection is dropped and made again; callers see a lost connection.
+    """
+    shown = repr(reply)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return BrokerError(f"{url} broke the protocol: {what}: {shown}")
+
+
 class _Connection:
     """A byte stream with a RESP reader; one writer at a time."""
 
@@ -164,7 +190,7 @@ class _Connection:
         self.stream = stream
         self.url = url
         self.timeout = timeout
-        self.reader = hiredis.Reader(notEnoughData=False)
+        self.reader = hiredis.Reader(notEnoughData=INCOMPLETE)
         self._send_lock = anyio.Lock()
         self.closed = False
 
@@ -197,7 +223,7 @@ class _Connection:
         await self.receive()
         replies = []
         try:
-            while (reply := self.reader.gets()) is not False:
+            while (reply := self.reader.gets()) is not INCOMPLETE:
                 replies.append(reply)
         except hiredis.ProtocolError as exc:
             raise self.not_resp(exc) from exc
@@ -248,10 +274,17 @@ async def open_connection(address: RedisAddress, role: str, reply_timeout: float
         replies: list[Any] = []
         while len(replies) < len(commands):
             replies.extend(await connection.read())
-        for command, reply in zip(commands, replies, strict=False):
+        if len(replies) > len(commands):
+            raise violation(address.url, "more replies than commands", replies[len(commands)])
+        for command, reply in zip(commands, replies, strict=True):
+            name = " ".join(str(part) for part in command[:2] if part != address.password)
             if isinstance(reply, hiredis.ReplyError):
-                name = " ".join(str(part) for part in command[:2] if part != address.password)
-                raise BrokerError(f"{address.url}: {name} failed: {reply}")
+                # The connection cannot be used: this is a failed connection attempt,
+                # not a refused command of the caller's (the cause keeps the code).
+                refused = reply_error(address.url, reply)
+                raise BrokerError(f"{address.url}: {name} failed: {reply}") from refused
+            if reply != b"OK":
+                raise violation(address.url, f"{name} answered", reply)
     except BaseException:
         await connection.abort()
         raise
@@ -294,6 +327,14 @@ _SHARDED_CONFIRMATIONS = frozenset({b"ssubscribe", b"sunsubscribe"})
 class RedisSubscriber(Subscriber):
     """The subscriber connection.
 
+    Everything the connection is asked goes through one queue of expected answers
+    (:attr:`_expected`), matched first in, first out: (un)subscribe confirmations,
+    the PONGs of health checks and barriers, and the error reply of a refused
+    command, which fails that command alone. Anything else is a protocol violation
+    and ends the connection. Messages read before an answer are delivered before the
+    answer is matched, so a confirmed subscription or a passed :meth:`barrier` means
+    every earlier message has been handed to ``deliver``.
+
     With ``sharded=True`` it speaks sharded pub/sub (Redis 7): SSUBSCRIBE and
     SUNSUBSCRIBE, one command per hash slot, ``smessage`` pushes. An ``sunsubscribe``
     nobody asked for means the server stopped serving a channel (its slot moved, or
@@ -309,35 +350,49 @@ class RedisSubscriber(Subscriber):
         self._sharded = sharded
         self._message = b"smessage" if sharded else b"message"
         self._confirmations = _SHARDED_CONFIRMATIONS if sharded else _CONFIRMATIONS
-        # Confirmations come back in the order the commands went out.
-        self._expected: deque[tuple[bytes, _Awaited]] = deque()
+        # Answers come back in the order the commands went out; None for a health
+        # check nobody waits for.
+        self._expected: deque[tuple[bytes, _Awaited | None]] = deque()
+        # The reader's current wait, shortened when a command goes out while idle.
+        self._wait: anyio.CancelScope | None = None
 
     async def run(self, deliver: Deliver) -> None:
         connection = self._connection
-        pinged = False
         # Channel names repeat: decode each once (bounded by what is subscribed).
         names: dict[bytes, str] = {}
         next_reply = connection.reader.gets
-        message, confirmations = self._message, self._confirmations
+        message, expected = self._message, self._expected
         try:
             while True:
-                idle = connection.timeout if pinged else self._health_check_interval
+                # Waiting for an answer, silence is bounded by the reply timeout;
+                # idle, by the health-check interval, after which a PING must come back.
+                idle = connection.timeout if expected else self._health_check_interval
                 with anyio.move_on_after(idle) as silence:
+                    self._wait = silence
                     await connection.receive()
+                self._wait = None
                 if silence.cancelled_caught:
-                    if pinged:
+                    if expected:
+                        kind = expected[0][0]
                         raise TimeoutError(
-                            f"{connection.url} did not answer PING within {connection.timeout:g}s"
+                            f"{connection.url} did not answer "
+                            f"{'PING' if kind == b'pong' else kind.decode().upper()} "
+                            f"within {connection.timeout:g}s"
                         )
+                    expected.append((b"pong", None))  # a health check: the answer is the proof
                     with anyio.fail_after(connection.timeout):  # a frozen peer stops reading too
                         await connection.send(encode_command("PING"))
-                    pinged = True
                     continue
-                pinged = False  # anything received shows the connection is alive
                 batch: list[Message] = []
-                while (reply := next_reply()) is not False:
-                    kind = reply[0] if isinstance(reply, list) and reply else reply
-                    if kind == message:
+                while (reply := next_reply()) is not INCOMPLETE:
+                    # The hot path first: a well-formed message push.
+                    if (
+                        type(reply) is list
+                        and len(reply) == 3
+                        and reply[0] == message
+                        and type(reply[1]) is bytes
+                        and type(reply[2]) is bytes
+                    ):
                         raw = reply[1]
                         name = names.get(raw)
                         if name is None:
@@ -345,12 +400,21 @@ class RedisSubscriber(Subscriber):
                                 names.clear()
                             name = names[raw] = decode_name(raw)
                         batch.append((name, reply[2]))
-                    elif kind == b"pmessage":
+                        continue
+                    if (
+                        type(reply) is list
+                        and len(reply) == 4
+                        and reply[0] == b"pmessage"
+                        and type(reply[1]) is bytes
+                        and type(reply[2]) is bytes
+                        and type(reply[3]) is bytes
+                    ):
                         batch.append((decode_name(reply[2]), reply[3]))
-                    elif kind in confirmations:
-                        self._confirmed(kind, reply[1])
-                    elif kind != b"pong":
-                        raise BrokerError(f"{connection.url} replied {reply!r} on a subscriber")
+                        continue
+                    if batch:  # what came before an answer is delivered before it
+                        await deliver(batch)
+                        batch = []
+                    self._answer(reply)
                 if batch:
                     await deliver(batch)
         except hiredis.ProtocolError as exc:
@@ -360,15 +424,43 @@ class RedisSubscriber(Subscriber):
             self._fail_expected(exc)
             raise
 
-    def _confirmed(self, kind: bytes, name: bytes) -> None:
+    def _answer(self, reply: Any) -> None:
+        """Match an answer (not a message) to the command that asked for it."""
+        url = self._connection.url
+        if isinstance(reply, hiredis.ReplyError):
+            if not self._expected:
+                raise violation(url, "an error nobody asked for", reply)
+            awaited = self._expected.popleft()[1]
+            if awaited is None:
+                raise violation(url, "PING answered", reply)
+            awaited.fail(reply_error(url, reply))
+            return
+        if reply == b"PONG" or (
+            type(reply) is list and len(reply) == 2 and reply[0] == b"pong"
+        ):  # the two shapes: outside and inside subscribed mode
+            kind, name = b"pong", b""
+        elif (
+            type(reply) is list
+            and len(reply) == 3
+            and type(reply[0]) is bytes
+            and reply[0] in self._confirmations
+            and type(reply[1]) is bytes
+            and type(reply[2]) is int
+        ):
+            kind, name = reply[0], reply[1]
+        else:
+            raise violation(url, "not a pub/sub reply", reply)
         if not self._expected or self._expected[0][0] != kind:
             if kind == b"sunsubscribe":
                 raise BrokerError(
-                    f"{self._connection.url} stopped serving sharded channel "
+                    f"{url} stopped serving sharded channel "
                     f"{decode_name(name)!r} (its slot moved or the node is failing over)"
                 )
-            raise BrokerError(f"{self._connection.url} sent an unexpected {kind.decode()!r}")
+            raise violation(url, "an answer nobody asked for", reply)
         awaited = self._expected[0][1]
+        if awaited is None:
+            self._expected.popleft()
+            return
         awaited.remaining -= 1
         if awaited.remaining == 0:
             self._expected.popleft()
@@ -377,7 +469,9 @@ class RedisSubscriber(Subscriber):
     def _fail_expected(self, exc: BaseException) -> None:
         error = _lost(self._connection.url, exc)
         while self._expected:
-            self._expected.popleft()[1].fail(error)
+            awaited = self._expected.popleft()[1]
+            if awaited is not None:
+                awaited.fail(error)
 
     def _chunks(self, names: Sequence[str]) -> list[Sequence[str]]:
         """Names per command: up to CHUNK, and (sharded) all of one hash slot."""
@@ -390,19 +484,33 @@ class RedisSubscriber(Subscriber):
             group[i : i + CHUNK] for group in by_slot.values() for i in range(0, len(group), CHUNK)
         ]
 
+    async def _ask(self, data: bytes, waits: list[tuple[bytes, _Awaited]]) -> None:
+        """Send ``data``, expecting ``waits``; return when all came, raise the first error."""
+        if self._wait is not None and not self._expected:
+            # The reader sleeps for a health-check interval: wake it up sooner.
+            self._wait.deadline = min(
+                self._wait.deadline, anyio.current_time() + self._connection.timeout
+            )
+        self._expected.extend(waits)
+        await self._connection.send(data)
+        error: BaseException | None = None
+        for _, awaited in waits:
+            try:
+                await awaited.wait()
+            except ReplyError as exc:  # that chunk alone was refused; the others stand
+                error = error or exc
+        if error is not None:
+            raise error
+
     async def _command(self, name: str, names: Sequence[str]) -> None:
         if self._sharded:
             name = "S" + name
         kind = name.lower().encode()
         chunks = self._chunks(names)
-        waits = []
-        for chunk in chunks:
-            awaited = _Awaited(len(chunk))
-            self._expected.append((kind, awaited))
-            waits.append(awaited)
-        await self._connection.send(encode_commands((name, *chunk) for chunk in chunks))
-        for awaited in waits:
-            await awaited.wait()
+        await self._ask(
+            encode_commands((name, *chunk) for chunk in chunks),
+            [(kind, _Awaited(len(chunk))) for chunk in chunks],
+        )
 
     async def subscribe(self, channels: Sequence[str]) -> None:
         await self._command("SUBSCRIBE", channels)
@@ -415,6 +523,9 @@ class RedisSubscriber(Subscriber):
 
     async def punsubscribe(self, patterns: Sequence[str]) -> None:
         await self._command("PUNSUBSCRIBE", patterns)
+
+    async def barrier(self) -> None:
+        await self._ask(encode_command("PING"), [(b"pong", _Awaited())])
 
     async def aclose(self) -> None:
         self._fail_expected(anyio.ClosedResourceError("closed"))
@@ -486,10 +597,17 @@ class RedisPublisher(Publisher):
     the socket, sends everything queued since its last write in one go; a reader
     matches replies to callers first in, first out. Callers only queue a command and
     wait for their reply, so cancelling a caller can never cut a write in half.
+
+    Every wait is bounded: while a reply is due, ``reply_timeout`` seconds of silence
+    mean the connection is dead (a stalled peer, an expired NAT entry); while idle,
+    a PING goes out every ``health_check_interval`` so that a dead connection is
+    found before a publish needs it. A reply of the wrong shape for its command
+    ends the connection: nothing read after it could be trusted.
     """
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: _Connection, health_check_interval: float) -> None:
         self._connection = connection
+        self._health_check_interval = health_check_interval
         self._waiting: deque[_Reply] = deque()
         self._outgoing: list[bytes] = []
         self._wake_writer: anyio.Event | None = None
@@ -498,6 +616,8 @@ class RedisPublisher(Publisher):
         self._replied = anyio.Event()
         self._error: BaseException | None = None
         self._names: dict[str, bytes] = {}  # channel names, encoded once
+        # The reader's current wait, shortened when a command goes out while idle.
+        self._wait: anyio.CancelScope | None = None
 
     async def run(self) -> None:
         crew = Crew(on_failure=lambda exc: self._fail_all(exc, original=True))
@@ -505,20 +625,35 @@ class RedisPublisher(Publisher):
 
     async def _read_loop(self) -> None:
         connection = self._connection
+        url = connection.url
         waiting = self._waiting
         try:
             while True:
-                await connection.receive()
+                timeout = connection.timeout if waiting else self._health_check_interval
+                with anyio.move_on_after(timeout) as wait:
+                    self._wait = wait
+                    await connection.receive()
+                self._wait = None
+                if wait.cancelled_caught:
+                    if waiting:
+                        raise TimeoutError(
+                            f"{url} did not answer {waiting[0].what} within {connection.timeout:g}s"
+                        )
+                    self._queue(_PING, _is_pong, "PING")  # a health check nobody waits for
+                    continue
                 answered = False
-                while (reply := connection.reader.gets()) is not False:
+                while (reply := connection.reader.gets()) is not INCOMPLETE:
                     if not waiting:
-                        raise BrokerError(f"{connection.url} sent a reply nobody asked for")
+                        raise violation(url, "a reply nobody asked for", reply)
                     awaited = waiting.popleft()
-                    if isinstance(reply, hiredis.ReplyError):
-                        awaited.error = BrokerError(f"{connection.url}: {reply}")
-                    else:
-                        awaited.value = reply
                     awaited.done = answered = True
+                    if isinstance(reply, hiredis.ReplyError):
+                        awaited.error = reply_error(url, reply)
+                    elif awaited.check is None or awaited.check(reply):
+                        awaited.value = reply
+                    else:
+                        awaited.error = violation(url, f"{awaited.what} answered", reply)
+                        raise awaited.error
                 if answered:
                     replied, self._replied = self._replied, anyio.Event()
                     replied.set()
@@ -546,28 +681,41 @@ class RedisPublisher(Publisher):
             awaited.error, awaited.done = error, True
         self._replied.set()
 
-    async def execute(self, *args: bytes | str | int) -> Any:
+    async def execute(
+        self, *args: bytes | str | int, check: Callable[[Any], bool] | None = None
+    ) -> Any:
         """Send a command and return its reply.
 
+        Args:
+            check: tells whether a reply has a shape this command may return; a
+                reply that fails it ends the connection.
+
         Raises:
-            BrokerError: the server answered with an error.
+            ReplyError: the server refused the command.
+            BrokerError: the reply failed ``check`` (the connection is dropped).
             anyio.BrokenResourceError: the connection was lost.
         """
-        return await self._execute(encode_command(*args))
+        what = args[0] if isinstance(args[0], str) else "the command"
+        return await self._execute(encode_command(*args), check, what)
 
-    async def _execute(self, command: bytes) -> Any:
+    async def _execute(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> Any:
         if self._error is not None:
             raise _lost(self._connection.url, self._error)
-        awaited = self._queue(command)
+        awaited = self._queue(command, check, what)
         while not awaited.done:
             await self._replied.wait()
         if awaited.error is not None:
             raise awaited.error
         return awaited.value
 
-    def _queue(self, command: bytes) -> _Reply:
+    def _queue(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> _Reply:
         """Queue a command for the writer; return where its reply will land."""
-        awaited = _Reply()
+        awaited = _Reply(check, what)
+        if not self._waiting and self._wait is not None:
+            # The reader sleeps for a health-check interval: wake it up sooner.
+            self._wait.deadline = min(
+                self._wait.deadline, anyio.current_time() + self._connection.timeout
+            )
         self._waiting.append(awaited)
         self._outgoing.append(command)
         wake = self._wake_writer
@@ -582,35 +730,64 @@ class RedisPublisher(Publisher):
             if len(self._names) > 4096:
                 self._names.clear()
             name = self._names[channel] = encode_name(channel)
-        received: int = await self._execute(encode_publish(name, payload))
+        received: int = await self._execute(encode_publish(name, payload), is_int, "PUBLISH")
         return received
 
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
-        reply = await self.execute("PUBSUB", "NUMSUB", *channels)
-        return {decode_name(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
+        reply = await self.execute("PUBSUB", "NUMSUB", *channels, check=is_numsub)
+        return {decode_name(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
 
     async def numpat(self) -> int:
-        count: int = await self.execute("PUBSUB", "NUMPAT")
+        count: int = await self.execute("PUBSUB", "NUMPAT", check=is_int)
         return count
 
     async def channels(self, pattern: str | None = None) -> list[str]:
         args = ("PUBSUB", "CHANNELS") if pattern is None else ("PUBSUB", "CHANNELS", pattern)
-        return [decode_name(name) for name in await self.execute(*args)]
+        return [decode_name(name) for name in await self.execute(*args, check=is_names)]
 
     async def aclose(self) -> None:
         self._fail_all(anyio.ClosedResourceError("closed"))
         await self._connection.aclose()
 
 
+_PING = encode_command("PING")
+
+
+def is_int(reply: object) -> bool:
+    """An integer reply (PUBLISH, PUBSUB NUMPAT)."""
+    return type(reply) is int
+
+
+def _is_pong(reply: object) -> bool:
+    return reply == b"PONG"
+
+
+def is_names(reply: object) -> bool:
+    """A list of bulk strings (PUBSUB CHANNELS)."""
+    return type(reply) is list and all(type(name) is bytes for name in reply)
+
+
+def is_numsub(reply: object) -> bool:
+    """Name, count, name, count... (PUBSUB NUMSUB and SHARDNUMSUB)."""
+    return (
+        type(reply) is list
+        and len(reply) % 2 == 0
+        and all(type(name) is bytes for name in reply[::2])
+        and all(type(count) is int for count in reply[1::2])
+    )
+
+
 class _Reply:
     """A reply a caller waits for; filled in by the reader."""
 
-    __slots__ = ("done", "error", "value")
+    __slots__ = ("check", "done", "error", "value", "what")
 
-    def __init__(self) -> None:
+    def __init__(self, check: Callable[[Any], bool] | None, what: str) -> None:
         self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
+        self.check = check
+        self.what = what
 
 
 class RedisBroker(Broker):
@@ -626,5 +803,8 @@ class RedisBroker(Broker):
         connection = await open_connection(self.address, "sub", reply_timeout)
         return RedisSubscriber(connection, health_check_interval)
 
-    async def open_publisher(self, *, reply_timeout: float) -> Publisher:
-        return RedisPublisher(await open_connection(self.address, "pub", reply_timeout))
+    async def open_publisher(
+        self, *, health_check_interval: float, reply_timeout: float
+    ) -> Publisher:
+        connection = await open_connection(self.address, "pub", reply_timeout)
+        return RedisPublisher(connection, health_check_interval)

@@ -74,13 +74,14 @@ class ChannelSupervisor:
         self._children[actor.name] = (actor, scope)
         self._tg.start_soon(self._supervise, actor, scope, name=f"tidings actor {actor.name!r}")
 
-    def stop(self, name: str) -> None:
-        """Stop an actor now, discarding what is queued for it."""
+    def stop(self, name: str) -> int:
+        """Stop an actor now, discarding what is queued for it; return how much that was."""
         entry = self._children.pop(name, None)
-        if entry is not None:
-            actor, scope = entry
-            actor.mailbox.discard()
-            scope.cancel()
+        if entry is None:
+            return 0
+        actor, scope = entry
+        scope.cancel()
+        return actor.discard()
 
     def stop_all(self) -> None:
         """Close every mailbox; actors drain what is queued, then ``run`` returns."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from anyio.lowlevel import checkpoint
 
 from .._stats import Counters
 from ..brokers.base import CONNECTION_ERRORS, Broker, Deliver, Publisher, Subscriber
-from ..errors import BrokerError, PublishError, TidingsError
+from ..errors import BrokerError, PublishError, ReplyError, TidingsError
 from .backoff import Backoff
 from .status import StatusMachine, StatusType
 from .subscriptions import Plan, Subscriptions
@@ -36,6 +36,8 @@ __all__ = ["ConnectionSupervisor"]
 
 T = TypeVar("T")
 OnStatus = Callable[[StatusType, dict[str, Any]], None]
+#: Told which channels and patterns the broker refused (they are no longer wanted).
+OnRefused = Callable[[tuple[str, ...], tuple[str, ...], ReplyError], None]
 
 
 def describe(exc: BaseException) -> str:
@@ -71,6 +73,7 @@ class ConnectionSupervisor:
         *,
         deliver: Deliver,
         on_status: OnStatus,
+        on_refused: OnRefused,
         backoff: Backoff,
         connect_timeout: float,
         publish_timeout: float,
@@ -79,9 +82,10 @@ class ConnectionSupervisor:
         logger: logging.Logger,
     ) -> None:
         self.broker = broker
-        self.subscriptions = Subscriptions()
+        self._subscriptions = Subscriptions()
         self._deliver = deliver
         self._on_status = on_status
+        self._on_refused = on_refused
         self._backoff = backoff
         self._rng = random.Random()
         self._connect_timeout = connect_timeout
@@ -104,8 +108,9 @@ class ConnectionSupervisor:
         self._run_scope: anyio.CancelScope | None = None
         self._changed: anyio.Event | None = None
         self._finished: anyio.Event | None = None
-        self._sync_lock: anyio.Lock | None = None
+        # Set when the subscriptions changed; the session's sync loop waits for it.
         self._sync_wanted: anyio.Event | None = None
+        self._next_round = _Round()
 
     @property
     def status(self) -> StatusType:
@@ -129,12 +134,12 @@ class ConnectionSupervisor:
         and a dead one delays the caller by at most ``connect_timeout``.
         """
         self._changed, self._finished = anyio.Event(), anyio.Event()
-        self._sync_lock, self._sync_wanted = anyio.Lock(), anyio.Event()
+        self._sync_wanted = anyio.Event()
+        ready = _Once(task_status.started)
         if self._machine.status is StatusType.closed:  # closed before it started
-            task_status.started()
+            ready()
             self._finished.set()
             return
-        ready = _Once(task_status.started)
         try:
             with anyio.CancelScope() as self._run_scope:
                 attempt = 0
@@ -155,6 +160,9 @@ class ConnectionSupervisor:
                     )
                     await anyio.sleep(delay)
         finally:
+            # Closed (or cancelled) during the first attempt: the caller of start()
+            # is told it started, then sees the status closed.
+            ready()
             self._move(StatusType.closed, error=None)
             self._finished.set()
 
@@ -171,7 +179,8 @@ class ConnectionSupervisor:
                         reply_timeout=self._connect_timeout,
                     )
                     publisher = await self.broker.open_publisher(
-                        reply_timeout=self._connect_timeout
+                        health_check_interval=self._health_check_interval,
+                        reply_timeout=self._publish_timeout,
                     )
             except CONNECTION_ERRORS as exc:
                 lost.record(exc)
@@ -183,21 +192,25 @@ class ConnectionSupervisor:
                 tg.start_soon(self._read, subscriber, subscriber.run, self._deliver)
                 tg.start_soon(self._read, publisher, publisher.run)
                 try:
-                    resubscribed = await self._sync()
+                    resubscribed = await self._round(subscriber)
                 except CONNECTION_ERRORS as exc:
                     self._lose(exc, subscriber)
                 else:
                     self._publisher = publisher
                     self._connected(attempt, resubscribed)
                     ready()
-                    tg.start_soon(self._sync_loop, subscriber)
+                    tg.start_soon(self._read, subscriber, self._sync_loop, subscriber)
                     await anyio.sleep_forever()
         finally:
             if self._machine.status is StatusType.connected:
                 self._deaf_since = anyio.current_time()
             self._subscriber = self._publisher = self._session_publisher = None
             self._session_scope = None
-            self.subscriptions.lost()
+            self._subscriptions.lost()
+            # Waiters of rounds that will not run now return: what they wanted stays
+            # wanted, and the next connection subscribes it.
+            released, self._next_round = self._next_round, _Round()
+            released.done.set()
             for connection in (publisher, subscriber):
                 if connection is not None:
                     with anyio.move_on_after(1.0, shield=True), suppress(*CONNECTION_ERRORS):
@@ -218,7 +231,7 @@ class ConnectionSupervisor:
     async def _read(
         self, connection: Subscriber | Publisher, read: Callable[..., Awaitable[None]], *args: Any
     ) -> None:
-        """Run a connection's reader; its end, however it comes, ends the session."""
+        """Run a task of a connection (its reader, the sync loop); its end ends the session."""
         try:
             await read(*args)
         except CONNECTION_ERRORS as exc:
@@ -247,62 +260,161 @@ class ConnectionSupervisor:
         self._on_status(new, data)
 
     # -- subscriptions ----------------------------------------------------------------
+    #
+    # Callers never send a subscription command themselves: they change what is
+    # wanted and wait for a *round* of the session's sync loop, the only task that
+    # talks to the subscriber connection. A caller cancelled while waiting leaves no
+    # command half-done (the loop carries on) and its facade rolls back what it
+    # wanted; the next round then undoes it on the broker. Rounds run one at a time,
+    # so each round's plan starts from what the previous ones confirmed.
 
-    async def sync(self) -> None:
-        """Bring the broker in line with :attr:`subscriptions`; return once confirmed.
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channels wanted, in the order they were first wanted."""
+        return tuple(self._subscriptions.channels)
 
-        Without a connection this returns at once: the next connection subscribes
-        everything. A connection failing meanwhile is reported and reconnected; it is
-        not raised to the caller, whose registration stands.
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """The patterns wanted, in the order they were first wanted."""
+        return tuple(self._subscriptions.patterns)
+
+    def wants(self, channels: tuple[str, ...] = (), patterns: tuple[str, ...] = ()) -> bool:
+        """True when every one of these is wanted."""
+        subscriptions = self._subscriptions
+        return all(name in subscriptions.channels for name in channels) and all(
+            name in subscriptions.patterns for name in patterns
+        )
+
+    async def subscribe(
+        self, channels: tuple[str, ...] = (), patterns: tuple[str, ...] = ()
+    ) -> None:
+        """Want these subscriptions; while connected, return once the broker has them.
+
+        Once it returns (connected), every message the broker sent before the
+        subscription (or, for names already subscribed, before this call) has been
+        handed to ``deliver``. Without a connection it returns at once: the next
+        connection subscribes everything wanted.
+
+        Raises:
+            ReplyError: the broker refused some of them; those are no longer wanted
+                (and ``on_refused`` was told).
         """
-        subscriber = self._subscriber
-        if subscriber is None:
+        subscriptions = self._subscriptions
+        subscriptions.want(channels, patterns)
+        wanted = self._sync_wanted
+        if self._subscriber is None or wanted is None:
             await checkpoint()
             return
-        try:
-            await self._sync()
-        except CONNECTION_ERRORS as exc:
-            self._lose(exc, subscriber)
+        joined = self._next_round
+        if subscriptions.synced(channels, patterns):
+            joined.barrier = True  # nothing to send: a round trip is the proof instead
+        wanted.set()
+        await joined.done.wait()
+        for name in channels:
+            if name in joined.refused_channels:
+                raise joined.refused_channels[name]
+        for name in patterns:
+            if name in joined.refused_patterns:
+                raise joined.refused_patterns[name]
 
-    def request_sync(self) -> None:
-        """Ask for a :meth:`sync` soon, from code that cannot wait."""
+    def unsubscribe_nowait(
+        self, channels: tuple[str, ...] = (), patterns: tuple[str, ...] = ()
+    ) -> None:
+        """Stop wanting these subscriptions; the sync loop unsubscribes soon."""
+        self._subscriptions.unwant(channels, patterns)
         if self._sync_wanted is not None:
             self._sync_wanted.set()
 
+    async def unsubscribe(
+        self, channels: tuple[str, ...] = (), patterns: tuple[str, ...] = ()
+    ) -> None:
+        """Stop wanting these subscriptions at once; return once the broker confirmed.
+
+        The change is made before the first await, so a caller cancelled while
+        waiting has still unsubscribed (the sync loop carries it out).
+        """
+        self.unsubscribe_nowait(channels, patterns)
+        if self._subscriber is None:
+            await checkpoint()
+            return
+        await self._next_round.done.wait()
+
+    @property
+    def settled(self) -> bool:
+        """True when the broker has confirmed everything wanted (and nothing more)."""
+        return not self._subscriptions.plan()
+
     async def _sync_loop(self, subscriber: Subscriber) -> None:
-        assert self._sync_wanted is not None
+        """Run a round whenever something changed (the session's only sync task)."""
         while True:
+            assert self._sync_wanted is not None
             await self._sync_wanted.wait()
             self._sync_wanted = anyio.Event()
-            try:
-                await self._sync()
-            except CONNECTION_ERRORS as exc:
-                self._lose(exc, subscriber)
-                return
+            await self._round(subscriber)
 
-    async def _sync(self) -> int:
-        """Apply the subscription plan; return how many names were subscribed."""
-        assert self._sync_lock is not None
-        async with self._sync_lock:
-            subscriber = self._subscriber
-            if subscriber is None:
-                return 0
-            plan = self.subscriptions.plan()
-            steps = (
-                (subscriber.unsubscribe, plan.unsubscribe, Plan(unsubscribe=plan.unsubscribe)),
-                (subscriber.punsubscribe, plan.punsubscribe, Plan(punsubscribe=plan.punsubscribe)),
-                (subscriber.subscribe, plan.subscribe, Plan(subscribe=plan.subscribe)),
-                (subscriber.psubscribe, plan.psubscribe, Plan(psubscribe=plan.psubscribe)),
-            )
-            for command, names, step in steps:
-                if not names:
-                    continue
-                # A command is shielded from cancellation (bounded by the connect
-                # timeout), so what the broker did and what we record never differ.
-                with anyio.CancelScope(shield=True), anyio.fail_after(self._connect_timeout):
-                    await command(names)
-                self.subscriptions.applied(step)
-            return len(plan.subscribe) + len(plan.psubscribe)
+    async def _round(self, subscriber: Subscriber) -> int:
+        """Apply the subscription plan; return how many names were subscribed.
+
+        Raises:
+            one of CONNECTION_ERRORS: the connection failed (the round's waiters are
+                released by the session's end).
+        """
+        joined, self._next_round = self._next_round, _Round()
+        plan = self._subscriptions.plan()
+        steps = (
+            (subscriber.unsubscribe, Plan(unsubscribe=plan.unsubscribe)),
+            (subscriber.punsubscribe, Plan(punsubscribe=plan.punsubscribe)),
+            (subscriber.subscribe, Plan(subscribe=plan.subscribe)),
+            (subscriber.psubscribe, Plan(psubscribe=plan.psubscribe)),
+        )
+        subscribed = 0
+        try:
+            for command, step in steps:
+                if step:
+                    subscribed += await self._apply(command, step, joined)
+            if joined.barrier:
+                await subscriber.barrier()
+        finally:  # failed with the connection too: what the waiters want stays wanted
+            joined.done.set()
+        return subscribed
+
+    async def _apply(
+        self, command: Callable[[Sequence[str]], Awaitable[None]], step: Plan, joined: _Round
+    ) -> int:
+        """Run one step of a plan; a refusal fails only the names refused."""
+        names = step.subscribe or step.unsubscribe or step.psubscribe or step.punsubscribe
+        try:
+            await command(names)
+        except ReplyError as exc:
+            if len(names) > 1:
+                # The broker refuses a whole command for one name it may not have:
+                # find which, one name at a time (rare, and only after a refusal).
+                return sum(
+                    [await self._apply(command, _alone(step, name), joined) for name in names]
+                )
+            self._refused(step, exc, joined)
+            return 0
+        self._subscriptions.applied(step)
+        return len(step.subscribe) + len(step.psubscribe)
+
+    def _refused(self, step: Plan, error: ReplyError, joined: _Round) -> None:
+        if step.unsubscribe or step.punsubscribe:
+            # Nothing to roll back: the subscription is not wanted either way.
+            self._logger.warning("%s: unsubscribe refused: %s", self.broker.url, error)
+            self._subscriptions.applied(step)
+            return
+        self._subscriptions.refused(step)
+        for name in step.subscribe:
+            joined.refused_channels[name] = error
+        for name in step.psubscribe:
+            joined.refused_patterns[name] = error
+        self._logger.warning(
+            "%s: subscription to %s refused, not retried: %s",
+            self.broker.url,
+            ", ".join(map(repr, step.subscribe or step.psubscribe)),
+            error,
+        )
+        self._on_refused(tuple(step.subscribe), tuple(step.psubscribe), error)
 
     # -- commands ---------------------------------------------------------------------
 
@@ -317,7 +429,7 @@ class ConnectionSupervisor:
             publisher = await self._ready(PublishError, f"publish to {channel!r}")
         try:
             received = await publisher.publish(channel, payload)
-        except BrokerError as exc:  # an error reply: the connection itself is fine
+        except ReplyError as exc:  # refused: the connection itself is fine
             self._stats.publish_errors += 1
             raise PublishError(f"the broker refused the publish to {channel!r}: {exc}") from exc
         except CONNECTION_ERRORS as exc:
@@ -339,7 +451,7 @@ class ConnectionSupervisor:
         publisher = self._publisher or await self._ready(BrokerError, what)
         try:
             return await command(publisher)
-        except BrokerError:  # an error reply: the connection itself is fine
+        except ReplyError:  # refused: the connection itself is fine
             raise
         except CONNECTION_ERRORS as exc:
             self._lose(exc, publisher)
@@ -389,6 +501,29 @@ class ConnectionSupervisor:
         self._run_scope.cancel()
         assert self._finished is not None
         await self._finished.wait()
+
+
+class _Round:
+    """One pass of the sync loop, as its waiters see it."""
+
+    __slots__ = ("barrier", "done", "refused_channels", "refused_patterns")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        #: A waiter's names were all subscribed already: end with a barrier.
+        self.barrier = False
+        self.refused_channels: dict[str, ReplyError] = {}
+        self.refused_patterns: dict[str, ReplyError] = {}
+
+
+def _alone(step: Plan, name: str) -> Plan:
+    """The one-step plan ``step`` for ``name`` alone."""
+    return Plan(
+        *(
+            [name] if names else []
+            for names in (step.subscribe, step.unsubscribe, step.psubscribe, step.punsubscribe)
+        )
+    )
 
 
 class _Lost:

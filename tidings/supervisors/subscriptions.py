@@ -78,6 +78,12 @@ class _Kind:
             if (name in self.wanted) == (name in self.active):
                 self.dirty.pop(name, None)
 
+    def forget(self, names: list[str]) -> None:
+        for name in names:
+            self.wanted.pop(name, None)
+            self.dirty.pop(name, None)
+            self.active.discard(name)
+
     def lost(self) -> None:
         self.active.clear()
         self.dirty = dict(self.wanted)
@@ -124,6 +130,15 @@ class Subscriptions:
         self._channels.removed(plan.unsubscribe)
         self._patterns.added(plan.psubscribe)
         self._patterns.removed(plan.punsubscribe)
+
+    def refused(self, plan: Plan) -> None:
+        """The broker refused the subscriptions of ``plan``: they are no longer wanted.
+
+        They are forgotten, not retried: a refused name is never sent again (on a
+        reconnect included) until it is wanted anew.
+        """
+        self._channels.forget(plan.subscribe)
+        self._patterns.forget(plan.psubscribe)
 
     def lost(self) -> None:
         """The connection is gone: nothing is confirmed any more."""
