@@ -81,6 +81,11 @@ class Json:
             return self.fast_decode(payload)
         except msgspec.MsgspecError:
             pass
+        except RecursionError:
+            raise ProtocolError(
+                f"JSON payload nested too deeply to decode ({len(payload)} bytes): "
+                f"{bytes(payload[:64])!r}"
+            ) from None
         # What msgspec refuses but Python's json reads (NaN, lone surrogates,
         # huge exponents) is still accepted: the same inputs as ever, only faster.
         try:

@@ -253,4 +253,5 @@ class PubSub(Handler):
         dropped = await self._mailbox.put(batch)
         if dropped:
             self._stats.dropped += dropped
-            self._logger.warning("pubsub clients not keeping up: %d messages dropped", dropped)
+            if not self._mailbox.closed:  # closed: the handler is stopping
+                self._logger.warning("pubsub clients not keeping up: %d messages dropped", dropped)

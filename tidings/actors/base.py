@@ -33,6 +33,8 @@ class Actor(abc.ABC, Generic[T]):
         # The mailbox position of the batch's first message, minus one: message
         # ``i`` of the batch is at position ``_base + i + 1``.
         self._base = 0
+        #: True while ``consume`` awaits a callback for the message before ``_next``.
+        self._awaiting = False
 
     @abc.abstractmethod
     async def consume(self) -> None:
@@ -68,9 +70,12 @@ class Actor(abc.ABC, Generic[T]):
                 return
 
     def discard(self) -> int:
-        """Close the mailbox and forget the backlog; return how many messages that was."""
-        discarded = self.mailbox.discard() + self.backlog
-        self._batch, self._next = [], 0
+        """Close the mailbox and forget the backlog; return how many messages that was.
+
+        A message whose callback is interrupted (the actor is being stopped) counts.
+        """
+        discarded = self.mailbox.discard() + self.backlog + self._awaiting
+        self._batch, self._next, self._awaiting = [], 0, False
         return discarded
 
     def _take(self, batch: list[T]) -> None:

@@ -118,6 +118,8 @@ class ChannelActor(Actor[Any]):
             if registrations:
                 pending = dispatch(registrations, (channel, event, data), name, base + index + 1)
                 if pending is not None:
+                    self._awaiting = True
                     await pending
+                    self._awaiting = False
             else:
                 stats.unrouted += 1

@@ -50,4 +50,6 @@ class ClientsActor(Actor[Message]):
                 continue
             pending = dispatch(clients(), (channel, decoded), self.name, base + index + 1)
             if pending is not None:
+                self._awaiting = True
                 await pending
+                self._awaiting = False
