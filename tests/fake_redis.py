@@ -44,6 +44,8 @@ import anyio
 import anyio.abc
 import hiredis
 
+from tests.faults import LocalServer
+
 __all__ = [
     "NIL",
     "FakeConnection",
@@ -457,20 +459,15 @@ class FakeConnection:
             self._scope.cancel()
 
 
-class FakeRedis:
+class FakeRedis(LocalServer):
     """The server. Start it with :func:`running_fake` (or ``tg.start(fake.run)``)."""
 
     def __init__(self, script: Script | None = None) -> None:
         self.script = script if script is not None else Script()
-        self.port = 0
         self.accepted = 0
         self.connections: list[FakeConnection] = []
         #: ``(role, str(frame))`` for every frame injected, in order.
         self.injected: list[tuple[str, str]] = []
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
 
     def live(self, role: str | None = None) -> list[FakeConnection]:
         return [c for c in self.connections if not c.closed and (role is None or c.role == role)]
@@ -492,15 +489,6 @@ class FakeRedis:
         for conn in conns:
             conn.hang_up()
         return len(conns)
-
-    async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        async with listener:
-            self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-            task_status.started()
-            await listener.serve(self._handle)
 
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
         self.accepted += 1

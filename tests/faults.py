@@ -20,15 +20,10 @@ import anyio.abc
 Mode = Literal["flow", "stall"]
 
 
-class FaultyProxy:
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.blackhole = False
-        self.accepted = 0
-        self._flowing = anyio.Event()
-        self._flowing.set()
-        self._scopes: set[anyio.CancelScope] = set()
+class LocalServer:
+    """A TCP server on a free loopback port, for ``tg.start(server.run)``."""
+
+    port = 0
 
     @property
     def url(self) -> str:
@@ -42,6 +37,19 @@ class FaultyProxy:
             self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
             task_status.started()
             await listener.serve(self._handle)
+
+    async def _handle(self, client: anyio.abc.SocketStream) -> None:
+        raise NotImplementedError
+
+
+class FaultyProxy(LocalServer):
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.blackhole = False
+        self.accepted = 0
+        self._flowing = anyio.Event()
+        self._flowing.set()
+        self._scopes: set[anyio.CancelScope] = set()
 
     def cut(self) -> int:
         """Close every connection now; return how many there were."""

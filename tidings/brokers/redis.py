@@ -192,6 +192,7 @@ class _Connection:
         self.timeout = timeout
         self.reader = hiredis.Reader(notEnoughData=INCOMPLETE)
         self._send_lock = anyio.Lock()
+        self._wait: anyio.CancelScope | None = None
         self.closed = False
 
     async def send(self, data: bytes) -> None:
@@ -213,6 +214,27 @@ class _Connection:
             self.reader.feed(await self.stream.receive(65536))
         except anyio.EndOfStream:
             raise anyio.BrokenResourceError(f"{self.url} closed the connection") from None
+
+    async def receive_within(self, seconds: float) -> bool:
+        """Like :meth:`receive`, for up to ``seconds``; False if nothing came.
+
+        :meth:`reply_due` may shorten the wait while it is under way.
+        """
+        with anyio.move_on_after(seconds) as wait:
+            self._wait = wait
+            await self.receive()
+        self._wait = None
+        return not wait.cancelled_caught
+
+    def reply_due(self) -> None:
+        """A reply is now awaited: a longer wait (a health-check interval) is cut to
+        the reply timeout, so a silent peer is found in time."""
+        if self._wait is not None:
+            self._wait.deadline = min(self._wait.deadline, anyio.current_time() + self.timeout)
+
+    def silent(self, what: str) -> TimeoutError:
+        """The error for a reply that did not come within the reply timeout."""
+        return TimeoutError(f"{self.url} did not answer {what} within {self.timeout:g}s")
 
     def not_resp(self, exc: hiredis.ProtocolError) -> BrokerError:
         """The error for bytes that do not parse as RESP (the stream is unusable)."""
@@ -353,8 +375,6 @@ class RedisSubscriber(Subscriber):
         # Answers come back in the order the commands went out; None for a health
         # check nobody waits for.
         self._expected: deque[tuple[bytes, _Awaited | None]] = deque()
-        # The reader's current wait, shortened when a command goes out while idle.
-        self._wait: anyio.CancelScope | None = None
 
     async def run(self, deliver: Deliver) -> None:
         connection = self._connection
@@ -367,17 +387,11 @@ class RedisSubscriber(Subscriber):
                 # Waiting for an answer, silence is bounded by the reply timeout;
                 # idle, by the health-check interval, after which a PING must come back.
                 idle = connection.timeout if expected else self._health_check_interval
-                with anyio.move_on_after(idle) as silence:
-                    self._wait = silence
-                    await connection.receive()
-                self._wait = None
-                if silence.cancelled_caught:
+                if not await connection.receive_within(idle):
                     if expected:
                         kind = expected[0][0]
-                        raise TimeoutError(
-                            f"{connection.url} did not answer "
-                            f"{'PING' if kind == b'pong' else kind.decode().upper()} "
-                            f"within {connection.timeout:g}s"
+                        raise connection.silent(
+                            "PING" if kind == b"pong" else kind.decode().upper()
                         )
                     expected.append((b"pong", None))  # a health check: the answer is the proof
                     with anyio.fail_after(connection.timeout):  # a frozen peer stops reading too
@@ -486,11 +500,8 @@ class RedisSubscriber(Subscriber):
 
     async def _ask(self, data: bytes, waits: list[tuple[bytes, _Awaited]]) -> None:
         """Send ``data``, expecting ``waits``; return when all came, raise the first error."""
-        if self._wait is not None and not self._expected:
-            # The reader sleeps for a health-check interval: wake it up sooner.
-            self._wait.deadline = min(
-                self._wait.deadline, anyio.current_time() + self._connection.timeout
-            )
+        if not self._expected:
+            self._connection.reply_due()
         self._expected.extend(waits)
         await self._connection.send(data)
         error: BaseException | None = None
@@ -616,8 +627,6 @@ class RedisPublisher(Publisher):
         self._replied = anyio.Event()
         self._error: BaseException | None = None
         self._names: dict[str, bytes] = {}  # channel names, encoded once
-        # The reader's current wait, shortened when a command goes out while idle.
-        self._wait: anyio.CancelScope | None = None
 
     async def run(self) -> None:
         crew = Crew(on_failure=lambda exc: self._fail_all(exc, original=True))
@@ -630,15 +639,9 @@ class RedisPublisher(Publisher):
         try:
             while True:
                 timeout = connection.timeout if waiting else self._health_check_interval
-                with anyio.move_on_after(timeout) as wait:
-                    self._wait = wait
-                    await connection.receive()
-                self._wait = None
-                if wait.cancelled_caught:
+                if not await connection.receive_within(timeout):
                     if waiting:
-                        raise TimeoutError(
-                            f"{url} did not answer {waiting[0].what} within {connection.timeout:g}s"
-                        )
+                        raise connection.silent(waiting[0].what)
                     self._queue(_PING, _is_pong, "PING")  # a health check nobody waits for
                     continue
                 answered = False
@@ -711,11 +714,8 @@ class RedisPublisher(Publisher):
     def _queue(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> _Reply:
         """Queue a command for the writer; return where its reply will land."""
         awaited = _Reply(check, what)
-        if not self._waiting and self._wait is not None:
-            # The reader sleeps for a health-check interval: wake it up sooner.
-            self._wait.deadline = min(
-                self._wait.deadline, anyio.current_time() + self._connection.timeout
-            )
+        if not self._waiting:
+            self._connection.reply_due()
         self._waiting.append(awaited)
         self._outgoing.append(command)
         wake = self._wake_writer
