@@ -25,6 +25,7 @@ from anyio.lowlevel import checkpoint
 from ._options import Options
 from ._stats import Counters, Stats
 from ._util import collapse_exception_group
+from .actors.callbacks import Dispatcher, Registration
 from .brokers.base import Broker, Message
 from .errors import ReplyError
 from .supervisors.children import ChannelSupervisor
@@ -77,6 +78,19 @@ class Handler:
 
     def _on_status(self, status: StatusType, data: dict[str, Any]) -> None:
         """Called on every status transition (from the connection supervisor)."""
+
+    def _removed(self, registration: Registration) -> None:
+        """A dispatcher removed a failing (or finished) callback."""
+
+    def _new_dispatcher(self, stats: Counters) -> Dispatcher:
+        """A dispatcher counting into ``stats``, with the options' failure policy."""
+        return Dispatcher(
+            stats=stats,
+            logger=self._logger,
+            remove=self._removed,
+            failure_limit=self._options.callback_failure_limit,
+            failure_window=self._options.callback_failure_window,
+        )
 
     def _on_refused(
         self, channels: tuple[str, ...], patterns: tuple[str, ...], error: ReplyError

@@ -180,22 +180,10 @@ class Channels(Handler):
         opts = Options.from_kwargs(options)
         super().__init__(self._store.broker, opts, logger)
         self._decode = envelope_decoder(self._protocol)
-        self._dispatcher = Dispatcher(
-            stats=self._stats,
-            logger=self._logger,
-            remove=self._removed,
-            failure_limit=opts.callback_failure_limit,
-            failure_window=opts.callback_failure_window,
-        )
+        self._dispatcher = self._new_dispatcher(self._stats)
         # Status events are counted apart from the broker's messages.
         self._status_counters = Counters()
-        self._status_dispatcher = Dispatcher(
-            stats=self._status_counters,
-            logger=self._logger,
-            remove=self._removed,
-            failure_limit=opts.callback_failure_limit,
-            failure_window=opts.callback_failure_window,
-        )
+        self._status_dispatcher = self._new_dispatcher(self._status_counters)
         # Keyed by broker name. Subscribed channels also have a mailbox and an actor.
         self._channels: dict[str, Channel] = {}
         self._mailboxes: dict[str, Mailbox[Any]] = {}

@@ -23,7 +23,7 @@ from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from ._handler import Handler
 from ._names import check_event
 from ._options import Options
-from .actors.callbacks import Dispatcher, Registration
+from .actors.callbacks import Registration
 from .actors.clients import ClientsActor
 from .actors.mailbox import Mailbox
 from .brokers.base import Message
@@ -67,13 +67,7 @@ class PubSub(Handler):
         super().__init__(self._store.broker, opts, logger)
         self._clients: dict[Client, Registration] = {}
         self._snapshot: tuple[Registration, ...] = ()
-        self._dispatcher = Dispatcher(
-            stats=self._stats,
-            logger=self._logger,
-            remove=self._removed,
-            failure_limit=opts.callback_failure_limit,
-            failure_window=opts.callback_failure_window,
-        )
+        self._dispatcher = self._new_dispatcher(self._stats)
         self._mailbox: Mailbox[Message] | None = None
 
     @property

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -138,6 +139,27 @@ async def recovered(
         await anyio.sleep(0.01)
 
 
+@asynccontextmanager
+async def channels_on(
+    script: Script,
+) -> AsyncIterator[tuple[FakeRedis, tidings.Channels, StatusLog]]:
+    """A running Channels handler on a fake server playing ``script``, within LIMIT."""
+    with anyio.fail_after(LIMIT):
+        async with running_fake(script) as fake:
+            channels = tidings.Channels(fake.url, namespace="t", **OPTIONS)
+            log = await watched(channels)
+            async with channels:
+                yield fake, channels, log
+
+
+async def delivery_recovers(channels: tidings.Channels, recorder: Recorder) -> None:
+    """Publishing on NAME reaches ``recorder`` again."""
+    await recovered(
+        lambda n: channels.publish(NAME, "e", n),
+        lambda n: ("chan", "e", n) in recorder.calls,
+    )
+
+
 def assert_reported_and_reconnected(fake: FakeRedis, log: StatusLog) -> None:
     errors = [data.get("error") for name, data, _ in log.events if name == "disconnected"]
     assert errors, f"no disconnected event: {log.names}; {describe(fake)}"
@@ -235,25 +257,21 @@ def test_seeded_frames_are_deterministic_and_parse_as_labelled() -> None:
 @pytest.mark.parametrize("seed", range(30))
 async def test_seeded_malformed_frames_are_lost_connections(seed: int, recorder: Recorder) -> None:
     script = seeded(seed, BROKER_NAME, envelope("noise", 0))
-    with anyio.fail_after(LIMIT):
-        async with running_fake(script) as fake:
-            channels = tidings.Channels(fake.url, namespace="t", **OPTIONS)
-            log = await watched(channels)
+    async with channels_on(script) as (fake, channels, log):
 
-            def publish(n: int) -> Awaitable[int]:
-                return channels.publish(NAME, "e", n)
+        def publish(n: int) -> Awaitable[int]:
+            return channels.publish(NAME, "e", n)
 
-            async with channels:
-                await channels.register(NAME, "*", recorder)
-                for n in range(3):
-                    await checked(channels.publish(NAME, "first", n))
-                    await anyio.sleep(0.005)
-                await inject_everything(fake, script, publish)
-                await recovered(publish, lambda n: ("chan", "e", n) in recorder.calls)
-            assert channels.status is tidings.StatusType.closed
-            assert_reported_and_reconnected(fake, log)
-        # Only what was published (or injected as valid noise) reached the callback.
-        assert {event for _, event, _ in recorder.calls} <= {"first", "e", "noise"}
+        await channels.register(NAME, "*", recorder)
+        for n in range(3):
+            await checked(channels.publish(NAME, "first", n))
+            await anyio.sleep(0.005)
+        await inject_everything(fake, script, publish)
+        await delivery_recovers(channels, recorder)
+    assert channels.status is tidings.StatusType.closed
+    assert_reported_and_reconnected(fake, log)
+    # Only what was published (or injected as valid noise) reached the callback.
+    assert {event for _, event, _ in recorder.calls} <= {"first", "e", "noise"}
 
 
 @pytest.mark.parametrize("seed", [100, 101, 102, 103, 104])
@@ -304,20 +322,13 @@ PUSHES = {
 @pytest.mark.parametrize("frame", PUSHES.values(), ids=PUSHES.keys())
 async def test_malformed_push_on_the_subscriber(frame: bytes, recorder: Recorder) -> None:
     script = Hostile(sub=[Frame(frame, "push", "after_subscribe")])
-    with anyio.fail_after(LIMIT):
-        async with running_fake(script) as fake:
-            channels = tidings.Channels(fake.url, namespace="t", **OPTIONS)
-            log = await watched(channels)
-            async with channels:
-                await channels.register(NAME, "*", recorder)
-                await recovered(
-                    lambda n: channels.publish(NAME, "e", n),
-                    lambda n: ("chan", "e", n) in recorder.calls,
-                )
-            assert fake.injected == [("sub", "after_subscribe:push")]
-            assert channels.status is tidings.StatusType.closed
-            assert_reported_and_reconnected(fake, log)
-        assert {event for _, event, _ in recorder.calls} == {"e"}
+    async with channels_on(script) as (fake, channels, log):
+        await channels.register(NAME, "*", recorder)
+        await delivery_recovers(channels, recorder)
+    assert fake.injected == [("sub", "after_subscribe:push")]
+    assert channels.status is tidings.StatusType.closed
+    assert_reported_and_reconnected(fake, log)
+    assert {event for _, event, _ in recorder.calls} == {"e"}
 
 
 REPLIES = {
@@ -336,60 +347,44 @@ REPLIES = {
 @pytest.mark.parametrize("frame", REPLIES.values(), ids=REPLIES.keys())
 async def test_malformed_publish_reply(frame: bytes, recorder: Recorder) -> None:
     script = Hostile(pub=[Frame(frame, "reply", "instead_of_reply")])
-    with anyio.fail_after(LIMIT):
-        async with running_fake(script) as fake:
-            channels = tidings.Channels(fake.url, namespace="t", **OPTIONS)
-            log = await watched(channels)
-            async with channels:
-                await channels.register(NAME, "*", recorder)
-                await channels.connect()
-                try:
-                    received = await channels.publish(NAME, "e", 0)
-                except tidings.PublishError:
-                    pass
-                else:
-                    pytest.fail(f"publish returned {received!r} instead of raising PublishError")
-                await recovered(
-                    lambda n: channels.publish(NAME, "e", n),
-                    lambda n: ("chan", "e", n) in recorder.calls,
-                )
-            assert fake.injected == [("pub", "instead_of_reply:reply")]
-            assert channels.status is tidings.StatusType.closed
-            assert_reported_and_reconnected(fake, log)
+    async with channels_on(script) as (fake, channels, log):
+        await channels.register(NAME, "*", recorder)
+        await channels.connect()
+        try:
+            received = await channels.publish(NAME, "e", 0)
+        except tidings.PublishError:
+            pass
+        else:
+            pytest.fail(f"publish returned {received!r} instead of raising PublishError")
+        await delivery_recovers(channels, recorder)
+    assert fake.injected == [("pub", "instead_of_reply:reply")]
+    assert channels.status is tidings.StatusType.closed
+    assert_reported_and_reconnected(fake, log)
 
 
 @pytest.mark.parametrize("role", ["sub", "pub"])
 async def test_unsolicited_reply_after_the_handshake(role: str, recorder: Recorder) -> None:
     """A reply to nothing, right behind the handshake replies: the stream is out of step."""
     script = Hostile(**{role: [Frame(integer(1), "extra", "after_handshake")]})
-    with anyio.fail_after(LIMIT):
-        async with running_fake(script) as fake:
-            channels = tidings.Channels(fake.url, namespace="t", **OPTIONS)
-            log = await watched(channels)
-            async with channels:
-                await channels.register(NAME, "*", recorder)
-                await recovered(
-                    lambda n: channels.publish(NAME, "e", n),
-                    lambda n: ("chan", "e", n) in recorder.calls,
-                )
-            assert fake.injected == [(role, "after_handshake:extra")]
-            assert_reported_and_reconnected(fake, log)
+    async with channels_on(script) as (fake, channels, log):
+        await channels.register(NAME, "*", recorder)
+        await delivery_recovers(channels, recorder)
+    assert fake.injected == [(role, "after_handshake:extra")]
+    assert_reported_and_reconnected(fake, log)
 
 
 async def test_refused_publish_keeps_the_connection(recorder: Recorder) -> None:
     """The control case: an error reply is a refusal, not a malformed reply."""
     script = Hostile(pub=[Frame(error("NOPERM no"), "refused", "instead_of_reply")])
-    with anyio.fail_after(LIMIT):
-        async with running_fake(script) as fake:
-            channels = tidings.Channels(fake.url, namespace="t", **OPTIONS)
-            log = await watched(channels)
-            async with channels:
-                await channels.connect()
-                with pytest.raises(tidings.PublishError):
-                    await channels.publish(NAME, "e", 0)
-                assert await channels.publish(NAME, "e", 1) == 0
-            assert fake.accepted == 2
-            assert "disconnected" not in log.names
+    async with channels_on(script) as (fake, channels, log):
+        await channels.connect()
+        with pytest.raises(tidings.PublishError) as info:
+            await channels.publish(NAME, "e", 0)
+        assert isinstance(info.value.__cause__, tidings.ReplyError)
+        assert info.value.__cause__.code == "NOPERM"
+        assert await channels.publish(NAME, "e", 1) == 0
+    assert fake.accepted == 2
+    assert "disconnected" not in log.names
 
 
 def test_script_base_class_is_well_behaved() -> None:
