@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import Recorder, StatusLog, eventually, watched
 from tests.redis_cluster import RedisCluster
+from tests.redis_server import RedisServer
 from tidings import Backoff, Channels, PublishError, create_store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -53,13 +54,33 @@ async def listening(url: str, recorder: Recorder) -> AsyncIterator[tuple[Channel
     assert "disconnected" in log.names  # every test here breaks something
 
 
-async def publish_until_received(channels: Channels, recorder: Recorder, data: Any) -> None:
+async def publish_until_received(
+    channels: Channels, recorder: Recorder, data: Any, channel: str = "orders"
+) -> None:
     """Publish until the event arrives: across a failover a publish may fail or be lost."""
     with anyio.fail_after(30):
         while data not in recorder.data:
             with contextlib.suppress(PublishError):
-                await channels.publish("orders", "probe", data)
+                await channels.publish(channel, "probe", data)
             await anyio.sleep(0.1)
+
+
+def move_slot(cluster: RedisCluster, key: str) -> RedisServer:
+    """Migrate the (empty) slot of ``key`` to another master; return that master."""
+    source = cluster.owner_of(key)
+    target = next(
+        s
+        for s in cluster.servers
+        if s is not source and s.client().info("replication")["role"] == "master"
+    )
+    slot = source.client().execute_command("CLUSTER", "KEYSLOT", key)
+    source_id = source.client().execute_command("CLUSTER", "MYID").decode()
+    target_id = target.client().execute_command("CLUSTER", "MYID").decode()
+    target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    for server in (target, source):
+        server.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    return target
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -132,21 +153,23 @@ async def test_sharded_follows_a_slot_migration(
 ) -> None:
     url = own_cluster.url(namespace="mg", sharded="1")
     async with listening(url, recorder) as (channels, _):
-        source = own_cluster.owner_of("mg:orders")
-        target = next(
-            s
-            for s in own_cluster.servers
-            if s is not source and s.client().info("replication")["role"] == "master"
-        )
-        slot = source.client().execute_command("CLUSTER", "KEYSLOT", "mg:orders")
-        source_id = source.client().execute_command("CLUSTER", "MYID").decode()
-        target_id = target.client().execute_command("CLUSTER", "MYID").decode()
-        target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-        source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        for server in (target, source):
-            server.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        target = move_slot(own_cluster, "mg:orders")
         await eventually(lambda: own_cluster.owner_of("mg:orders") is target)
         await publish_until_received(channels, recorder, "after")
         await eventually(
             lambda: [s for s, _ in own_cluster.clients_named("tidings-sub")] == [target]
         )
+
+
+async def test_sharded_subscription_to_a_moved_slot_is_retried_not_refused(
+    own_cluster: RedisCluster, recorder: Recorder
+) -> None:
+    """MOVED means "not here", not "never": the channel is subscribed where it lives now."""
+    url = own_cluster.url(namespace="mg", sharded="1")
+    async with listening(url, recorder) as (channels, _):
+        target = move_slot(own_cluster, "mg:other")
+        await eventually(lambda: own_cluster.owner_of("mg:other") is target)
+        other = Recorder()
+        await channels.register("other", "*", other)  # asked of the old owner first
+        assert "other" in channels
+        await publish_until_received(channels, other, "moved", channel="other")

@@ -32,8 +32,10 @@ from tests.faults import running_proxy
 from tests.redis_server import RedisServer
 from tidings import (
     Backoff,
+    CallbackError,
     Channels,
     Event,
+    Json,
     PublishError,
     ReplyError,
     StatusType,
@@ -562,3 +564,130 @@ async def test_cancelled_handlers_leave_no_unclosed_streams(
     assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert broker.connections() == 0
+
+
+# -- found in review: each pinned on both brokers ------------------------------------
+
+
+class CountingJson(Json):
+    """JSON that counts its decodes (a subclass: the generic decode path)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decodes = 0
+
+    def decode(self, payload: bytes, /) -> Any:
+        self.decodes += 1
+        return super().decode(payload)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_callback_that_unregisters_itself_mid_batch(store: Store, kind: str) -> None:
+    """The rest of its batch is dropped once, not replayed nor counted twice."""
+    protocol = CountingJson()
+    calls: list[Any] = []
+
+    def stop_at_two(channel: Any, event: str, data: Any) -> None:
+        calls.append(data)
+        if len(calls) == 2:
+            raise CallbackError
+
+    async def stop_at_two_async(channel: Any, event: str, data: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        stop_at_two(channel, event, data)
+
+    async with Channels(store, namespace="self", protocol=protocol) as channels:
+        callback = stop_at_two if kind == "sync" else stop_at_two_async
+        await channels.register("c", "*", callback)
+        # On Redis, the unsubscription may come before the last publishes.
+        sent = sum([await channels.publish("c", "e", n) for n in range(5)])
+        await eventually(lambda: channels.stats().received == sent)
+        await eventually(lambda: "c" not in channels)
+        assert calls == [0, 1]
+        assert protocol.decodes <= sent
+        stats = channels.stats()
+        assert stats_identity(channels) == (sent, sent)
+        assert (stats.delivered, stats.dropped + stats.unrouted) == (2, sent - 2)
+
+
+async def test_concurrent_registrations_of_a_refused_channel_are_all_refused(
+    broker: Harness,
+) -> None:
+    store = restricted_store(broker, "race:ok*")
+    outcomes: list[str] = []
+
+    async def register(channels: Channels, n: int) -> None:
+        try:
+            await channels.register("nope", "*", Recorder())
+        except ReplyError as exc:
+            outcomes.append(exc.code)
+        else:
+            outcomes.append("registered")
+
+    async with Channels(store, namespace="race") as channels:
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(register, channels, n)
+                await anyio.lowlevel.checkpoint()
+        assert outcomes == ["NOPERM"] * 3
+        assert "nope" not in channels
+        await channels.register("ok", "*", Recorder())  # the handler is fine
+        assert broker.numsub("race:ok", "race:nope") == {"race:ok": 1, "race:nope": 0}
+
+
+async def test_concurrent_pubsub_subscribes_of_a_refused_channel_are_all_refused(
+    broker: Harness,
+) -> None:
+    store = restricted_store(broker, "ok*")
+    outcomes: list[str] = []
+
+    async def subscribe(pubsub: Any) -> None:
+        try:
+            await pubsub.subscribe("nope")
+        except ReplyError as exc:
+            outcomes.append(exc.code)
+        else:
+            outcomes.append("subscribed")
+
+    async with store.pubsub() as pubsub:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(subscribe, pubsub)
+                await anyio.lowlevel.checkpoint()
+        assert outcomes == ["NOPERM"] * 3
+
+
+async def test_cancelling_one_pubsub_subscribe_keeps_anothers(broker: Harness) -> None:
+    async with broker.store().pubsub() as pubsub:
+        async with anyio.create_task_group() as tg:
+            first = anyio.CancelScope()
+
+            async def cancelled() -> None:
+                with first:
+                    await pubsub.subscribe("shared")
+
+            tg.start_soon(cancelled)
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(pubsub.subscribe, "shared")
+            await anyio.lowlevel.checkpoint()
+            first.cancel()
+        await eventually(lambda: broker.numsub("shared") == {"shared": 1})
+        await pubsub.unsubscribe("shared")
+        assert broker.numsub("shared") == {"shared": 0}
+
+
+async def test_what_close_timeout_cuts_short_is_counted(store: Store) -> None:
+    release = anyio.Event()
+
+    async def slow(channel: Any, event: str, data: Any) -> None:
+        await release.wait()
+
+    channels = Channels(store, namespace="late", close_timeout=0.05)
+    async with channels:
+        await channels.register("c", "*", slow)
+        for n in range(5):
+            await channels.publish("c", "e", n)
+        await eventually(lambda: channels.stats().received == 5)
+    stats = channels.stats()
+    assert stats_identity(channels) == (5, 5)
+    assert (stats.delivered, stats.dropped) == (0, 5)

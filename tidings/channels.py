@@ -470,12 +470,17 @@ class Channels(Handler):
         return actor
 
     def _drop(self, channel: Channel) -> None:
-        """Forget a channel and unsubscribe it; what is queued for it counts as dropped."""
-        if self._channels.get(channel.broker_name) is channel:
-            del self._channels[channel.broker_name]
-        if self._mailboxes.pop(channel.broker_name, None) is not None:
-            self._stats.dropped += self._actors.stop(channel.broker_name)
-        self._connection.unsubscribe_nowait(channels=(channel.broker_name,))
+        """Forget a channel and unsubscribe it; what is queued for it counts as dropped.
+
+        An older object of a name re-created since is gone already: nothing to do.
+        """
+        name = channel.broker_name
+        if self._channels.get(name) is not channel:
+            return
+        del self._channels[name]
+        if self._mailboxes.pop(name, None) is not None:
+            self._stats.dropped += self._actors.stop(name)
+        self._connection.unsubscribe_nowait(channels=(name,))
 
     def _removed(self, registration: Registration) -> None:
         """The dispatcher removed a failing (or finished) callback."""
@@ -558,6 +563,9 @@ class Channels(Handler):
     async def _after_run(self) -> None:
         for send in tuple(self._iterators):
             send.close()
+        for actor in self._actors.leftovers():
+            if actor is not self._status_actor:  # past close_timeout: undelivered
+                self._stats.dropped += actor.discard()
         if self._status_actor is not None:
             # Cancelled before the status actor could deliver the last events
             # ("closed" among them): deliver them here, bounded by the caller.

@@ -69,6 +69,10 @@ class PubSub(Handler):
         self._snapshot: tuple[Registration, ...] = ()
         self._dispatcher = self._new_dispatcher(self._stats)
         self._mailbox: Mailbox[Message] | None = None
+        # Subscribe calls in flight, by (is a pattern, name), and the names they
+        # found unsubscribed: what a failed call may have to give up again.
+        self._waiting: dict[tuple[bool, str], int] = {}
+        self._fresh: set[tuple[bool, str]] = set()
 
     @property
     def store(self) -> Store:
@@ -167,18 +171,44 @@ class PubSub(Handler):
     async def _subscribe(
         self, channels: tuple[str, ...] = (), patterns: tuple[str, ...] = ()
     ) -> None:
-        """Subscribe; cancelled or refused, the names wanted here are given up again.
+        """Subscribe; cancelled or refused, the names this call added are given up.
 
-        Names already subscribed before the call stay subscribed.
+        Names subscribed before the call, or by a concurrent call that succeeds, stay
+        subscribed: a name is given up only by the last of the calls waiting for it,
+        and only if none of them found it subscribed already.
         """
         connection = self._connection
-        new_channels = tuple(n for n in channels if not connection.wants(channels=(n,)))
-        new_patterns = tuple(n for n in patterns if not connection.wants(patterns=(n,)))
+        keys = [(False, name) for name in channels] + [(True, name) for name in patterns]
+        for key in keys:
+            if not self._waiting.get(key):
+                wanted = (
+                    connection.wants(patterns=(key[1],))
+                    if key[0]
+                    else connection.wants(channels=(key[1],))
+                )
+                if not wanted:
+                    self._fresh.add(key)
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+        failed = True
         try:
             await connection.subscribe(channels=channels, patterns=patterns)
-        except BaseException:
-            connection.unsubscribe_nowait(channels=new_channels, patterns=new_patterns)
-            raise
+            failed = False
+        finally:
+            given_up = []
+            for key in keys:
+                self._waiting[key] -= 1
+                if not failed:
+                    self._fresh.discard(key)
+                if not self._waiting[key]:
+                    del self._waiting[key]
+                    if key in self._fresh:
+                        self._fresh.discard(key)
+                        given_up.append(key)
+            if given_up:
+                connection.unsubscribe_nowait(
+                    channels=tuple(name for pattern, name in given_up if not pattern),
+                    patterns=tuple(name for pattern, name in given_up if pattern),
+                )
 
     # -- commands -----------------------------------------------------------------------
 
@@ -237,8 +267,10 @@ class PubSub(Handler):
         )
 
     async def _after_run(self) -> None:
+        for actor in self._actors.leftovers():  # past close_timeout: undelivered
+            self._stats.dropped += actor.discard()
         if self._mailbox is not None:
-            self._mailbox.discard()
+            self._stats.dropped += self._mailbox.discard()
         await checkpoint()
 
     async def _deliver(self, batch: list[Message]) -> None:

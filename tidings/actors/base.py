@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable
 from typing import Generic, TypeVar
 
 import anyio
 
+from .._stats import Counters
 from .mailbox import Mailbox
 
 __all__ = ["Actor"]
@@ -23,9 +25,10 @@ class Actor(abc.ABC, Generic[T]):
     a crash loses exactly one message.
     """
 
-    def __init__(self, name: str, mailbox: Mailbox[T]) -> None:
+    def __init__(self, name: str, mailbox: Mailbox[T], stats: Counters) -> None:
         self.name = name
         self.mailbox = mailbox
+        self._stats = stats
         # The batch being consumed and the index of its next message. (A list and
         # an index, not a deque: an idle deque costs 600 bytes per channel.)
         self._batch: list[T] = []
@@ -33,8 +36,6 @@ class Actor(abc.ABC, Generic[T]):
         # The mailbox position of the batch's first message, minus one: message
         # ``i`` of the batch is at position ``_base + i + 1``.
         self._base = 0
-        #: True while ``consume`` awaits a callback for the message before ``_next``.
-        self._awaiting = False
 
     @abc.abstractmethod
     async def consume(self) -> None:
@@ -70,13 +71,24 @@ class Actor(abc.ABC, Generic[T]):
                 return
 
     def discard(self) -> int:
-        """Close the mailbox and forget the backlog; return how many messages that was.
+        """Close the mailbox and skip the backlog; return how many messages that was.
 
-        A message whose callback is interrupted (the actor is being stopped) counts.
+        It may be called from a callback of this very actor (one that unregisters
+        the last callback of its channel): ``consume`` then ends its batch here.
+        A message whose async callback is interrupted is counted by ``consume``.
         """
-        discarded = self.mailbox.discard() + self.backlog + self._awaiting
-        self._batch, self._next, self._awaiting = [], 0, False
+        discarded = self.mailbox.discard() + self.backlog
+        self._next = len(self._batch)
         return discarded
+
+    async def _interruptible(self, pending: Awaitable[None]) -> None:
+        """Await the rest of a dispatch; if the actor is stopped meanwhile, the
+        message was never delivered: it counts as dropped."""
+        try:
+            await pending
+        except BaseException:
+            self._stats.dropped += 1
+            raise
 
     def _take(self, batch: list[T]) -> None:
         self._batch, self._next = batch, 0

@@ -89,7 +89,7 @@ class ChannelActor(Actor[Any]):
         stats: Counters,
         logger: logging.Logger,
     ) -> None:
-        super().__init__(name, mailbox)
+        super().__init__(name, mailbox, stats)
         self._channel = channel
         self._registrations_for = registrations_for
         # The channel's cache of lookups, read directly on the hot path; the channel
@@ -97,7 +97,6 @@ class ChannelActor(Actor[Any]):
         self._found = found
         self._decode = decode
         self._dispatcher = dispatcher
-        self._stats = stats
         self._logger = logger
 
     async def consume(self) -> None:
@@ -118,8 +117,6 @@ class ChannelActor(Actor[Any]):
             if registrations:
                 pending = dispatch(registrations, (channel, event, data), name, base + index + 1)
                 if pending is not None:
-                    self._awaiting = True
-                    await pending
-                    self._awaiting = False
+                    await self._interruptible(pending)
             else:
                 stats.unrouted += 1

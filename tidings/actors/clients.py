@@ -30,11 +30,10 @@ class ClientsActor(Actor[Message]):
         stats: Counters,
         logger: logging.Logger,
     ) -> None:
-        super().__init__(name, mailbox)
+        super().__init__(name, mailbox, stats)
         self._clients = clients
         self._decode = protocol.decode
         self._dispatcher = dispatcher
-        self._stats = stats
         self._logger = logger
 
     async def consume(self) -> None:
@@ -50,6 +49,4 @@ class ClientsActor(Actor[Message]):
                 continue
             pending = dispatch(clients(), (channel, decoded), self.name, base + index + 1)
             if pending is not None:
-                self._awaiting = True
-                await pending
-                self._awaiting = False
+                await self._interruptible(pending)

@@ -23,7 +23,15 @@ import anyio
 
 from ..errors import BrokerError
 
-__all__ = ["CONNECTION_ERRORS", "Broker", "Deliver", "Message", "Publisher", "Subscriber"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "TRANSIENT_REPLIES",
+    "Broker",
+    "Deliver",
+    "Message",
+    "Publisher",
+    "Subscriber",
+]
 
 #: ``(channel, payload)`` as received on a subscriber connection.
 Message = tuple[str, bytes]
@@ -34,6 +42,13 @@ Deliver = Callable[[list[Message]], Awaitable[None]]
 #: The exceptions that mean "this connection is gone (or refused us), connect again".
 #: A BrokerError from a *command* (an error reply) is the caller's to handle: catch
 #: it before these where the connection itself is fine.
+#: Error codes that mean "not here, not now" rather than "never": the cluster moved
+#: the slot, the server is loading, failing over or read-only. A subscription
+#: refused with one of these is retried on a new connection, not given up.
+TRANSIENT_REPLIES = frozenset(
+    {"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "BUSY", "MASTERDOWN", "READONLY"}
+)
+
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable; TimeoutError is an OSError too
     anyio.BrokenResourceError,

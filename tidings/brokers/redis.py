@@ -193,6 +193,7 @@ class _Connection:
         self.reader = hiredis.Reader(notEnoughData=INCOMPLETE)
         self._send_lock = anyio.Lock()
         self._wait: anyio.CancelScope | None = None
+        self._due = False
         self.closed = False
 
     async def send(self, data: bytes) -> None:
@@ -215,21 +216,34 @@ class _Connection:
         except anyio.EndOfStream:
             raise anyio.BrokenResourceError(f"{self.url} closed the connection") from None
 
-    async def receive_within(self, seconds: float) -> bool:
+    async def receive_within(self, seconds: float, *, due: bool) -> bool:
         """Like :meth:`receive`, for up to ``seconds``; False if nothing came.
 
-        :meth:`reply_due` may shorten the wait while it is under way.
+        Args:
+            due: a reply is awaited (else the wait is idle, and :meth:`reply_due`
+                may shorten it meanwhile); see :attr:`overdue`.
         """
+        self._due = due
         with anyio.move_on_after(seconds) as wait:
             self._wait = wait
             await self.receive()
         self._wait = None
         return not wait.cancelled_caught
 
+    @property
+    def overdue(self) -> bool:
+        """After a wait that ended in silence: whether a reply was due all along.
+
+        False when the wait was idle and a command went out just as it ended: its
+        reply then gets a full wait of its own.
+        """
+        return self._due
+
     def reply_due(self) -> None:
         """A reply is now awaited: a longer wait (a health-check interval) is cut to
         the reply timeout, so a silent peer is found in time."""
-        if self._wait is not None:
+        if self._wait is not None and not self._due:
+            self._due = True
             self._wait.deadline = min(self._wait.deadline, anyio.current_time() + self.timeout)
 
     def silent(self, what: str) -> TimeoutError:
@@ -386,13 +400,16 @@ class RedisSubscriber(Subscriber):
             while True:
                 # Waiting for an answer, silence is bounded by the reply timeout;
                 # idle, by the health-check interval, after which a PING must come back.
-                idle = connection.timeout if expected else self._health_check_interval
-                if not await connection.receive_within(idle):
-                    if expected:
+                due = bool(expected)
+                idle = connection.timeout if due else self._health_check_interval
+                if not await connection.receive_within(idle, due=due):
+                    if connection.overdue:
                         kind = expected[0][0]
                         raise connection.silent(
                             "PING" if kind == b"pong" else kind.decode().upper()
                         )
+                    if expected:
+                        continue  # sent as an idle wait ended: wait for its answer
                     expected.append((b"pong", None))  # a health check: the answer is the proof
                     with anyio.fail_after(connection.timeout):  # a frozen peer stops reading too
                         await connection.send(encode_command("PING"))
@@ -507,7 +524,9 @@ class RedisSubscriber(Subscriber):
         error: BaseException | None = None
         for _, awaited in waits:
             try:
-                await awaited.wait()
+                # Bounded even while other traffic keeps the connection busy.
+                with anyio.fail_after(self._connection.timeout):
+                    await awaited.wait()
             except ReplyError as exc:  # that chunk alone was refused; the others stand
                 error = error or exc
         if error is not None:
@@ -638,10 +657,13 @@ class RedisPublisher(Publisher):
         waiting = self._waiting
         try:
             while True:
-                timeout = connection.timeout if waiting else self._health_check_interval
-                if not await connection.receive_within(timeout):
-                    if waiting:
+                due = bool(waiting)
+                timeout = connection.timeout if due else self._health_check_interval
+                if not await connection.receive_within(timeout, due=due):
+                    if connection.overdue:
                         raise connection.silent(waiting[0].what)
+                    if waiting:
+                        continue  # sent as an idle wait ended: wait for its reply
                     self._queue(_PING, _is_pong, "PING")  # a health check nobody waits for
                     continue
                 answered = False

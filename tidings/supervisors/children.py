@@ -93,30 +93,37 @@ class ChannelSupervisor:
         if self._stopped is not None:
             await self._stopped.wait()
 
+    def leftovers(self) -> list[Actor[Any]]:
+        """The actors that ``run`` cancelled before they drained, forgotten here.
+
+        Their backlog is their owner's to account for (or to drain).
+        """
+        actors = [actor for actor, _ in self._children.values()]
+        self._children.clear()
+        return actors
+
     async def _supervise(self, actor: Actor[Any], scope: anyio.CancelScope) -> None:
-        try:
-            with scope:
-                while True:
-                    try:
-                        await actor.run()
-                        return
-                    except Exception as exc:
-                        if scope.cancel_called:
-                            return  # being stopped: whatever it raised on the way out
-                        if self._intensity.record(anyio.current_time()):
-                            self._logger.critical(
-                                "actor %r crashed; more than %d restarts in %gs, escalating",
-                                actor.name,
-                                self._intensity.limit,
-                                self._intensity.window,
-                                exc_info=exc,
-                            )
-                            raise
-                        self._stats.actor_restarts += 1
-                        self._logger.error(
-                            "actor %r crashed, restarting it", actor.name, exc_info=exc
+        with scope:
+            while True:
+                try:
+                    await actor.run()
+                    break
+                except Exception as exc:
+                    if scope.cancel_called:
+                        break  # being stopped: whatever it raised on the way out
+                    if self._intensity.record(anyio.current_time()):
+                        self._logger.critical(
+                            "actor %r crashed; more than %d restarts in %gs, escalating",
+                            actor.name,
+                            self._intensity.limit,
+                            self._intensity.window,
+                            exc_info=exc,
                         )
-        finally:
-            entry = self._children.get(actor.name)
-            if entry is not None and entry[0] is actor:
-                del self._children[actor.name]
+                        raise
+                    self._stats.actor_restarts += 1
+                    self._logger.error("actor %r crashed, restarting it", actor.name, exc_info=exc)
+        # Drained, or stopped: no longer a child. (Cancelled with the whole group, it
+        # stays one, for ``leftovers``.)
+        entry = self._children.get(actor.name)
+        if entry is not None and entry[0] is actor:
+            del self._children[actor.name]

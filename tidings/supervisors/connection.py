@@ -26,7 +26,14 @@ import anyio.abc
 from anyio.lowlevel import checkpoint
 
 from .._stats import Counters
-from ..brokers.base import CONNECTION_ERRORS, Broker, Deliver, Publisher, Subscriber
+from ..brokers.base import (
+    CONNECTION_ERRORS,
+    TRANSIENT_REPLIES,
+    Broker,
+    Deliver,
+    Publisher,
+    Subscriber,
+)
 from ..errors import BrokerError, PublishError, ReplyError, TidingsError
 from .backoff import Backoff
 from .status import StatusMachine, StatusType
@@ -301,11 +308,15 @@ class ConnectionSupervisor:
         """
         subscriptions = self._subscriptions
         subscriptions.want(channels, patterns)
+        joined = self._next_round
+        for name in channels:  # asked anew: an earlier refusal no longer answers
+            joined.refused_channels.pop(name, None)
+        for name in patterns:
+            joined.refused_patterns.pop(name, None)
         wanted = self._sync_wanted
         if self._subscriber is None or wanted is None:
             await checkpoint()
             return
-        joined = self._next_round
         if subscriptions.synced(channels, patterns):
             joined.barrier = True  # nothing to send: a round trip is the proof instead
         wanted.set()
@@ -386,6 +397,10 @@ class ConnectionSupervisor:
         try:
             await command(names)
         except ReplyError as exc:
+            if exc.code in TRANSIENT_REPLIES:
+                # Not a refusal: the slot moved, the server is loading... Start over
+                # on a new connection (which asks the cluster where things live).
+                raise BrokerError(f"{self.broker.url}: subscription deferred: {exc}") from exc
             if len(names) > 1:
                 # The broker refuses a whole command for one name it may not have:
                 # find which, one name at a time (rare, and only after a refusal).
@@ -404,10 +419,13 @@ class ConnectionSupervisor:
             self._subscriptions.applied(step)
             return
         self._subscriptions.refused(step)
-        for name in step.subscribe:
-            joined.refused_channels[name] = error
-        for name in step.psubscribe:
-            joined.refused_patterns[name] = error
+        # Callers who asked meanwhile wait for the next round, and what they wanted
+        # was just forgotten: they are refused too (unless they ask anew).
+        for waiting in (joined, self._next_round):
+            for name in step.subscribe:
+                waiting.refused_channels[name] = error
+            for name in step.psubscribe:
+                waiting.refused_patterns[name] = error
         self._logger.warning(
             "%s: subscription to %s refused, not retried: %s",
             self.broker.url,
