@@ -26,13 +26,13 @@ from .errors import ProtocolError as ProtocolError
 from .errors import PublishError as PublishError
 from .errors import ReplyError as ReplyError
 from .errors import TidingsError as TidingsError
+from .policies.backoff import Backoff as Backoff
 from .protocols import Bytes as Bytes
 from .protocols import Codec as Codec
 from .protocols import Json as Json
 from .pubsub import PubSub as PubSub
 from .store import Store as Store
 from .store import create_store as create_store
-from .supervisors.backoff import Backoff as Backoff
 
 __version__ = "0.1.0"
 
@@ -58,3 +58,19 @@ __all__ = [
     "create_store",
     "open_channels",
 ]
+
+
+def _fixup_module_metadata() -> None:
+    """Show ``tidings`` as the module of every export, as trio does.
+
+    Tracebacks, reprs and documentation then name ``tidings.Channels``, the
+    public path, instead of a private module users should not import from.
+    """
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("tidings."):
+            obj.__module__ = "tidings"
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

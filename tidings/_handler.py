@@ -2,7 +2,7 @@
 
 A handler is the root of a small task tree::
 
-    run() ── task group ─┬─ ChannelSupervisor ── one task per actor
+    run() ── task group ─┬─ ActorSupervisor ── one task per actor
                          └─ ConnectionSupervisor ── session ── reader, sync loop
 
 It runs either in the caller's nursery (``await nursery.start(handler.run)``) or in
@@ -28,9 +28,9 @@ from ._util import collapse_exception_group
 from .actors.callbacks import Dispatcher, Registration
 from .brokers.base import Broker, Message
 from .errors import ReplyError
-from .supervisors.children import ChannelSupervisor
+from .policies.status import StatusType
+from .supervisors.actors import ActorSupervisor
 from .supervisors.connection import ConnectionSupervisor
-from .supervisors.status import StatusType
 
 __all__ = ["Handler"]
 
@@ -47,7 +47,7 @@ class Handler:
         self._options = options
         self._logger = logger if logger is not None else logging.getLogger("tidings")
         self._stats = Counters()
-        self._actors = ChannelSupervisor(
+        self._actors = ActorSupervisor(
             max_restarts=options.max_restarts,
             restart_window=options.restart_window,
             stats=self._stats,

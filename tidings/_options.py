@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .actors.mailbox import Overflow
-from .supervisors.backoff import Backoff
+from .policies.backoff import Backoff
 
 __all__ = ["Options"]
 

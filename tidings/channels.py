@@ -20,9 +20,7 @@ import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._glob import compile_glob
 from ._handler import Handler
-from ._names import Namespace, check_event, check_namespace
 from ._options import Options
 from ._stats import Counters, Stats
 from .actors.callbacks import Dispatcher, Registration
@@ -30,9 +28,11 @@ from .actors.channel import ChannelActor, envelope_decoder
 from .actors.mailbox import Mailbox
 from .brokers.base import Message
 from .errors import CallbackError, ReplyError
+from .policies.glob import compile_glob
+from .policies.names import Namespace, check_event, check_namespace
+from .policies.status import StatusType
 from .protocols import Codec, Json
 from .store import Store, create_store
-from .supervisors.status import StatusType
 
 __all__ = ["Channel", "Channels", "Event", "StatusType", "open_channels"]
 

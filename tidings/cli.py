@@ -27,9 +27,9 @@ import anyio
 from . import __version__
 from .channels import Channel, Channels
 from .errors import TidingsError
+from .policies.status import StatusType
 from .pubsub import PubSub
 from .store import create_store
-from .supervisors.status import StatusType
 
 __all__ = ["main"]
 

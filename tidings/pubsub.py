@@ -21,12 +21,12 @@ from typing import Any
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from ._handler import Handler
-from ._names import check_event
 from ._options import Options
 from .actors.callbacks import Registration
 from .actors.clients import ClientsActor
 from .actors.mailbox import Mailbox
 from .brokers.base import Message
+from .policies.names import check_event
 from .protocols import Bytes, Codec
 from .store import Store, create_store
 

@@ -26,12 +26,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ._names import check_namespace
 from ._util import quote_userinfo, redact
 from .brokers.base import Broker
 from .brokers.cluster import ClusterBroker, parse_cluster_url
 from .brokers.memory import Hub, MemoryBroker
 from .brokers.redis import RedisBroker, parse_redis_url
+from .policies.names import check_namespace
 
 if TYPE_CHECKING:
     from .protocols import Codec

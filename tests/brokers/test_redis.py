@@ -16,8 +16,8 @@ import pytest
 import trustme
 
 from tests.conftest import Recorder, eventually
+from tests.policies.test_glob import CASES
 from tests.redis_server import RedisServer, free_port
-from tests.test_glob import CASES
 from tidings import Backoff, Channel, Channels, PublishError, StatusType, create_store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]

@@ -70,6 +70,10 @@ class Actor(abc.ABC, Generic[T]):
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 return
 
+    def close(self) -> None:
+        """Take no more messages; ``run`` drains what is queued, then returns."""
+        self.mailbox.close()
+
     def discard(self) -> int:
         """Close the mailbox and skip the backlog; return how many messages that was.
 

@@ -17,7 +17,7 @@ import anyio
 
 from .._stats import Counters
 from ..errors import CallbackError
-from ..supervisors.intensity import Intensity
+from ..policies.intensity import Intensity
 
 __all__ = ["Dispatcher", "Registration"]
 

@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
-from .._glob import compile_glob
 from ..errors import ReplyError
+from ..policies.glob import compile_glob
 from .base import Broker, Deliver, Message, Publisher, Subscriber
 
 __all__ = ["DEFAULT_MAX_BUFFERED", "Hub", "MemoryBroker"]

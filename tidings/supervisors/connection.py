@@ -3,20 +3,14 @@
 It connects (a subscriber and a publisher connection), resubscribes everything
 that is wanted, reports ``connected``, then reads until the connection is lost; then
 it reports ``disconnected``, waits a back-off delay and tries again, forever, until
-it is closed. Every transition goes through :class:`~.status.StatusMachine` and is
+it is closed. What each transition says, and how long to wait, is decided by the
+sans-IO :class:`~tidings.policies.status.Reconnect` policy; every transition is
 reported to ``on_status``.
-
-Attempt numbers count connection attempts since the last successful connection:
-``connecting`` carries the ordinal of the attempt about to be made, ``disconnected``
-the ordinal of the attempt that failed (0 when an established connection was lost).
-After attempt *n* fails the wait is ``backoff.delay(n)``; after a lost connection it
-is ``backoff.delay(1)``, so the first retry comes quickly.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -35,9 +29,9 @@ from ..brokers.base import (
     Subscriber,
 )
 from ..errors import BrokerError, PublishError, ReplyError, TidingsError
-from .backoff import Backoff
-from .status import StatusMachine, StatusType
-from .subscriptions import Plan, Subscriptions
+from ..policies.backoff import Backoff
+from ..policies.status import Reconnect, StatusType
+from ..policies.subscriptions import Plan, Subscriptions
 
 __all__ = ["ConnectionSupervisor"]
 
@@ -93,14 +87,12 @@ class ConnectionSupervisor:
         self._deliver = deliver
         self._on_status = on_status
         self._on_refused = on_refused
-        self._backoff = backoff
-        self._rng = random.Random()
         self._connect_timeout = connect_timeout
         self._publish_timeout = publish_timeout
         self._health_check_interval = health_check_interval
         self._stats = stats
         self._logger = logger
-        self._machine = StatusMachine()
+        self._policy = Reconnect(backoff)
         # The live connections; set by the session task only.
         self._subscriber: Subscriber | None = None
         # The publisher is usable (``_publisher``) only once connected.
@@ -108,9 +100,6 @@ class ConnectionSupervisor:
         self._session_publisher: Publisher | None = None
         self._session_scope: anyio.CancelScope | None = None
         self._lost = _Lost()
-        self._last_error: str | None = None
-        self._deaf_since: float | None = None
-        self._connected_before = False
         # Created by run(), inside the event loop.
         self._run_scope: anyio.CancelScope | None = None
         self._changed: anyio.Event | None = None
@@ -122,12 +111,12 @@ class ConnectionSupervisor:
     @property
     def status(self) -> StatusType:
         """The current status."""
-        return self._machine.status
+        return self._policy.status
 
     @property
     def last_error(self) -> str | None:
         """The error that ended the latest attempt or connection; None once connected."""
-        return self._last_error
+        return self._policy.last_error
 
     # -- the supervision loop ---------------------------------------------------------
 
@@ -143,37 +132,27 @@ class ConnectionSupervisor:
         self._changed, self._finished = anyio.Event(), anyio.Event()
         self._sync_wanted = anyio.Event()
         ready = _Once(task_status.started)
-        if self._machine.status is StatusType.closed:  # closed before it started
+        if self._policy.status is StatusType.closed:  # closed before it started
             ready()
             self._finished.set()
             return
         try:
             with anyio.CancelScope() as self._run_scope:
-                attempt = 0
                 while True:
-                    attempt += 1
-                    self._move(StatusType.connecting, attempt=attempt)
-                    error = await self._session(attempt, ready)
+                    self._report(StatusType.connecting, self._policy.connecting())
+                    error = await self._session(ready)
                     ready()
-                    if self._machine.status is StatusType.connected:
-                        attempt = 0
-                    delay = self._backoff.delay(max(1, attempt), self._rng)
-                    self._last_error = describe(error)
-                    self._move(
-                        StatusType.disconnected,
-                        attempt=attempt,
-                        retry_in=delay,
-                        error=self._last_error,
-                    )
+                    data, delay = self._policy.disconnected(describe(error), anyio.current_time())
+                    self._report(StatusType.disconnected, data)
                     await anyio.sleep(delay)
         finally:
             # Closed (or cancelled) during the first attempt: the caller of start()
             # is told it started, then sees the status closed.
             ready()
-            self._move(StatusType.closed, error=None)
+            self._close()
             self._finished.set()
 
-    async def _session(self, attempt: int, ready: Callable[[], None]) -> BaseException:
+    async def _session(self, ready: Callable[[], None]) -> BaseException:
         """One connection's life; returns the error that ended it."""
         subscriber: Subscriber | None = None
         publisher: Publisher | None = None
@@ -204,13 +183,11 @@ class ConnectionSupervisor:
                     self._lose(exc, subscriber)
                 else:
                     self._publisher = publisher
-                    self._connected(attempt, resubscribed)
+                    self._connected(resubscribed)
                     ready()
                     tg.start_soon(self._read, subscriber, self._sync_loop, subscriber)
                     await anyio.sleep_forever()
         finally:
-            if self._machine.status is StatusType.connected:
-                self._deaf_since = anyio.current_time()
             self._subscriber = self._publisher = self._session_publisher = None
             self._session_scope = None
             self._subscriptions.lost()
@@ -224,16 +201,12 @@ class ConnectionSupervisor:
                         await connection.aclose()
         return lost.error
 
-    def _connected(self, attempt: int, resubscribed: int) -> None:
-        extra: dict[str, Any] = {}
-        if self._connected_before:
+    def _connected(self, resubscribed: int) -> None:
+        data, again = self._policy.connected(anyio.current_time())
+        if again:
             self._stats.reconnects += 1
             self._stats.resubscribes += resubscribed
-            if self._deaf_since is not None:
-                extra["down_for"] = anyio.current_time() - self._deaf_since
-        self._connected_before = True
-        self._last_error = None
-        self._move(StatusType.connected, attempt=attempt, **extra)
+        self._report(StatusType.connected, data)
 
     async def _read(
         self, connection: Subscriber | Publisher, read: Callable[..., Awaitable[None]], *args: Any
@@ -255,16 +228,18 @@ class ConnectionSupervisor:
         if self._session_scope is not None:
             self._session_scope.cancel()
 
-    def _move(self, new: StatusType, **info: Any) -> None:
-        if not self._machine.can_move(new):
-            return  # closing twice, or closed before ever starting
-        data = self._machine.move(new, **info)
+    def _report(self, new: StatusType, data: dict[str, Any]) -> None:
         level = logging.INFO if new is not StatusType.disconnected else logging.WARNING
         self._logger.log(level, "%s: %s %s", self.broker.url, new.name, _summary(data))
         if self._changed is not None:
             self._changed.set()
             self._changed = anyio.Event()
         self._on_status(new, data)
+
+    def _close(self) -> None:
+        data = self._policy.closed()
+        if data is not None:  # else closed already
+            self._report(StatusType.closed, data)
 
     # -- subscriptions ----------------------------------------------------------------
     #
@@ -481,7 +456,7 @@ class ConnectionSupervisor:
         with anyio.move_on_after(self._publish_timeout):
             # Read through a call: the session task replaces it while we wait.
             while (publisher := self._current_publisher()) is None:
-                if self._machine.status is StatusType.closed or self._changed is None:
+                if self._policy.status is StatusType.closed or self._changed is None:
                     if error is PublishError:
                         self._stats.publish_errors += 1
                     raise error(f"cannot {what}: the connection to {self.broker.url} is closed")
@@ -489,7 +464,8 @@ class ConnectionSupervisor:
             return publisher
         if error is PublishError:
             self._stats.publish_errors += 1
-        last = f" (last error: {self._last_error})" if self._last_error else ""
+        cause = self._policy.last_error
+        last = f" (last error: {cause})" if cause else ""
         raise error(
             f"cannot {what}: not connected to {self.broker.url} "
             f"within publish_timeout={self._publish_timeout:g}s{last}"
@@ -504,8 +480,8 @@ class ConnectionSupervisor:
         Raises:
             anyio.ClosedResourceError: closed before a connection was made.
         """
-        while self._machine.status is not StatusType.connected:
-            if self._machine.status is StatusType.closed or self._changed is None:
+        while self._policy.status is not StatusType.connected:
+            if self._policy.status is StatusType.closed or self._changed is None:
                 raise anyio.ClosedResourceError("closed before the connection was made")
             await self._changed.wait()
         await checkpoint()
@@ -513,7 +489,7 @@ class ConnectionSupervisor:
     async def aclose(self) -> None:
         """Stop the loop, close the connections, report ``closed``; idempotent."""
         if self._run_scope is None:
-            self._move(StatusType.closed, error=None)
+            self._close()
             await checkpoint()
             return
         self._run_scope.cancel()

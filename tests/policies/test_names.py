@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidings._names import InvalidName, Namespace, check_event, check_namespace
+from tidings.policies.names import InvalidName, Namespace, check_event, check_namespace
 
 
 @pytest.mark.parametrize(

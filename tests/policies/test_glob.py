@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidings._glob import compile_glob, glob_to_regex, has_magic
+from tidings.policies.glob import compile_glob, glob_to_regex, has_magic
 
 CASES = [
     # pattern, name, matches

@@ -7,9 +7,9 @@ import random
 import pytest
 
 from tidings import Backoff
-from tidings.supervisors.intensity import Intensity
-from tidings.supervisors.status import StatusMachine, StatusType
-from tidings.supervisors.subscriptions import Plan, Subscriptions
+from tidings.policies.intensity import Intensity
+from tidings.policies.status import Reconnect, StatusMachine, StatusType
+from tidings.policies.subscriptions import Plan, Subscriptions
 
 
 def test_intensity_counts_within_the_window_only() -> None:
@@ -97,6 +97,105 @@ def test_status_machine_refuses_illegal_moves(
     assert not machine.can_move(illegal)
     with pytest.raises(RuntimeError, match="illegal status transition"):
         machine.move(illegal)
+
+
+S = StatusType
+#: The whole graph: every (from, to) pair not listed here must be refused.
+LEGAL = {
+    (S.initialised, S.connecting),
+    (S.initialised, S.closed),
+    (S.connecting, S.connected),
+    (S.connecting, S.disconnected),
+    (S.connecting, S.closed),
+    (S.connected, S.disconnected),
+    (S.connected, S.closed),
+    (S.disconnected, S.connecting),
+    (S.disconnected, S.closed),
+}
+#: A shortest path from initialised to each status.
+PATHS = {
+    S.initialised: (),
+    S.connecting: (S.connecting,),
+    S.connected: (S.connecting, S.connected),
+    S.disconnected: (S.connecting, S.disconnected),
+    S.closed: (S.closed,),
+}
+
+
+@pytest.mark.parametrize("source", list(StatusType))
+@pytest.mark.parametrize("target", list(StatusType))
+def test_status_table_is_exhaustive(source: StatusType, target: StatusType) -> None:
+    """Each of the 25 moves: legal ones happen, illegal ones raise and change nothing."""
+    machine = StatusMachine()
+    for status in PATHS[source]:
+        machine.move(status)
+    assert machine.can_move(target) is ((source, target) in LEGAL)
+    if (source, target) in LEGAL:
+        assert machine.move(target)["previous"] == source.name
+        assert machine.status is target
+    else:
+        with pytest.raises(RuntimeError, match="illegal status transition"):
+            machine.move(target)
+        assert machine.status is source
+
+
+NOW = 100.0
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        # First attempt fails twice, then connects: attempts count up, delays grow.
+        (
+            ["connecting", "fail", "connecting", "fail", "connecting", "up"],
+            [
+                ("connecting", {"attempt": 1}),
+                ("disconnected", {"attempt": 1, "retry_in": 1.0, "error": "e"}),
+                ("connecting", {"attempt": 2}),
+                ("disconnected", {"attempt": 2, "retry_in": 2.0, "error": "e"}),
+                ("connecting", {"attempt": 3}),
+                ("connected", {"attempt": 3}),
+            ],
+        ),
+        # A lost connection: attempt 0, the shortest delay, then down_for on reconnect.
+        (
+            ["connecting", "up", "fail", "connecting", "fail", "connecting", "up"],
+            [
+                ("connecting", {"attempt": 1}),
+                ("connected", {"attempt": 1}),
+                ("disconnected", {"attempt": 0, "retry_in": 1.0, "error": "e"}),
+                ("connecting", {"attempt": 1}),
+                ("disconnected", {"attempt": 1, "retry_in": 1.0, "error": "e"}),
+                ("connecting", {"attempt": 2}),
+                ("connected", {"attempt": 2, "down_for": 4.0}),
+            ],
+        ),
+    ],
+)
+def test_reconnect_policy_table(events: list[str], expected: list[tuple[str, dict]]) -> None:
+    policy = Reconnect(Backoff(initial=1.0, factor=2.0, cap=8.0, jitter=False))
+    now = NOW
+    reconnections = []
+    for event, (status, want) in zip(events, expected, strict=True):
+        now += 1.0
+        if event == "connecting":
+            data = policy.connecting()
+        elif event == "up":
+            data, again = policy.connected(now)
+            reconnections.append(again)
+            assert policy.last_error is None
+        else:
+            data, delay = policy.disconnected("e", now)
+            assert delay == data["retry_in"]
+            assert policy.last_error == "e"
+        assert data["status"] == status
+        assert {key: data[key] for key in want} == want
+        assert ("down_for" in data) is ("down_for" in want)
+    assert reconnections == [False] * (len(reconnections) > 0) + [True] * (len(reconnections) - 1)
+    assert policy.closed() is not None
+    assert policy.closed() is None  # closing twice is no move
+    with pytest.raises(RuntimeError, match="illegal status transition"):
+        policy.connecting()
 
 
 def test_status_values_are_the_seed_api_numbers() -> None:

@@ -1,4 +1,4 @@
-"""The channel supervisor: one-for-one supervision of actors.
+"""The actor supervisor: one-for-one supervision of actors.
 
 Each actor runs in its own cancel scope inside the supervisor's task group. An actor
 that raises is restarted at once, with the same mailbox, backlog and registrations;
@@ -10,19 +10,33 @@ re-raises the crash, which ends the handler's ``run`` (escalation).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Protocol
 
 import anyio
 import anyio.abc
 
 from .._stats import Counters
-from ..actors.base import Actor
-from .intensity import Intensity
+from ..policies.intensity import Intensity
 
-__all__ = ["ChannelSupervisor"]
+__all__ = ["ActorSupervisor", "Supervised"]
 
 
-class ChannelSupervisor:
+class Supervised(Protocol):
+    """What the supervisor needs of an actor (``tidings.actors.base.Actor`` is one)."""
+
+    name: str
+
+    async def run(self) -> None:
+        """Work until the mailbox is closed and drained; may raise (a crash)."""
+
+    def close(self) -> None:
+        """Take no more work: drain what is queued, then let ``run`` return."""
+
+    def discard(self) -> int:
+        """Drop what is queued; return how many messages that was."""
+
+
+class ActorSupervisor:
     """Starts, restarts and stops actors."""
 
     def __init__(
@@ -32,7 +46,7 @@ class ChannelSupervisor:
         self._stats = stats
         self._logger = logger
         # Only this supervisor's tasks and the owning handler touch this dict.
-        self._children: dict[str, tuple[Actor[Any], anyio.CancelScope]] = {}
+        self._children: dict[str, tuple[Supervised, anyio.CancelScope]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._stopping: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
@@ -59,15 +73,15 @@ class ChannelSupervisor:
                 task_status.started()
                 await self._stopping.wait()
                 for actor, _ in self._children.values():
-                    actor.mailbox.close()
+                    actor.close()
         finally:
             self._tg = None
             self._stopped.set()
 
-    def start(self, actor: Actor[Any]) -> None:
+    def start(self, actor: Supervised) -> None:
         """Start supervising ``actor`` (its name must be unique among the children)."""
         if self._tg is None:
-            raise RuntimeError("the channel supervisor is not running")
+            raise RuntimeError("the actor supervisor is not running")
         if actor.name in self._children:
             raise RuntimeError(f"an actor named {actor.name!r} is already running")
         scope = anyio.CancelScope()
@@ -93,7 +107,7 @@ class ChannelSupervisor:
         if self._stopped is not None:
             await self._stopped.wait()
 
-    def leftovers(self) -> list[Actor[Any]]:
+    def leftovers(self) -> list[Supervised]:
         """The actors that ``run`` cancelled before they drained, forgotten here.
 
         Their backlog is their owner's to account for (or to drain).
@@ -102,7 +116,7 @@ class ChannelSupervisor:
         self._children.clear()
         return actors
 
-    async def _supervise(self, actor: Actor[Any], scope: anyio.CancelScope) -> None:
+    async def _supervise(self, actor: Supervised, scope: anyio.CancelScope) -> None:
         with scope:
             while True:
                 try:
