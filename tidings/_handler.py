@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import anyio
 import anyio.abc
@@ -196,7 +196,7 @@ class Handler:
         """The same as :meth:`close` (anyio's name for it)."""
         await self.close()
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> Self:
         if self._context is not None or self._state != "new":
             # Checked before anything changes: the block already running this
             # handler must stay intact.
@@ -205,9 +205,9 @@ class Handler:
                 "a handler runs once; create a new one"
             )
         context = self._running()
-        value = await context.__aenter__()
+        await context.__aenter__()
         self._context = context
-        return value
+        return self
 
     async def __aexit__(
         self,
