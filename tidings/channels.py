@@ -27,6 +27,7 @@ from .actors.callbacks import Dispatcher, Registration
 from .actors.channel import ChannelActor, envelope_decoder
 from .actors.mailbox import Mailbox
 from .brokers.base import Message
+from .brokers.urls import display
 from .errors import CallbackError, ReplyError
 from .policies.glob import compile_glob
 from .policies.names import Namespace, check_event, check_namespace
@@ -240,10 +241,7 @@ class Channels(Handler):
         return iter(tuple(self._channels.values()))
 
     def __str__(self) -> str:
-        url = self._store.url
-        if self.namespace:
-            url = f"{url}{'&' if '?' in url else '?'}namespace={self.namespace}"
-        return url
+        return display(self._store.url, self.namespace)
 
     __repr__ = __str__
 

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
 
-from ._util import quote_userinfo, redact
 from .brokers.base import Broker
-from .brokers.cluster import ClusterBroker, parse_cluster_url
+from .brokers.cluster import ClusterBroker
 from .brokers.memory import Hub, MemoryBroker
-from .brokers.redis import RedisBroker, parse_redis_url
-from .policies.names import check_namespace
+from .brokers.redis import RedisBroker
+from .brokers.urls import ClusterAddress, MemoryAddress, display, parse_store_url
 
 if TYPE_CHECKING:
     from .protocols import Codec
@@ -62,8 +60,7 @@ class Store:
         return PubSub(self, protocol, logger, **options)
 
     def __repr__(self) -> str:
-        suffix = f"?namespace={self.namespace}" if self.namespace else ""
-        return f"Store({self.url + suffix!r})"
+        return f"Store({display(self.url, self.namespace)!r})"
 
 
 def create_store(url: str = "memory://") -> Store:
@@ -74,58 +71,12 @@ def create_store(url: str = "memory://") -> Store:
         ValueError: a malformed URL or an unknown scheme or parameter; the message
             names the URL, with any password redacted.
     """
-    if not isinstance(url, str):
-        raise TypeError(f"a store URL must be a str, not {type(url).__name__}: {url!r}")
-    shown = redact(url)
-    url = quote_userinfo(url)  # a password's "/", "?", "#", "@" stay in the password
-    try:
-        parts = urlsplit(url)
-        params = _params(parts.query, shown)
-    except ValueError as exc:
-        raise ValueError(f"malformed store URL {shown!r}: {exc}") from None
-    namespace = check_namespace(params.pop("namespace", None)) or None
-    scheme = parts.scheme.lower()
+    address, namespace = parse_store_url(url)
     broker: Broker
-    if scheme == "memory":
-        broker = _memory_broker(parts.netloc, parts.path, params, shown)
-    elif scheme in ("redis", "rediss", "unix"):
-        broker = RedisBroker(parse_redis_url(scheme, parts, params, shown))
-        _unknown(params, shown)
-    elif scheme in ("redis+cluster", "rediss+cluster"):
-        address = parse_cluster_url(scheme, parts.netloc, parts.path, params, shown)
+    if isinstance(address, MemoryAddress):
+        broker = MemoryBroker(Hub.named(address.name) if address.name else Hub())
+    elif isinstance(address, ClusterAddress):
         broker = ClusterBroker(address)
-        _unknown(params, shown)
     else:
-        raise ValueError(
-            f"unknown scheme {parts.scheme!r} in store URL {shown!r}; "
-            "use memory://, redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
-        )
+        broker = RedisBroker(address)
     return Store(broker, namespace)
-
-
-def _params(query: str, shown: str) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
-        if key in params:
-            raise ValueError(f"parameter {key!r} given twice in store URL {shown!r}")
-        params[key] = value
-    return params
-
-
-def _unknown(params: dict[str, str], shown: str) -> None:
-    if params:
-        raise ValueError(
-            f"unknown parameter{'s' if len(params) > 1 else ''} "
-            f"{', '.join(map(repr, sorted(params)))} in store URL {shown!r}"
-        )
-
-
-def _memory_broker(netloc: str, path: str, params: dict[str, str], shown: str) -> MemoryBroker:
-    if "@" in netloc or ":" in netloc:
-        raise ValueError(
-            f"memory:// URLs take a hub name only, no user, password or port: {shown!r}"
-        )
-    if path not in ("", "/"):
-        raise ValueError(f"memory:// URLs take no path (use memory://NAME): {shown!r}")
-    _unknown(params, shown)
-    return MemoryBroker(Hub.named(netloc) if netloc else Hub())

@@ -23,7 +23,6 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import anyio
 import hiredis
@@ -32,72 +31,20 @@ from ..errors import BrokerError, ReplyError
 from .base import CONNECTION_ERRORS, Broker, Deliver, Publisher, Subscriber
 from .redis import (
     Crew,
-    RedisAddress,
     RedisPublisher,
     RedisSubscriber,
     is_int,
     is_names,
     is_numsub,
     open_connection,
-    parse_redis_url,
     reply_error,
     violation,
 )
 from .resp import encode_command, encode_name
 from .slots import Node, Topology, key_slot
+from .urls import ClusterAddress, RedisAddress
 
-__all__ = ["ClusterAddress", "ClusterBroker", "parse_cluster_url"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ClusterAddress:
-    """Seed nodes and how to talk to every node."""
-
-    url: str  # redacted, for messages
-    seeds: tuple[Node, ...]
-    template: RedisAddress  # credentials, TLS and client name, for any node
-    sharded: bool = False
-
-
-def parse_cluster_url(
-    scheme: str, netloc: str, path: str, params: dict[str, str], shown: str
-) -> ClusterAddress:
-    """Parse ``redis+cluster://[user[:password]@]host:port,host:port/?...``.
-
-    Consumes the parameters it knows (``sharded`` and those of :func:`parse_redis_url`).
-
-    Raises:
-        ValueError: no seed, a bad port, a database other than 0, a bad parameter.
-    """
-    userinfo, _, hosts = netloc.rpartition("@")
-    if path not in ("", "/"):
-        raise ValueError(f"Redis Cluster has only database 0: no path in store URL {shown!r}")
-    seeds = [_seed(item, shown) for item in hosts.split(",") if item]
-    if not seeds:
-        raise ValueError(f"no seed node (host:port) in store URL {shown!r}")
-    sharded = params.pop("sharded", "0").lower() in ("1", "true", "yes", "on")
-    base = "rediss" if scheme == "rediss+cluster" else "redis"
-    # The per-node details (credentials, TLS, client name) parse like a single server's.
-    first = f"[{seeds[0].host}]" if ":" in seeds[0].host else seeds[0].host
-    single = f"{base}://{userinfo + '@' if userinfo else ''}{first}:{seeds[0].port}"
-    template = parse_redis_url(base, urlsplit(single), params, shown)
-    user = unquote(userinfo.partition(":")[0]) if userinfo else ""
-    secret = ":****" if ":" in userinfo else ""
-    listed = ",".join(str(seed) for seed in seeds)
-    url = f"{scheme}://{user + secret + '@' if userinfo else ''}{listed}/"
-    return ClusterAddress(url=url, seeds=tuple(seeds), template=template, sharded=sharded)
-
-
-def _seed(item: str, shown: str) -> Node:
-    """``host:port`` or ``[ipv6]:port``."""
-    if item.startswith("["):
-        host, _, rest = item[1:].partition("]")
-        port = rest.removeprefix(":")
-    else:
-        host, _, port = item.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad seed {item!r} (want host:port) in store URL {shown!r}")
-    return Node(host, int(port))
+__all__ = ["ClusterBroker"]
 
 
 class ClusterBroker(Broker):

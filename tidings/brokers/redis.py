@@ -16,12 +16,9 @@ Two connections per handler:
 
 from __future__ import annotations
 
-import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import SplitResult, unquote
 
 import anyio
 import anyio.abc
@@ -32,14 +29,13 @@ from ..errors import BrokerError, ReplyError
 from .base import Broker, Deliver, Message, Publisher, Subscriber
 from .resp import decode_name, encode_command, encode_commands, encode_name, encode_publish
 from .slots import key_slot
+from .urls import RedisAddress
 
 __all__ = [
     "Crew",
-    "RedisAddress",
     "RedisBroker",
     "RedisPublisher",
     "RedisSubscriber",
-    "parse_redis_url",
 ]
 
 #: Names per SUBSCRIBE command when many are (re)subscribed at once; all the
@@ -51,114 +47,6 @@ CHUNK = 512
 INCOMPLETE = object()
 
 _CONFIRMATIONS = frozenset({b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe"})
-
-
-@dataclass(frozen=True, slots=True)
-class RedisAddress:
-    """Where and how to connect. Built from a URL by :func:`tidings.create_store`."""
-
-    url: str  # redacted, for messages
-    host: str = "localhost"
-    port: int = 6379
-    path: str | None = None  # a unix socket instead of TCP
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    db: int = 0
-    tls: ssl.SSLContext | None = None
-    client_name: str = "tidings"
-
-
-def _flag(params: dict[str, str], name: str, default: bool, shown: str) -> bool:
-    value = params.pop(name, None)
-    if value is None:
-        return default
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"parameter {name}={value!r} is not a boolean in store URL {shown!r}")
-
-
-def _tls_context(params: dict[str, str], shown: str) -> ssl.SSLContext:
-    """Certificates are verified unless the URL says ``ssl_cert_reqs=none``."""
-    context = ssl.create_default_context(cafile=params.pop("ssl_ca_certs", None))
-    reqs = params.pop("ssl_cert_reqs", "required").lower()
-    if reqs == "none":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif reqs != "required":
-        raise ValueError(f"ssl_cert_reqs must be 'required' or 'none', in store URL {shown!r}")
-    context.check_hostname = _flag(params, "ssl_check_hostname", context.check_hostname, shown)
-    certfile, keyfile = params.pop("ssl_certfile", None), params.pop("ssl_keyfile", None)
-    if certfile is not None:
-        context.load_cert_chain(certfile, keyfile)
-    elif keyfile is not None:
-        raise ValueError(f"ssl_keyfile needs ssl_certfile, in store URL {shown!r}")
-    return context
-
-
-def parse_redis_url(
-    scheme: str, parts: SplitResult, params: dict[str, str], shown: str
-) -> RedisAddress:
-    """Build an address from ``redis://``, ``rediss://`` or ``unix://`` URL parts.
-
-    Consumes the parameters it knows from ``params``; the caller rejects the rest.
-
-    Raises:
-        ValueError: a bad port, database number, parameter or TLS file.
-    """
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    client_name = params.pop("client_name", "tidings")
-    if not client_name or any(c.isspace() for c in client_name):
-        raise ValueError(f"client_name must be non-empty with no spaces, in store URL {shown!r}")
-    userinfo = ""
-    if username is not None or password is not None:
-        userinfo = f"{parts.username or ''}{':****' if password is not None else ''}@"
-    if scheme == "unix":
-        if not parts.path:
-            raise ValueError(
-                f"unix:// URLs need a socket path (unix:///path/redis.sock): {shown!r}"
-            )
-        db = _int(params.pop("db", "0"), "database number", shown)
-        return RedisAddress(
-            url=f"unix://{userinfo}{parts.path}?db={db}",
-            path=parts.path,
-            username=username,
-            password=password,
-            db=db,
-            client_name=client_name,
-        )
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        raise ValueError(f"bad port in store URL {shown!r}") from None
-    path = parts.path.strip("/")
-    db = _int(path or params.pop("db", "0"), "database number", shown)
-    tls = None
-    if scheme == "rediss":
-        try:
-            tls = _tls_context(params, shown)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"cannot load the TLS files of store URL {shown!r}: {exc}") from None
-    host = parts.hostname or "localhost"
-    shown_host = f"[{host}]" if ":" in host else host
-    return RedisAddress(
-        url=f"{scheme}://{userinfo}{shown_host}:{port}/{db}",
-        host=host,
-        port=port,
-        username=username,
-        password=password,
-        db=db,
-        tls=tls,
-        client_name=client_name,
-    )
-
-
-def _int(text: str, what: str, shown: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"bad {what} {text!r} in store URL {shown!r}")
-    return int(text)
 
 
 def reply_error(url: str, reply: hiredis.ReplyError) -> ReplyError:
