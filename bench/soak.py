@@ -60,7 +60,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -320,24 +320,23 @@ class Soak:
         churning: set[int] = set()
         rng = self.rng
 
+        async def toggle(
+            members: set[int], names: Sequence[str], index: int, callback: Callable[..., Any]
+        ) -> None:
+            if index in members:
+                members.discard(index)
+                await self.consumer.unregister(names[index], "*", callback)
+            else:
+                members.add(index)
+                await self.consumer.register(names[index], "*", callback)
+
         async def step(n: int) -> None:
             if rng.random() < 0.5:
-                index = rng.randrange(PERMANENT)
-                if index in extras:
-                    extras.discard(index)
-                    await self.consumer.unregister(NAMES[index], "*", self.on_extra)
-                else:
-                    extras.add(index)
-                    await self.consumer.register(NAMES[index], "*", self.on_extra)
+                await toggle(extras, NAMES, rng.randrange(PERMANENT), self.on_extra)
             else:
                 index = rng.randrange(CHURN)
-                if index in churning:
-                    churning.discard(index)
-                    await self.consumer.unregister(CHURN_NAMES[index], "*", self.on_churn)
-                else:
-                    churning.add(index)
-                    self.churn_subscribes += 1
-                    await self.consumer.register(CHURN_NAMES[index], "*", self.on_churn)
+                self.churn_subscribes += index not in churning
+                await toggle(churning, CHURN_NAMES, index, self.on_churn)
             self.churn_ops += 1
 
         await self.paced(self.args.churn_rate, step)

@@ -65,8 +65,8 @@ async def publish_until_received(
             await anyio.sleep(0.1)
 
 
-def move_slot(cluster: RedisCluster, key: str) -> RedisServer:
-    """Migrate the (empty) slot of ``key`` to another master; return that master."""
+async def move_slot(cluster: RedisCluster, key: str) -> RedisServer:
+    """Migrate the (empty) slot of ``key`` to another master; return it once it serves it."""
     source = cluster.owner_of(key)
     target = next(
         s
@@ -80,6 +80,7 @@ def move_slot(cluster: RedisCluster, key: str) -> RedisServer:
     source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
     for server in (target, source):
         server.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    await eventually(lambda: cluster.owner_of(key) is target)
     return target
 
 
@@ -153,8 +154,7 @@ async def test_sharded_follows_a_slot_migration(
 ) -> None:
     url = own_cluster.url(namespace="mg", sharded="1")
     async with listening(url, recorder) as (channels, _):
-        target = move_slot(own_cluster, "mg:orders")
-        await eventually(lambda: own_cluster.owner_of("mg:orders") is target)
+        target = await move_slot(own_cluster, "mg:orders")
         await publish_until_received(channels, recorder, "after")
         await eventually(
             lambda: [s for s, _ in own_cluster.clients_named("tidings-sub")] == [target]
@@ -167,8 +167,7 @@ async def test_sharded_subscription_to_a_moved_slot_is_retried_not_refused(
     """MOVED means "not here", not "never": the channel is subscribed where it lives now."""
     url = own_cluster.url(namespace="mg", sharded="1")
     async with listening(url, recorder) as (channels, _):
-        target = move_slot(own_cluster, "mg:other")
-        await eventually(lambda: own_cluster.owner_of("mg:other") is target)
+        await move_slot(own_cluster, "mg:other")
         other = Recorder()
         await channels.register("other", "*", other)  # asked of the old owner first
         assert "other" in channels
