@@ -416,25 +416,25 @@ async def test_a_callback_that_publishes_does_not_deadlock(
     assert recorder.data == list(range(51))
 
 
-async def test_a_failed_crew_refuses_new_tasks_with_a_connection_error() -> None:
-    from tidings.brokers.redis import Crew
+async def test_failed_linked_tasks_refuse_new_tasks_with_a_connection_error() -> None:
+    from tidings.brokers.connection import Linked
 
-    crew = Crew()
+    tasks = Linked()
 
     async def fail() -> None:
         raise ConnectionResetError("gone")
 
     with pytest.raises(ConnectionResetError, match="gone"):
-        await crew.run(fail)
+        await tasks.run(fail)
     with pytest.raises(anyio.BrokenResourceError, match="connection lost"):
-        crew.start(anyio.sleep_forever)
+        tasks.start(anyio.sleep_forever)
 
 
-async def test_a_cancelled_crew_refuses_new_tasks_too() -> None:
-    from tidings.brokers.redis import Crew
+async def test_cancelled_linked_tasks_refuse_new_tasks_too() -> None:
+    from tidings.brokers.connection import Linked
 
-    crew = Crew()
+    tasks = Linked()
     with anyio.move_on_after(0.01):
-        await crew.run(anyio.sleep_forever)
+        await tasks.run(anyio.sleep_forever)
     with pytest.raises(anyio.BrokenResourceError):
-        crew.start(anyio.sleep_forever)
+        tasks.start(anyio.sleep_forever)

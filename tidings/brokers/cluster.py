@@ -29,10 +29,8 @@ import hiredis
 
 from ..errors import BrokerError, ReplyError
 from .base import CONNECTION_ERRORS, Broker, Deliver, Publisher, Subscriber
-from .redis import (
-    Crew,
-    RedisPublisher,
-    RedisSubscriber,
+from .connection import (
+    Linked,
     is_int,
     is_names,
     is_numsub,
@@ -40,6 +38,7 @@ from .redis import (
     reply_error,
     violation,
 )
+from .redis import RedisPublisher, RedisSubscriber
 from .resp import encode_command, encode_name
 from .slots import Node, Topology, key_slot
 from .urls import ClusterAddress, RedisAddress
@@ -136,18 +135,18 @@ class ClusterBroker(Broker):
         return ClusterPublisher(self, primary, health_check_interval, reply_timeout)
 
 
-async def _join(crew: Crew, address: RedisAddress, role: str, reply_timeout: float) -> Any:
-    """Connect to a node for a crew that can still take it (no pointless connection)."""
-    crew.check()
+async def _join(linked: Linked, address: RedisAddress, role: str, reply_timeout: float) -> Any:
+    """Connect to a node for a linked that can still take it (no pointless connection)."""
+    linked.check()
     return await open_connection(address, role, reply_timeout)
 
 
 async def _enlist(
-    crew: Crew, loop: Callable[[], Awaitable[None]], connection: Subscriber | Publisher
+    linked: Linked, loop: Callable[[], Awaitable[None]], connection: Subscriber | Publisher
 ) -> None:
-    """Run ``loop`` in ``crew``; if the crew is gone meanwhile, close the connection."""
+    """Run ``loop`` in ``linked``; if the linked is gone meanwhile, close the connection."""
     try:
-        crew.start(loop)
+        linked.start(loop)
     except BaseException:
         with anyio.move_on_after(1.0, shield=True):
             await connection.aclose()
@@ -155,7 +154,7 @@ async def _enlist(
 
 
 class ShardedSubscriber(Subscriber):
-    """One sharded subscriber connection per node in use, read by one crew."""
+    """One sharded subscriber connection per node in use, read by one linked."""
 
     def __init__(
         self,
@@ -169,14 +168,14 @@ class ShardedSubscriber(Subscriber):
         self._health_check_interval = health_check_interval
         self._reply_timeout = reply_timeout
         self._nodes: dict[Node, RedisSubscriber] = {}
-        self._crew = Crew()
+        self._linked = Linked()
         self._deliver: Deliver | None = None
         self._running = anyio.Event()
 
     async def run(self, deliver: Deliver) -> None:
         self._deliver = deliver
         self._running.set()
-        await self._crew.run(anyio.sleep_forever)
+        await self._linked.run(anyio.sleep_forever)
 
     async def _node(self, node: Node) -> RedisSubscriber:
         subscriber = self._nodes.get(node)
@@ -185,10 +184,10 @@ class ShardedSubscriber(Subscriber):
             deliver = self._deliver
             assert deliver is not None
             connection = await _join(
-                self._crew, self._broker.node_address(node), "sub", self._reply_timeout
+                self._linked, self._broker.node_address(node), "sub", self._reply_timeout
             )
             subscriber = RedisSubscriber(connection, self._health_check_interval, sharded=True)
-            await _enlist(self._crew, lambda: subscriber.run(deliver), subscriber)
+            await _enlist(self._linked, lambda: subscriber.run(deliver), subscriber)
             self._nodes[node] = subscriber
         return subscriber
 
@@ -227,7 +226,7 @@ class ClusterPublisher(Publisher):
     """PUBLISH through one node (classic), SPUBLISH to each slot's owner (sharded).
 
     Long-lived connections (the classic one, and one per master published to in
-    sharded mode) run in one crew: losing any ends the session, which reconnects
+    sharded mode) run in one linked: losing any ends the session, which reconnects
     everything. Queries ask every node on short-lived connections, so a node that
     is down makes a query fail, not the session.
     """
@@ -244,21 +243,21 @@ class ClusterPublisher(Publisher):
         self._health_check_interval = health_check_interval
         self._reply_timeout = reply_timeout
         self._nodes: dict[Node, RedisPublisher] = {}
-        self._crew = Crew()
+        self._linked = Linked()
         if primary is not None:
-            self._crew.start(primary.run)
+            self._linked.start(primary.run)
 
     async def run(self) -> None:
-        await self._crew.run(anyio.sleep_forever)
+        await self._linked.run(anyio.sleep_forever)
 
     async def _node(self, node: Node) -> RedisPublisher:
         publisher = self._nodes.get(node)
         if publisher is None:
             connection = await _join(
-                self._crew, self._broker.node_address(node), "pub", self._reply_timeout
+                self._linked, self._broker.node_address(node), "pub", self._reply_timeout
             )
             publisher = RedisPublisher(connection, self._health_check_interval)
-            await _enlist(self._crew, publisher.run, publisher)
+            await _enlist(self._linked, publisher.run, publisher)
             self._nodes[node] = publisher
         return publisher
 
