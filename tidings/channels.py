@@ -26,6 +26,7 @@ from ._stats import Counters, Stats
 from .actors.callbacks import Dispatcher, Registration
 from .actors.channel import ChannelActor, envelope_decoder
 from .actors.mailbox import Mailbox
+from .actors.router import Router
 from .brokers.base import Message
 from .brokers.urls import display
 from .errors import CallbackError, ReplyError
@@ -187,7 +188,7 @@ class Channels(Handler):
         self._status_dispatcher = self._new_dispatcher(self._status_counters)
         # Keyed by broker name. Subscribed channels also have a mailbox and an actor.
         self._channels: dict[str, Channel] = {}
-        self._mailboxes: dict[str, Mailbox[Any]] = {}
+        self._router = Router(self._stats, self._slow_consumer)
         self._iterators: set[MemoryObjectSendStream[Event]] = set()
         self._status_actor: ChannelActor | None = None
         self._status_channel = self._new_channel(
@@ -282,7 +283,7 @@ class Channels(Handler):
         if not target.local:
             target = await self._subscribed(target)
         registration = self._dispatcher_of(target).registration(event, callback, target)
-        mailbox = self._mailboxes.get(broker_name)
+        mailbox = self._router.get(broker_name)
         # Messages already in the mailbox were published before this registration.
         registration.since = mailbox.routed if mailbox is not None else 0
         target._add(registration)
@@ -295,7 +296,7 @@ class Channels(Handler):
         no other pending registration is dropped again: the change is rolled back.
         """
         name = target.broker_name
-        if name not in self._mailboxes:
+        if name not in self._router:
             self._start_actor(target)  # before the subscription: no message is missed
         target._pending += 1
         try:
@@ -452,7 +453,7 @@ class Channels(Handler):
 
     def _start_actor(self, channel: Channel) -> ChannelActor:
         mailbox: Mailbox[Any] = Mailbox(self._options.max_pending, self._options.overflow)
-        self._mailboxes[channel.broker_name] = mailbox
+        self._router.add(channel.broker_name, mailbox)
         actor = ChannelActor(
             channel.broker_name,
             mailbox,
@@ -476,7 +477,7 @@ class Channels(Handler):
         if self._channels.get(name) is not channel:
             return
         del self._channels[name]
-        if self._mailboxes.pop(name, None) is not None:
+        if self._router.remove(name) is not None:
             self._stats.dropped += self._actors.stop(name)
         self._connection.unsubscribe_nowait(channels=(name,))
 
@@ -505,29 +506,7 @@ class Channels(Handler):
         self._status_actor = self._start_actor(self._status_channel)
 
     async def _deliver(self, batch: list[Message]) -> None:
-        """Route a batch from the reader to the channel mailboxes: one hop."""
-        stats = self._stats
-        stats.received += len(batch)
-        # One pass; a burst on one channel (the common case) makes one group.
-        groups: dict[str, list[bytes]] = {}
-        for name, payload in batch:
-            group = groups.get(name)
-            if group is None:
-                groups[name] = [payload]
-            else:
-                group.append(payload)
-        mailboxes = self._mailboxes
-        for name, payloads in groups.items():
-            mailbox = mailboxes.get(name)
-            if mailbox is None:
-                stats.unrouted += len(payloads)
-                continue
-            was_overflowing = mailbox.overflowing
-            dropped = await mailbox.put(payloads)
-            if dropped:
-                stats.dropped += dropped
-                if not was_overflowing and not mailbox.closed:
-                    self._slow_consumer(name, dropped)
+        await self._router.deliver(batch)
 
     def _slow_consumer(self, broker_name: str, dropped: int) -> None:
         channel = self._channels.get(broker_name)
@@ -546,14 +525,8 @@ class Channels(Handler):
         self._emit(status.name, data)
 
     def _emit(self, event: str, data: dict[str, Any]) -> None:
-        mailbox = self._mailboxes.get(self._status_channel.broker_name)
-        if mailbox is None:
-            return  # not running: nobody can be listening
-        try:
-            dropped = mailbox.put_nowait([(event, data)])
-        except anyio.ClosedResourceError:
-            dropped = 1
-        if dropped:
+        dropped = self._router.put_nowait(self._status_channel.broker_name, [(event, data)])
+        if dropped:  # None: not running, nobody can be listening
             self._logger.warning(
                 "status event %r dropped: status callbacks are not keeping up", event
             )
@@ -569,11 +542,11 @@ class Channels(Handler):
             # ("closed" among them): deliver them here, bounded by the caller.
             await self._status_actor.drain()
         status = self._status_channel.broker_name
-        for name, mailbox in self._mailboxes.items():
+        for name, mailbox in self._router:
+            self._router.remove(name)
             discarded = mailbox.discard()  # what close_timeout left undelivered
             if name != status:
                 self._stats.dropped += discarded
-        self._mailboxes.clear()
 
     def stats(self) -> Stats:
         """A snapshot of the counters (status events counted apart, in ``status_events``)."""
