@@ -10,7 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from tests.conftest import Harness, Recorder, eventually, settle
+from tests.helpers import Harness, Recorder, eventually, settle
 from tidings import (
     CallbackError,
     Channel,

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.conftest import Recorder, StatusLog, eventually, watched
+from tests.helpers import Recorder, StatusLog, eventually, watched
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tidings import Backoff, Channels, PublishError, create_store

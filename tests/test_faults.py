@@ -14,19 +14,19 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from tests.conftest import (
+from tests.faults import running_proxy
+from tests.helpers import (
+    FAST,
     Recorder,
     assert_follows_the_state_machine,
     eventually,
     watched,
 )
-from tests.faults import running_proxy
 from tests.redis_server import RedisServer
 from tidings import Backoff, Channels, PublishError, StatusType
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
-FAST = Backoff(initial=0.05, cap=0.2)
 OPTIONS: dict[str, Any] = {
     "backoff": FAST,
     "health_check_interval": 0.3,

@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from tests.conftest import eventually
+from tests.helpers import eventually
 from tidings import BrokerError, Bytes, Json, PublishError, PubSub, Store
 from tidings.brokers.memory import Hub, MemoryBroker
 

@@ -19,7 +19,9 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.conftest import (
+from tests.faults import running_proxy
+from tests.helpers import (
+    FAST,
     Harness,
     MemoryHarness,
     Recorder,
@@ -28,10 +30,8 @@ from tests.conftest import (
     eventually,
     watched,
 )
-from tests.faults import running_proxy
 from tests.redis_server import RedisServer
 from tidings import (
-    Backoff,
     CallbackError,
     Channels,
     Event,
@@ -44,8 +44,6 @@ from tidings import (
 )
 
 pytestmark = pytest.mark.anyio
-
-FAST = Backoff(initial=0.01, cap=0.05)
 
 
 def redis_calls(redis: RedisHarness, command: str) -> int:

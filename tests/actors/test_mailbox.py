@@ -3,7 +3,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from tests.conftest import settle
+from tests.helpers import settle
 from tidings.actors.mailbox import Mailbox
 
 pytestmark = pytest.mark.anyio

@@ -23,7 +23,6 @@ import hiredis
 import pytest
 
 import tidings
-from tests.conftest import Recorder, StatusLog, assert_follows_the_state_machine, watched
 from tests.fake_redis import (
     UNPARSABLE,
     FakeRedis,
@@ -40,11 +39,12 @@ from tests.fake_redis import (
     seeded,
     simple,
 )
+from tests.helpers import FAST, Recorder, StatusLog, assert_follows_the_state_machine, watched
 
 pytestmark = pytest.mark.anyio
 
 OPTIONS: dict[str, Any] = {
-    "backoff": tidings.Backoff(initial=0.01, cap=0.05),
+    "backoff": FAST,
     "health_check_interval": 0.2,
     "connect_timeout": 0.5,
     "publish_timeout": 0.5,

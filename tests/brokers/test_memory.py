@@ -7,7 +7,7 @@ import logging
 import anyio
 import pytest
 
-from tests.conftest import eventually
+from tests.helpers import eventually
 from tidings.brokers.base import Message
 from tidings.brokers.memory import Hub, MemoryBroker
 

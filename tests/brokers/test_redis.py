@@ -15,14 +15,12 @@ import anyio
 import pytest
 import trustme
 
-from tests.conftest import Recorder, eventually
+from tests.helpers import FAST, Recorder, eventually
 from tests.policies.test_glob import CASES
 from tests.redis_server import RedisServer, free_port
-from tidings import Backoff, Channel, Channels, PublishError, StatusType, create_store
+from tidings import Channel, Channels, PublishError, StatusType, create_store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
-
-FAST = Backoff(initial=0.02, cap=0.1)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.conftest import Recorder, eventually
+from tests.helpers import Recorder, eventually
 from tidings import Channels, Json, Store
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.conftest import (
+from tests.helpers import (
     Recorder,
     assert_follows_the_state_machine,
     eventually,
