@@ -20,8 +20,8 @@ import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._handler import Handler
 from ._options import Options
+from ._runtime import Hooks, Lifecycle, Runtime
 from ._stats import Counters, Stats
 from .actors.callbacks import Dispatcher, Registration
 from .actors.channel import ChannelActor, envelope_decoder
@@ -140,7 +140,7 @@ class Channel:
         return False
 
 
-class Channels(Handler):
+class Channels(Lifecycle):
     """Named channels carrying named events over a store.
 
     Args:
@@ -180,12 +180,28 @@ class Channels(Handler):
         )
         self._protocol: Codec = protocol if protocol is not None else Json()
         opts = Options.from_kwargs(options)
-        super().__init__(self._store.broker, opts, logger)
+        self._runtime = runtime = Runtime(
+            self._store.broker,
+            opts,
+            logger,
+            kind="Channels",
+            hooks=Hooks(
+                deliver=self._deliver,
+                on_status=self._on_status,
+                on_refused=self._on_refused,
+                removed=self._removed,
+                start_actors=self._start_actors,
+                after_run=self._after_run,
+            ),
+        )
+        # The runtime's parts, under short names: they are read on the hot paths.
+        self._stats, self._logger, self._options = runtime.stats, runtime.logger, opts
+        self._actors, self._connection = runtime.actors, runtime.connection
         self._decode = envelope_decoder(self._protocol)
-        self._dispatcher = self._new_dispatcher(self._stats)
+        self._dispatcher = self._runtime.new_dispatcher(self._stats)
         # Status events are counted apart from the broker's messages.
         self._status_counters = Counters()
-        self._status_dispatcher = self._new_dispatcher(self._status_counters)
+        self._status_dispatcher = self._runtime.new_dispatcher(self._status_counters)
         # Keyed by broker name. Subscribed channels also have a mailbox and an actor.
         self._channels: dict[str, Channel] = {}
         self._router = Router(self._stats, self._slow_consumer)
@@ -271,10 +287,10 @@ class Channels(Handler):
                 f"callback must be callable, not {type(callback).__name__}: {callback!r}"
             )
         target = self._channels.get(broker_name)
-        if target is None or not target.local or self._state == "closed":
+        if target is None or not target.local or self._runtime.state == "closed":
             # The status channel alone may be given callbacks before run(): it is
             # local, and that is the only way to see the first "connecting".
-            self._check_running("register")
+            self._runtime.check_running("register")
         if target is None:
             target = self._new_channel(channel)
         if target._has(event, callback):
@@ -331,8 +347,8 @@ class Channels(Handler):
         broker_name = self._namespace.broker_name(channel)
         check_event(event, "event pattern")
         target = self._channels.get(broker_name)
-        if target is None or not target.local or self._state == "closed":
-            self._check_running("unregister")
+        if target is None or not target.local or self._runtime.state == "closed":
+            self._runtime.check_running("unregister")
         if target is None:
             await checkpoint()
             return None
@@ -409,7 +425,7 @@ class Channels(Handler):
             finally:
                 self._iterators.discard(send)
                 send.close()
-                if self._state == "running":
+                if self._runtime.state == "running":
                     with anyio.move_on_after(1.0, shield=True):
                         await self.unregister(channel, event, callback)
 
@@ -436,8 +452,8 @@ class Channels(Handler):
         if type(event) is not str or not event:
             check_event(event)  # raises, naming the bad value
         payload = self._protocol.encode({"channel": name, "event": event, "data": data})
-        if not self._accepting:
-            self._check_running("publish")
+        if not self._runtime.accepting:
+            self._runtime.check_running("publish")
         return await self._connection.publish(broker_name, payload)
 
     # -- internals ----------------------------------------------------------------------

@@ -20,8 +20,8 @@ from typing import Any
 
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
-from ._handler import Handler
 from ._options import Options
+from ._runtime import Hooks, Lifecycle, Runtime
 from .actors.callbacks import Registration
 from .actors.clients import ClientsActor
 from .actors.mailbox import Mailbox
@@ -40,7 +40,7 @@ def _names(what: str, first: Any, rest: tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(check_event(name, what) for name in (first, *rest))
 
 
-class PubSub(Handler):
+class PubSub(Lifecycle):
     """A publish/subscribe handler. Get one from :meth:`Store.pubsub`.
 
     Args:
@@ -64,10 +64,26 @@ class PubSub(Handler):
         self.protocol = protocol
         self._codec: Codec = protocol if protocol is not None else Bytes()
         opts = Options.from_kwargs(options)
-        super().__init__(self._store.broker, opts, logger)
+        self._runtime = runtime = Runtime(
+            self._store.broker,
+            opts,
+            logger,
+            kind="PubSub",
+            hooks=Hooks(
+                deliver=self._deliver,
+                on_status=lambda status, data: None,
+                on_refused=lambda channels, patterns, error: None,  # nothing kept locally
+                removed=self._removed,
+                start_actors=self._start_actors,
+                after_run=self._after_run,
+            ),
+        )
+        # The runtime's parts, under short names: they are read on the hot paths.
+        self._stats, self._logger, self._options = runtime.stats, runtime.logger, opts
+        self._actors, self._connection = runtime.actors, runtime.connection
         self._clients: dict[Client, Registration] = {}
         self._snapshot: tuple[Registration, ...] = ()
-        self._dispatcher = self._new_dispatcher(self._stats)
+        self._dispatcher = self._runtime.new_dispatcher(self._stats)
         self._mailbox: Mailbox[Message] | None = None
         # Subscribe calls in flight, by (is a pattern, name), and the names they
         # found unsubscribed: what a failed call may have to give up again.
@@ -129,7 +145,7 @@ class PubSub(Handler):
             RuntimeError: not running, or closed.
         """
         names = _names("channel name", channel, channels)
-        self._check_running("subscribe")
+        self._runtime.check_running("subscribe")
         await self._subscribe(channels=names)
 
     async def unsubscribe(self, *channels: str) -> None:
@@ -142,7 +158,7 @@ class PubSub(Handler):
         names = (
             _names("channel name", channels[0], channels[1:]) if channels else connection.channels
         )
-        self._check_running("unsubscribe")
+        self._runtime.check_running("unsubscribe")
         await checkpoint_if_cancelled()
         await connection.unsubscribe(channels=names)
 
@@ -157,14 +173,14 @@ class PubSub(Handler):
         names = _names("pattern", pattern, patterns)
         if not self._store.broker.supports_patterns:
             raise ValueError(f"{self._store.url} is sharded: sharded pub/sub has no patterns")
-        self._check_running("psubscribe")
+        self._runtime.check_running("psubscribe")
         await self._subscribe(patterns=names)
 
     async def punsubscribe(self, *patterns: str) -> None:
         """Unsubscribe from patterns (from every pattern when none is named)."""
         connection = self._connection
         names = _names("pattern", patterns[0], patterns[1:]) if patterns else connection.patterns
-        self._check_running("punsubscribe")
+        self._runtime.check_running("punsubscribe")
         await checkpoint_if_cancelled()
         await connection.unsubscribe(patterns=names)
 
@@ -226,13 +242,13 @@ class PubSub(Handler):
         """
         check_event(channel, "channel name")
         payload = self._codec.encode(message)
-        self._check_running("publish")
+        self._runtime.check_running("publish")
         return await self._connection.publish(channel, payload)
 
     async def count(self, *channels: str) -> dict[str, int]:
         """Subscribers of each channel, patterns not counted (PUBSUB NUMSUB)."""
         names = tuple(check_event(name, "channel name") for name in channels)
-        self._check_running("count")
+        self._runtime.check_running("count")
         if not names:
             await checkpoint()
             return {}
@@ -240,14 +256,14 @@ class PubSub(Handler):
 
     async def count_patterns(self) -> int:
         """Distinct patterns subscribed on the broker (PUBSUB NUMPAT)."""
-        self._check_running("count_patterns")
+        self._runtime.check_running("count_patterns")
         return await self._connection.query("count_patterns", lambda p: p.numpat())
 
     async def channels(self, pattern: str | None = None) -> list[str]:
         """Active channels (with an exact subscriber), optionally matching a glob."""
         if pattern is not None:
             check_event(pattern, "pattern")
-        self._check_running("channels")
+        self._runtime.check_running("channels")
         return await self._connection.query("channels", lambda p: p.channels(pattern))
 
     # -- internals ----------------------------------------------------------------------

@@ -1,0 +1,289 @@
+"""The runtime of a handler, composed: its task tree, its life cycle, its counters.
+
+A handler (:class:`~tidings.Channels` or :class:`~tidings.PubSub`) owns one
+:class:`Runtime`, the root of a small task tree::
+
+    run() ── task group ─┬─ ActorSupervisor ── one task per busy actor
+                         └─ ConnectionSupervisor ── session ── readers, sync loop
+
+and hands it what is its own as :class:`Hooks` (where batches go, what to do on a
+status change or a refused subscription, which actors exist from the start, the
+last clean-up). The runtime wires the supervisors to each other; they never import
+each other. It runs either in the caller's nursery (``await nursery.start(handler.run)``)
+or in its own (``async with handler:``). Nothing outlives it: leaving ``async with``,
+or ``run`` returning or being cancelled, ends every task and closes every connection.
+
+:class:`Lifecycle` is the public face both handlers show (``run``, ``connect``,
+``close``, ``status``...): thin methods that delegate to ``self._runtime``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import anyio
+import anyio.abc
+from anyio.lowlevel import checkpoint
+
+from ._options import Options
+from ._stats import Counters, Stats
+from ._util import collapse_exception_group
+from .actors.callbacks import Dispatcher, Registration
+from .brokers.base import Broker, Deliver
+from .policies.status import StatusType
+from .supervisors.actors import ActorSupervisor
+from .supervisors.connection import ConnectionSupervisor, OnRefused, OnStatus
+
+__all__ = ["Hooks", "Lifecycle", "Runtime"]
+
+_State = Literal["new", "running", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """What a handler gives its runtime."""
+
+    #: Receives each batch the subscriber connection reads.
+    deliver: Deliver
+    #: Told every status transition.
+    on_status: OnStatus
+    #: Told the subscriptions the broker refused (no longer wanted).
+    on_refused: OnRefused
+    #: Told a callback a dispatcher removed (failing, or finished).
+    removed: Callable[[Registration], None]
+    #: Starts the actors that exist before any subscription.
+    start_actors: Callable[[], None]
+    #: Last clean-up, shielded and bounded, on every way out of ``run``.
+    after_run: Callable[[], Awaitable[None]]
+
+
+class Runtime:
+    """One handler's supervisors, counters and life cycle."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        options: Options,
+        logger: logging.Logger | None,
+        *,
+        kind: str,
+        hooks: Hooks,
+    ) -> None:
+        self.options = options
+        self.logger = logger if logger is not None else logging.getLogger("tidings")
+        self.stats = Counters()
+        self.kind = kind  # "Channels" or "PubSub", for messages
+        self._hooks = hooks
+        self.actors = ActorSupervisor(
+            max_restarts=options.max_restarts,
+            restart_window=options.restart_window,
+            stats=self.stats,
+            logger=self.logger,
+        )
+        self.connection = ConnectionSupervisor(
+            broker,
+            deliver=hooks.deliver,
+            on_status=hooks.on_status,
+            on_refused=hooks.on_refused,
+            backoff=options.backoff,
+            connect_timeout=options.connect_timeout,
+            publish_timeout=options.publish_timeout,
+            health_check_interval=options.health_check_interval,
+            stats=self.stats,
+            logger=self.logger,
+        )
+        self.state: _State = "new"
+        #: True while running and not asked to stop: one flag for the hot paths.
+        self.accepting = False
+        self._stopping: anyio.Event | None = None
+        self._context: AbstractAsyncContextManager[Any] | None = None
+
+    def new_dispatcher(self, stats: Counters) -> Dispatcher:
+        """A dispatcher counting into ``stats``, with the options' failure policy."""
+        return Dispatcher(
+            stats=stats,
+            logger=self.logger,
+            remove=self._hooks.removed,
+            failure_limit=self.options.callback_failure_limit,
+            failure_window=self.options.callback_failure_window,
+        )
+
+    async def run(self, name: str, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """See :meth:`Lifecycle.run` (``name`` is the handler's, for the error)."""
+        if self.state != "new":
+            raise RuntimeError(f"{name} is {self.state}: a handler runs once; create a new one")
+        self._stopping = anyio.Event()
+        self.state = "running"
+        self.accepting = True
+        with collapse_exception_group():
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(self.actors.run)
+                    self._hooks.start_actors()
+                    await tg.start(self.connection.run)
+                    task_status.started()
+                    await self._stopping.wait()
+                    await self.connection.aclose()
+                    self.actors.stop_all()
+                    with anyio.move_on_after(self.options.close_timeout):
+                        await self.actors.wait_stopped()
+                    tg.cancel_scope.cancel()
+            finally:
+                self.state = "closed"
+                self.accepting = False
+                with anyio.move_on_after(1.0, shield=True):
+                    await self._hooks.after_run()
+
+    async def connect(self) -> None:
+        """See :meth:`Lifecycle.connect`."""
+        self.check_running("connect")
+        await self.connection.wait_connected()
+
+    async def close(self) -> None:
+        """See :meth:`Lifecycle.close`."""
+        if self.state == "running":
+            assert self._stopping is not None
+            self.accepting = False
+            self._stopping.set()
+            await self.connection.aclose()
+        elif self.state == "new":
+            self.state = "closed"
+            await self.connection.aclose()
+        else:
+            await checkpoint()
+
+    async def enter(self, name: str, run: Callable[..., Coroutine[Any, Any, None]]) -> None:
+        """Start running in a task group of its own (``async with``)."""
+        if self._context is not None or self.state != "new":
+            # Checked before anything changes: the block already running this
+            # handler must stay intact.
+            raise RuntimeError(
+                f"{name} is {'running' if self.state != 'closed' else 'closed'}: "
+                "a handler runs once; create a new one"
+            )
+        context = self._running(run)
+        await context.__aenter__()
+        self._context = context
+
+    async def exit(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        """Stop, and wait for the task group of :meth:`enter` to end."""
+        assert self._context is not None
+        context, self._context = self._context, None
+        return await context.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _running(self, run: Callable[..., Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
+        with collapse_exception_group():
+            async with anyio.create_task_group() as tg:
+                await tg.start(run)
+                try:
+                    yield
+                finally:
+                    self.accepting = False
+                    if self._stopping is not None:
+                        self._stopping.set()
+
+    def check_running(self, what: str) -> None:
+        """Raise unless running and not asked to stop.
+
+        Raises:
+            RuntimeError: saying how to start it, or that it is closed.
+        """
+        if self.accepting:
+            return
+        if self.state == "new":
+            raise RuntimeError(
+                f"cannot {what}: {self.kind} is not running; use "
+                f"'async with' on it, or start it with 'await nursery.start(handler.run)'"
+            )
+        raise RuntimeError(f"cannot {what}: {self.kind} is closed; create a new one")
+
+
+class Lifecycle:
+    """The life cycle both handlers show: thin methods over ``self._runtime``."""
+
+    _runtime: Runtime
+
+    #: The status enumeration (the seed API's name for it).
+    statusType = StatusType
+
+    @property
+    def status(self) -> StatusType:
+        """The connection status."""
+        return self._runtime.connection.status
+
+    @property
+    def last_error(self) -> str | None:
+        """What ended the latest connection attempt or connection, while it matters.
+
+        ``None`` once connected again (the same text is in the ``disconnected``
+        status event).
+        """
+        return self._runtime.connection.last_error
+
+    def stats(self) -> Stats:
+        """A snapshot of the counters."""
+        return self._runtime.stats.snapshot()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until :meth:`close` is called or the task is cancelled.
+
+        Start it in your own nursery or task group. It reports started after its
+        first connection attempt: connected if the broker is up, else disconnected
+        and retrying in the background (use :meth:`connect` to wait for it)::
+
+            async with trio.open_nursery() as nursery:
+                await nursery.start(handler.run)
+                ...
+                await handler.close()
+
+        Raises:
+            RuntimeError: it is already running, or was closed (handlers are one-shot).
+            Exception: an actor crash that exceeded the restart intensity.
+        """
+        await self._runtime.run(str(self), task_status)
+
+    async def connect(self) -> None:
+        """Return once connected (bound the wait with ``anyio.fail_after``).
+
+        Raises:
+            RuntimeError: not running (start it with ``async with`` or ``run``).
+            anyio.ClosedResourceError: closed before a connection was made.
+        """
+        await self._runtime.connect()
+
+    async def close(self) -> None:
+        """Close the connections and end ``run``; idempotent.
+
+        Returns once the status is ``closed``; actors then finish what is queued
+        (up to ``close_timeout``) while ``run`` winds down.
+        """
+        await self._runtime.close()
+
+    async def aclose(self) -> None:
+        """The same as :meth:`close` (anyio's name for it)."""
+        await self._runtime.close()
+
+    async def __aenter__(self) -> Self:
+        await self._runtime.enter(str(self), self.run)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._runtime.exit(exc_type, exc, tb)
