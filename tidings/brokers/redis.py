@@ -286,16 +286,19 @@ class RedisSubscriber(Subscriber):
 class RedisPublisher(Publisher):
     """The command connection: pipelined commands, replies matched in order.
 
-    Two tasks, run by :meth:`run`: an *outbox* writer, the only task that writes to
-    the socket, sends everything queued since its last write in one go; a reader
-    matches replies to callers first in, first out. Callers only queue a command and
-    wait for their reply, so cancelling a caller can never cut a write in half.
+    Three tasks, run by :meth:`run`: an *outbox* writer, the only task that writes
+    to the socket, sends everything queued since its last write in one go; a reader
+    matches replies to callers first in, first out; a watchdog bounds every wait.
+    Callers only queue a command and wait for their reply, so cancelling a caller
+    can never cut a write in half.
 
-    Every wait is bounded: while a reply is due, ``reply_timeout`` seconds of silence
-    mean the connection is dead (a stalled peer, an expired NAT entry); while idle,
-    a PING goes out every ``health_check_interval`` so that a dead connection is
-    found before a publish needs it. A reply of the wrong shape for its command
-    ends the connection: nothing read after it could be trusted.
+    Every wait is bounded: while a reply is due, ``reply_timeout`` seconds without a
+    byte mean the connection is dead (a stalled peer, an expired NAT entry); while
+    idle, a PING goes out every ``health_check_interval`` so that a dead connection
+    is found before a publish needs it. A reply of the wrong shape for its command
+    ends the connection: nothing read after it could be trusted. (The watchdog looks
+    at a count of reads twice per reply timeout, rather than the reader entering a
+    cancel scope per read: that cost 15% of publish throughput.)
     """
 
     def __init__(self, connection: Connection, health_check_interval: float) -> None:
@@ -309,10 +312,36 @@ class RedisPublisher(Publisher):
         self._replied = anyio.Event()
         self._error: BaseException | None = None
         self._names: dict[str, bytes] = {}  # channel names, encoded once
+        #: Reads so far: the watchdog's evidence that the peer is alive.
+        self._reads = 0
+        # Set when a reply becomes due on an idle connection: wakes the watchdog.
+        self._became_due: anyio.Event | None = None
 
     async def run(self) -> None:
         tasks = Linked(on_failure=lambda exc: self._fail_all(exc, original=True))
-        await tasks.run(self._write_loop, self._read_loop)
+        await tasks.run(self._write_loop, self._read_loop, self._watchdog)
+
+    async def _watchdog(self) -> None:
+        """Raise when a due reply meets ``reply_timeout`` of silence; PING when idle."""
+        connection, waiting = self._connection, self._waiting
+        half = connection.timeout / 2
+        while True:
+            if not waiting:
+                self._became_due = anyio.Event()
+                with anyio.move_on_after(self._health_check_interval):
+                    await self._became_due.wait()
+                self._became_due = None
+                if not waiting:
+                    self._queue(_PING, _is_pong, "PING")  # a health check nobody waits for
+            # A reply is due: two half-timeouts in a row without a read is silence
+            # of at least the timeout (and at most one and a half).
+            silent = 0
+            while waiting and silent < 2:
+                reads = self._reads
+                await anyio.sleep(half)
+                silent = silent + 1 if self._reads == reads else 0
+            if waiting:
+                raise connection.silent(waiting[0].what)
 
     async def _read_loop(self) -> None:
         connection = self._connection
@@ -320,15 +349,8 @@ class RedisPublisher(Publisher):
         waiting = self._waiting
         try:
             while True:
-                due = bool(waiting)
-                timeout = connection.timeout if due else self._health_check_interval
-                if not await connection.receive_within(timeout, due=due):
-                    if connection.overdue:
-                        raise connection.silent(waiting[0].what)
-                    if waiting:
-                        continue  # sent as an idle wait ended: wait for its reply
-                    self._queue(_PING, _is_pong, "PING")  # a health check nobody waits for
-                    continue
+                await connection.receive()
+                self._reads += 1
                 answered = False
                 while (reply := connection.reader.gets()) is not INCOMPLETE:
                     if not waiting:
@@ -399,8 +421,8 @@ class RedisPublisher(Publisher):
     def _queue(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> _Reply:
         """Queue a command for the writer; return where its reply will land."""
         awaited = _Reply(check, what)
-        if not self._waiting:
-            self._connection.reply_due()
+        if not self._waiting and self._became_due is not None:
+            self._became_due.set()
         self._waiting.append(awaited)
         self._outgoing.append(command)
         wake = self._wake_writer
