@@ -1,0 +1,99 @@
+"""The actor supervisor against stub actors: restart, escalate, stop, drain, leftovers."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+
+from tidings._stats import Counters
+from tidings.supervisors.actors import ActorSupervisor
+
+pytestmark = pytest.mark.anyio
+
+
+class Stub:
+    """A Supervised actor whose behaviour the test scripts."""
+
+    def __init__(self, name: str, crashes: int = 0) -> None:
+        self.name = name
+        self.crashes = crashes
+        self.runs = 0
+        self.closed = anyio.Event()
+        self.discarded = 0
+        self.queued = 3
+
+    async def run(self) -> None:
+        self.runs += 1
+        if self.runs <= self.crashes:
+            raise RuntimeError(f"crash {self.runs}")
+        await self.closed.wait()  # drains at once when closed
+
+    def close(self) -> None:
+        self.closed.set()
+
+    def discard(self) -> int:
+        self.discarded, self.queued = self.queued, 0
+        return self.discarded
+
+
+def make(max_restarts: int = 2) -> tuple[ActorSupervisor, Counters]:
+    stats = Counters()
+    supervisor = ActorSupervisor(
+        max_restarts=max_restarts,
+        restart_window=60,
+        stats=stats,
+        logger=logging.getLogger("tidings.test"),
+    )
+    return supervisor, stats
+
+
+async def test_a_crashing_actor_is_restarted_within_the_intensity() -> None:
+    supervisor, stats = make(max_restarts=2)
+    actor = Stub("a", crashes=2)
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        supervisor.start(actor)
+        await anyio.wait_all_tasks_blocked()
+        assert (actor.runs, stats.actor_restarts) == (3, 2)
+        assert "a" in supervisor
+        supervisor.stop_all()  # closes every actor: each drains and ends
+    assert actor.closed.is_set()
+    assert len(supervisor) == 0
+
+
+async def test_a_crash_loop_escalates() -> None:
+    supervisor, _ = make(max_restarts=1)
+
+    async def supervise() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            supervisor.start(Stub("a", crashes=5))
+
+    with pytest.raises(ExceptionGroup) as info:
+        await supervise()
+    assert info.group_contains(RuntimeError, match="crash 2")
+
+
+async def test_stop_discards_and_leftovers_are_handed_back() -> None:
+    supervisor, _ = make()
+    stopped, left = Stub("stopped"), Stub("left")
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        supervisor.start(stopped)
+        supervisor.start(left)
+        await anyio.wait_all_tasks_blocked()
+        assert supervisor.stop("stopped") == 3  # what it had queued
+        assert supervisor.stop("stopped") == 0  # stopping twice is nothing
+        with pytest.raises(RuntimeError, match="already running"):
+            supervisor.start(Stub("left"))
+        tg.cancel_scope.cancel()  # the whole group: "left" never drained
+    assert supervisor.leftovers() == [left]
+    assert supervisor.leftovers() == []
+
+
+async def test_starting_before_running_is_refused() -> None:
+    supervisor, _ = make()
+    with pytest.raises(RuntimeError, match="not running"):
+        supervisor.start(Stub("a"))
