@@ -247,7 +247,7 @@ async def test_hostile_payloads_are_counted_decode_errors(
 def test_the_envelope_decoder_raises_only_decode_errors() -> None:
     """Fuzz: random mutations of valid envelopes never escape as another exception."""
     from tidings import Json, ProtocolError
-    from tidings.actors.channel import DECODE_ERRORS, envelope_decoder
+    from tidings.actors.dispatch import DECODE_ERRORS, envelope_decoder
 
     decode = envelope_decoder(Json())
     rng = random.Random(1234)

@@ -24,7 +24,7 @@ from ._options import Options
 from ._runtime import Hooks, Lifecycle, Runtime
 from ._stats import Counters, Stats
 from .actors.callbacks import Dispatcher, Registration
-from .actors.channel import ChannelActor, envelope_decoder
+from .actors.dispatch import DispatchActor, envelope_decoder
 from .actors.mailbox import Mailbox
 from .actors.router import Router
 from .brokers.base import Message
@@ -197,7 +197,6 @@ class Channels(Lifecycle):
         # The runtime's parts, under short names: they are read on the hot paths.
         self._stats, self._logger, self._options = runtime.stats, runtime.logger, opts
         self._actors, self._connection = runtime.actors, runtime.connection
-        self._decode = envelope_decoder(self._protocol)
         self._dispatcher = self._runtime.new_dispatcher(self._stats)
         # Status events are counted apart from the broker's messages.
         self._status_counters = Counters()
@@ -206,7 +205,7 @@ class Channels(Lifecycle):
         self._channels: dict[str, Channel] = {}
         self._router = Router(self._stats, self._slow_consumer)
         self._iterators: set[MemoryObjectSendStream[Event]] = set()
-        self._status_actor: ChannelActor | None = None
+        self._status_actor: DispatchActor | None = None
         self._status_channel = self._new_channel(
             status_channel if status_channel is not None else "server", local=True
         )
@@ -467,16 +466,18 @@ class Channels(Lifecycle):
     def _dispatcher_of(self, channel: Channel) -> Dispatcher:
         return self._status_dispatcher if channel.local else self._dispatcher
 
-    def _start_actor(self, channel: Channel) -> ChannelActor:
+    def _start_actor(self, channel: Channel) -> DispatchActor:
         mailbox: Mailbox[Any] = Mailbox(self._options.max_pending, self._options.overflow)
         self._router.add(channel.broker_name, mailbox)
-        actor = ChannelActor(
+        actor = DispatchActor(
             channel.broker_name,
             mailbox,
-            channel=channel,
+            where=f"channel {channel.name!r}",
+            decode=_status_decoder(channel)
+            if channel.local
+            else envelope_decoder(self._protocol, channel),
             registrations_for=channel.registrations_for,
             found=channel._cache,
-            decode=_identity if channel.local else self._decode,
             dispatcher=self._dispatcher_of(channel),
             stats=self._status_counters if channel.local else self._stats,
             logger=self._logger,
@@ -575,8 +576,13 @@ class Channels(Lifecycle):
         )
 
 
-def _identity(message: tuple[str, Any]) -> tuple[str, Any]:
-    return message
+def _status_decoder(channel: Channel) -> Callable[[tuple[str, Any]], Any]:
+    """Status events are queued as ``(event, data)``: nothing to decode."""
+
+    def decode(message: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        return message[0], (channel, message[0], message[1])
+
+    return decode
 
 
 def open_channels(

@@ -23,7 +23,7 @@ from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from ._options import Options
 from ._runtime import Hooks, Lifecycle, Runtime
 from .actors.callbacks import Registration
-from .actors.clients import ClientsActor
+from .actors.dispatch import DispatchActor
 from .actors.mailbox import Mailbox
 from .brokers.base import Message
 from .policies.names import check_event
@@ -271,16 +271,20 @@ class PubSub(Lifecycle):
     def _start_actors(self) -> None:
         self._mailbox = Mailbox(self._options.max_pending, self._options.overflow)
         self._actors.start(
-            ClientsActor(
+            DispatchActor(
                 "pubsub clients",
                 self._mailbox,
-                clients=lambda: self._snapshot,
-                protocol=self._codec,
+                decode=self._decode_message,
+                registrations_for=lambda _: self._snapshot,
                 dispatcher=self._dispatcher,
                 stats=self._stats,
                 logger=self._logger,
             )
         )
+
+    def _decode_message(self, message: Message) -> tuple[str, tuple[Any, ...]]:
+        channel, payload = message
+        return "", (channel, self._codec.decode(payload))
 
     async def _after_run(self) -> None:
         for actor in self._actors.leftovers():  # past close_timeout: undelivered

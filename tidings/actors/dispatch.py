@@ -1,8 +1,10 @@
-"""The channel actor: one task per subscribed channel.
+"""The dispatch actor: decode each message, find its callbacks, call them in order.
 
-It owns the channel's mailbox of raw payloads. For each payload, in arrival order,
-it decodes the event envelope, finds the callbacks whose event pattern matches, and
-calls them in registration order.
+One actor per mailbox: a channel's (Channels: the event envelope decoded, the
+callbacks whose event pattern matches), the status channel's, or a PubSub's clients
+(the protocol's decoding, every client). The actor owns its mailbox; for each
+message, in arrival order, ``decode`` gives the key its registrations are found by
+and the arguments to call them with.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .base import Actor
 from .callbacks import Dispatcher, Registration
 from .mailbox import Mailbox
 
-__all__ = ["DECODE_ERRORS", "ChannelActor", "decode_failed", "envelope_decoder"]
+__all__ = ["DECODE_ERRORS", "Decode", "DispatchActor", "decode_failed", "envelope_decoder"]
 
 #: What decoding bytes from the broker may raise for bad input: anyone who can
 #: publish chooses those bytes, so none of these may end an actor (RecursionError
@@ -46,16 +48,21 @@ def decode_failed(stats: Counters, logger: logging.Logger, where: str, exc: Exce
         logger.warning("%s: undecodable message skipped", where, exc_info=exc)
 
 
-Decode = Callable[[Any], tuple[str, Any]]
+#: A message -> (the key to find its registrations by, the callback arguments).
+Decode = Callable[[Any], tuple[str, tuple[Any, ...]]]
 
 
-def envelope_decoder(protocol: Codec) -> Decode:
-    """Decode ``{"channel": ..., "event": ..., "data": ...}`` into ``(event, data)``."""
+def envelope_decoder(protocol: Codec, channel: object = None) -> Decode:
+    """Decode ``{"channel": ..., "event": ..., "data": ...}`` for ``channel``'s actor.
+
+    The result is ``(event, (channel, event, data))``: the key to find callbacks by,
+    and their arguments.
+    """
     decode = protocol.decode
     # The default codec's fast decoder is called directly: one frame less per message.
     fast = protocol.fast_decode if type(protocol) is Json else decode
 
-    def decode_event(payload: bytes) -> tuple[str, Any]:
+    def decode_event(payload: bytes) -> tuple[str, tuple[Any, ...]]:
         try:
             message = fast(payload)
         except Exception:
@@ -65,7 +72,7 @@ def envelope_decoder(protocol: Codec) -> Decode:
         if type(message) is dict:
             event = message.get("event")  # dict.get: any JSON object is safe here
             if type(event) is str and event:
-                return event, message.get("data")
+                return event, (channel, event, message.get("data"))
         raise ProtocolError(
             f"not a tidings event (an object with a non-empty string 'event'): {payload[:80]!r}"
         )
@@ -73,49 +80,49 @@ def envelope_decoder(protocol: Codec) -> Decode:
     return decode_event
 
 
-class ChannelActor(Actor[Any]):
-    """Decodes and dispatches the messages of one channel."""
+class DispatchActor(Actor[Any]):
+    """Decodes and dispatches the messages of one mailbox."""
 
     def __init__(
         self,
         name: str,
         mailbox: Mailbox[Any],
         *,
-        channel: object,
-        registrations_for: Callable[[str], tuple[Registration, ...]],
-        found: dict[str, tuple[Registration, ...]],
         decode: Decode,
+        registrations_for: Callable[[str], tuple[Registration, ...]],
+        found: dict[str, tuple[Registration, ...]] | None = None,
         dispatcher: Dispatcher,
         stats: Counters,
         logger: logging.Logger,
+        where: str | None = None,
     ) -> None:
         super().__init__(name, mailbox, stats)
-        self._channel = channel
-        self._registrations_for = registrations_for
-        # The channel's cache of lookups, read directly on the hot path; the channel
-        # clears it (never replaces it) when its registrations change.
-        self._found = found
+        #: How logs name it.
+        self.where = where if where is not None else name
         self._decode = decode
+        self._registrations_for = registrations_for
+        # The owner's cache of lookups, read directly on the hot path; the owner
+        # clears it (never replaces it) when its registrations change.
+        self._found: dict[str, tuple[Registration, ...]] = found if found is not None else {}
         self._dispatcher = dispatcher
         self._logger = logger
 
     async def consume(self) -> None:
         decode, lookup, found = self._decode, self._registrations_for, self._found
-        dispatch, channel, name = self._dispatcher.dispatch, self._channel, self.name
+        dispatch, name = self._dispatcher.dispatch, self.name
         batch, base, stats = self._batch, self._base, self._stats
         while (index := self._next) < len(batch):
             self._next = index + 1
-            message = batch[index]
             try:
-                event, data = decode(message)
+                key, args = decode(batch[index])
             except DECODE_ERRORS as exc:
-                decode_failed(stats, self._logger, f"channel {name!r}", exc)
+                decode_failed(stats, self._logger, self.where, exc)
                 continue
-            registrations = found.get(event)
+            registrations = found.get(key)
             if registrations is None:
-                registrations = lookup(event)
+                registrations = lookup(key)
             if registrations:
-                pending = dispatch(registrations, (channel, event, data), name, base + index + 1)
+                pending = dispatch(registrations, args, name, base + index + 1)
                 if pending is not None:
                     await self._interruptible(pending)
             else:

@@ -1,4 +1,4 @@
-"""The channel actor alone: decode, positions, interruption, discard mid-batch."""
+"""The dispatch actor alone: decode, positions, interruption, discard mid-batch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from tidings._stats import Counters
 from tidings.actors.callbacks import Dispatcher, Registration
-from tidings.actors.channel import ChannelActor, envelope_decoder
+from tidings.actors.dispatch import DispatchActor, envelope_decoder
 from tidings.actors.mailbox import Mailbox
 from tidings.protocols import Json
 
@@ -25,7 +25,7 @@ def envelope(event: str, data: Any) -> bytes:
 
 
 class World:
-    """A channel actor with its mailbox, dispatcher and registrations."""
+    """A channel's dispatch actor with its mailbox, dispatcher and registrations."""
 
     def __init__(self) -> None:
         self.stats = Counters()
@@ -40,13 +40,12 @@ class World:
         )
         self.registrations: list[Registration] = []
         self.found: dict[str, tuple[Registration, ...]] = {}
-        self.actor = ChannelActor(
+        self.actor = DispatchActor(
             "c",
             self.mailbox,
-            channel="the channel",
+            decode=envelope_decoder(Json(), "the channel"),
             registrations_for=lambda event: tuple(self.registrations),
             found=self.found,
-            decode=envelope_decoder(Json()),
             dispatcher=self.dispatcher,
             stats=self.stats,
             logger=LOG,
