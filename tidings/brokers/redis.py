@@ -117,6 +117,7 @@ class RedisSubscriber(Subscriber):
         names: dict[bytes, str] = {}
         next_reply = connection.reader.gets
         message, expected = self._message, self._expected
+        url = connection.url
         try:
             while True:
                 # Waiting for an answer, silence is bounded by the reply timeout;
@@ -137,22 +138,20 @@ class RedisSubscriber(Subscriber):
                     continue
                 batch: list[Message] = []
                 while (reply := next_reply()) is not INCOMPLETE:
-                    # The hot path first: a well-formed message push.
-                    if (
-                        type(reply) is list
-                        and len(reply) == 3
-                        and reply[0] == message
-                        and type(reply[1]) is bytes
-                        and type(reply[2]) is bytes
-                    ):
-                        raw = reply[1]
-                        name = names.get(raw)
-                        if name is None:
-                            if len(names) > 4096:  # many short-lived channels: start over
-                                names.clear()
-                            name = names[raw] = decode_name(raw)
-                        batch.append((name, reply[2]))
-                        continue
+                    # The hot path first: a well-formed message push. (The channel's
+                    # type is checked once per name, when it enters the cache.)
+                    if type(reply) is list and len(reply) == 3:
+                        kind, raw, payload = reply
+                        if kind == message and type(payload) is bytes:
+                            name = names.get(raw) if type(raw) is bytes else None
+                            if name is None:
+                                if type(raw) is not bytes:
+                                    raise violation(url, "a message push", reply)
+                                if len(names) > 4096:  # many short-lived channels
+                                    names.clear()
+                                name = names[raw] = decode_name(raw)
+                            batch.append((name, payload))
+                            continue
                     if (
                         type(reply) is list
                         and len(reply) == 4
