@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.fake_redis import Script, message, running_fake
 from tests.faults import running_proxy
 from tests.helpers import (
     FAST,
@@ -689,3 +690,39 @@ async def test_what_close_timeout_cuts_short_is_counted(store: Store) -> None:
     stats = channels.stats()
     assert stats_identity(channels) == (5, 5)
     assert (stats.delivered, stats.dropped) == (0, 5)
+
+
+# -- where a new registration starts, to the byte: a scripted server ------------------
+
+
+class AroundAnswers(Script):
+    """Sends messages for ``t:c`` right before and right after an answer, in one write."""
+
+    def __init__(self) -> None:
+        self.pongs = 0
+
+    def confirm(self, conn: Any, kind: bytes, proper: bytes) -> bytes:
+        if kind != b"subscribe":
+            return proper
+        # Published just after the subscription took effect: new to the registration.
+        return proper + message(b"t:c", Json().encode({"event": "after-subscribe"}))
+
+    def pong(self, conn: Any, proper: bytes) -> bytes:
+        self.pongs += 1
+        before = message(b"t:c", Json().encode({"event": f"before-pong-{self.pongs}"}))
+        after = message(b"t:c", Json().encode({"event": f"after-pong-{self.pongs}"}))
+        return before + proper + after
+
+
+async def test_a_registration_starts_exactly_where_the_broker_answered() -> None:
+    script = AroundAnswers()
+    first, second = Recorder(), Recorder()
+    async with running_fake(script) as fake, Channels(fake.url, namespace="t") as channels:
+        await channels.register("c", "*", first)  # subscribes: the answer is a confirmation
+        await channels.register("c", "*", second)  # subscribed already: a PING's answer
+        await eventually(lambda: "after-pong-1" in second.events)
+    # Sent after the confirmation, in the same write: delivered, not lost to the race
+    # between the reader and the register call that waits for it.
+    assert first.events[0] == "after-subscribe"
+    assert second.events == ["after-pong-1"]  # never what came before its answer
+    assert first.events == ["after-subscribe", "before-pong-1", "after-pong-1"]

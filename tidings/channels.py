@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ from .store import Store, create_store
 
 __all__ = ["Channel", "Channels", "Event", "StatusType", "open_channels"]
 
+#: ``Registration.since`` until its subscription is confirmed: no message yet.
+_DEAF = sys.maxsize
+
 #: Signature of a channel callback: ``callback(channel, event, data)``, sync or async.
 Callback = Callable[["Channel", str, Any], Any]
 
@@ -64,7 +68,7 @@ class Channel:
     counts the event patterns registered; ``pattern in channel`` tests one.
     """
 
-    __slots__ = ("_cache", "_patterns", "_pending", "broker_name", "local", "name")
+    __slots__ = ("_cache", "_patterns", "broker_name", "local", "name")
 
     def __init__(self, name: str, broker_name: str, *, local: bool = False) -> None:
         #: The name, without the namespace prefix.
@@ -77,9 +81,6 @@ class Channel:
         # the tuples of the cache, so a change never disturbs a dispatch under way.
         self._patterns: dict[str, list[Registration]] = {}
         self._cache: dict[str, tuple[Registration, ...]] = {}
-        # Registrations waiting for the broker's confirmation: the channel stays
-        # subscribed for them even while it has no callbacks.
-        self._pending = 0
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -295,41 +296,51 @@ class Channels(Lifecycle):
         if target._has(event, callback):
             await checkpoint()
             return target
-        if not target.local:
-            target = await self._subscribed(target)
         registration = self._dispatcher_of(target).registration(event, callback, target)
-        mailbox = self._router.get(broker_name)
-        # Messages already in the mailbox were published before this registration.
-        registration.since = mailbox.routed if mailbox is not None else 0
+        if target.local:
+            mailbox = self._router.get(broker_name)
+            # Status events already queued came before this registration.
+            registration.since = mailbox.routed if mailbox is not None else 0
+            target._add(registration)
+            await checkpoint()
+            return target
+        # In place at once, so that no message the broker sends once subscribed is
+        # dispatched before it exists; but deaf (``since``) until the subscription
+        # says where the messages new to it start.
+        registration.since = _DEAF
         target._add(registration)
-        return target
-
-    async def _subscribed(self, target: Channel) -> Channel:
-        """Make sure ``target`` is subscribed; return once the broker confirmed it.
-
-        On any failure (refused, cancelled), a channel left with no callbacks and
-        no other pending registration is dropped again: the change is rolled back.
-        """
-        name = target.broker_name
-        if name not in self._router:
-            self._start_actor(target)  # before the subscription: no message is missed
-        target._pending += 1
         try:
-            await self._connection.subscribe(channels=(name,))
+            await self._subscribe(target, registration)
         except BaseException:
-            target._pending -= 1
-            if not len(target) and not target._pending:
+            if target._remove(event, registration=registration) and not len(target):
                 self._drop(target)
             raise
-        target._pending -= 1
-        current = self._channels.get(name)
-        if current is not target:
-            # Dropped meanwhile (refused in a round that began before this one
-            # asked): ask again, for whichever channel object is current now.
-            if current is None:
-                current = self._channels[name] = target
-            return await self._subscribed(current)
+        if self._channels.get(broker_name) is not target:  # dropped meanwhile
+            return await self.register(channel, event, callback)
         return target
+
+    async def _subscribe(self, target: Channel, registration: Registration) -> None:
+        """Make sure ``target`` is subscribed; return once the broker confirmed it.
+
+        Sets ``registration.since``: the position in the channel's mailbox after which
+        messages are new to it. Messages published before this call are at or before
+        it, and none published after the broker confirmed is. For a channel not yet
+        subscribed, that is where the mailbox stands now (nothing queued can be for a
+        subscription made now); for one subscribed already, the point of the stream
+        where the broker answered a round trip.
+
+        Raises:
+            ReplyError: the broker refused the subscription.
+        """
+        name = target.broker_name
+        mailbox = self._router.get(name)
+        if mailbox is None:  # before the subscription: no message is missed
+            mailbox = self._start_actor(target).mailbox
+
+        def mark() -> None:
+            registration.since = mailbox.routed
+
+        await self._connection.subscribe(channels=(name,), mark=mark)
 
     async def unregister(self, channel: str, event: str, callback: Callback) -> Channel | None:
         """Remove a callback registered with :meth:`register`.
@@ -355,7 +366,7 @@ class Channels(Lifecycle):
         # confirms, the callback is still gone and the unsubscription still made.
         await checkpoint_if_cancelled()
         removed = target._remove(event, callback)
-        if removed and not len(target) and not target.local and not target._pending:
+        if removed and not len(target) and not target.local:
             self._drop(target)
             await self._connection.unsubscribe()
         else:
@@ -502,7 +513,7 @@ class Channels(Lifecycle):
         """The dispatcher removed a failing (or finished) callback."""
         channel: Channel = registration.owner
         removed = channel._remove(registration.key, registration=registration)
-        if removed and not len(channel) and not channel.local and not channel._pending:
+        if removed and not len(channel) and not channel.local:
             self._drop(channel)
 
     def _on_refused(

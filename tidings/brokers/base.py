@@ -94,11 +94,13 @@ class Subscriber(abc.ABC):
         """Unsubscribe from glob patterns; return once confirmed."""
 
     @abc.abstractmethod
-    async def barrier(self) -> None:
+    async def barrier(self, on_answer: Callable[[], None]) -> None:
         """Return once every message the broker sent before this call was delivered.
 
-        (A PING round trip on Redis.) A registration added after a barrier sees
-        nothing that was published before the barrier began.
+        (A PING round trip on Redis.) ``on_answer`` is called in the reader's task at
+        the exact point of the stream where the broker answered: after every earlier
+        message was handed to ``deliver``, before any later one. That point is where
+        a new registration on a channel already subscribed starts to see messages.
         """
 
     @abc.abstractmethod

@@ -208,9 +208,16 @@ class ShardedSubscriber(Subscriber):
         for node, names in self._by_owner(channels).items():
             await (await self._node(node)).unsubscribe(names)
 
-    async def barrier(self) -> None:
-        for subscriber in tuple(self._nodes.values()):
-            await subscriber.barrier()
+    async def barrier(self, on_answer: Callable[[], None]) -> None:
+        # One connection per node: the mark is taken once the last node answered
+        # (a message from another node may have come in meanwhile: it is delivered).
+        subscribers = tuple(self._nodes.values())
+        for subscriber in subscribers[:-1]:
+            await subscriber.barrier(lambda: None)
+        if subscribers:
+            await subscribers[-1].barrier(on_answer)
+        else:
+            on_answer()
 
     async def psubscribe(self, patterns: Sequence[str]) -> None:
         raise BrokerError("sharded pub/sub has no pattern subscriptions")

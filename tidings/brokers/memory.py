@@ -214,7 +214,7 @@ class _MemorySubscriber(_MemoryConnection, Subscriber):
         # a barrier waits until everything in the inbox at its call is delivered.
         self._taken = 0
         self._delivered = 0
-        self._barriers: list[tuple[int, anyio.Event]] = []
+        self._barriers: list[tuple[int, anyio.Event, Callable[[], None]]] = []
         super().__init__(hub)
 
     def push(self, message: Message) -> None:
@@ -238,7 +238,7 @@ class _MemorySubscriber(_MemoryConnection, Subscriber):
         super().break_(reason)
         if self._wakeup is not None:
             self._wakeup.set()
-        for _, passed in self._barriers:
+        for _, passed, _ in self._barriers:
             passed.set()
 
     async def run(self, deliver: Deliver) -> None:
@@ -262,21 +262,24 @@ class _MemorySubscriber(_MemoryConnection, Subscriber):
 
     def _pass_barriers(self) -> None:
         waiting = []
-        for target, passed in self._barriers:
+        for barrier in self._barriers:
+            target, passed, on_answer = barrier
             if target <= self._delivered:
+                on_answer()  # here, in the reader, before the next batch
                 passed.set()
             else:
-                waiting.append((target, passed))
+                waiting.append(barrier)
         self._barriers = waiting
 
-    async def barrier(self) -> None:
+    async def barrier(self, on_answer: Callable[[], None]) -> None:
         self.check()
         target = self._taken + len(self._inbox)
         if target <= self._delivered:
+            on_answer()
             await checkpoint()
             return
         passed = anyio.Event()
-        self._barriers.append((target, passed))
+        self._barriers.append((target, passed, on_answer))
         await passed.wait()
         self.check()
 

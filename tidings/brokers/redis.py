@@ -58,13 +58,15 @@ _CONFIRMATIONS = frozenset({b"subscribe", b"unsubscribe", b"psubscribe", b"punsu
 class _Awaited:
     """A reply (or confirmation) that a caller waits for."""
 
-    __slots__ = ("error", "event", "remaining", "value")
+    __slots__ = ("error", "event", "on_answer", "remaining", "value")
 
-    def __init__(self, remaining: int = 1) -> None:
+    def __init__(self, remaining: int = 1, on_answer: Callable[[], None] | None = None) -> None:
         self.event = anyio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
         self.remaining = remaining
+        #: Called by the reader the moment the (last) answer is matched.
+        self.on_answer = on_answer
 
     def fail(self, error: BaseException) -> None:
         if not self.event.is_set():
@@ -215,6 +217,8 @@ class RedisSubscriber(Subscriber):
         awaited.remaining -= 1
         if awaited.remaining == 0:
             self._expected.popleft()
+            if awaited.on_answer is not None:
+                awaited.on_answer()
             awaited.event.set()
 
     def _fail_expected(self, exc: BaseException) -> None:
@@ -274,8 +278,8 @@ class RedisSubscriber(Subscriber):
     async def punsubscribe(self, patterns: Sequence[str]) -> None:
         await self._command("PUNSUBSCRIBE", patterns)
 
-    async def barrier(self) -> None:
-        await self._ask(encode_command("PING"), [(b"pong", _Awaited())])
+    async def barrier(self, on_answer: Callable[[], None]) -> None:
+        await self._ask(encode_command("PING"), [(b"pong", _Awaited(on_answer=on_answer))])
 
     async def aclose(self) -> None:
         self._fail_expected(anyio.ClosedResourceError("closed"))

@@ -194,7 +194,7 @@ class ConnectionSupervisor:
             # Waiters of rounds that will not run now return: what they wanted stays
             # wanted, and the next connection subscribes it.
             released, self._next_round = self._next_round, _Round()
-            released.done.set()
+            released.release()
             for connection in (publisher, subscriber):
                 if connection is not None:
                     with anyio.move_on_after(1.0, shield=True), suppress(*CONNECTION_ERRORS):
@@ -268,14 +268,21 @@ class ConnectionSupervisor:
         )
 
     async def subscribe(
-        self, channels: tuple[str, ...] = (), patterns: tuple[str, ...] = ()
+        self,
+        channels: tuple[str, ...] = (),
+        patterns: tuple[str, ...] = (),
+        mark: Callable[[], None] | None = None,
     ) -> None:
         """Want these subscriptions; while connected, return once the broker has them.
 
         Once it returns (connected), every message the broker sent before the
         subscription (or, for names already subscribed, before this call) has been
-        handed to ``deliver``. Without a connection it returns at once: the next
-        connection subscribes everything wanted.
+        handed to ``deliver``. ``mark`` is called once, at the point of the stream
+        after which messages are new to the caller: at once for names not subscribed
+        yet (no message for them can be queued), in the reader as the broker answers
+        a round trip for names subscribed already (see :meth:`Subscriber.barrier`),
+        or when the connection is lost first. Without a connection it returns at
+        once: the next connection subscribes everything wanted.
 
         Raises:
             ReplyError: the broker refused some of them; those are no longer wanted
@@ -289,11 +296,19 @@ class ConnectionSupervisor:
         for name in patterns:
             joined.refused_patterns.pop(name, None)
         wanted = self._sync_wanted
-        if self._subscriber is None or wanted is None:
+        connected = self._subscriber is not None and wanted is not None
+        synced = subscriptions.synced(channels, patterns)
+        if mark is None:
+            mark = _nothing
+        elif not (connected and synced):
+            mark()  # nothing for these names can be queued yet
+            mark = _nothing
+        if not connected or wanted is None:
             await checkpoint()
             return
-        if subscriptions.synced(channels, patterns):
-            joined.barrier = True  # nothing to send: a round trip is the proof instead
+        if synced:
+            # Nothing to send: a round trip is the proof instead, and its answer the mark.
+            joined.marks.append(mark)
         wanted.set()
         await joined.done.wait()
         for name in channels:
@@ -358,10 +373,10 @@ class ConnectionSupervisor:
             for command, step in steps:
                 if step:
                     subscribed += await self._apply(command, step, joined)
-            if joined.barrier:
-                await subscriber.barrier()
+            if joined.marks:
+                await subscriber.barrier(_calling(joined.marks))
         finally:  # failed with the connection too: what the waiters want stays wanted
-            joined.done.set()
+            joined.release()
         return subscribed
 
     async def _apply(
@@ -500,14 +515,37 @@ class ConnectionSupervisor:
 class _Round:
     """One pass of the sync loop, as its waiters see it."""
 
-    __slots__ = ("barrier", "done", "refused_channels", "refused_patterns")
+    __slots__ = ("done", "marks", "refused_channels", "refused_patterns")
 
     def __init__(self) -> None:
         self.done = anyio.Event()
-        #: A waiter's names were all subscribed already: end with a barrier.
-        self.barrier = False
+        #: Waiters whose names were all subscribed already: end with a barrier,
+        #: calling these as the broker answers it.
+        self.marks: list[Callable[[], None]] = []
         self.refused_channels: dict[str, ReplyError] = {}
         self.refused_patterns: dict[str, ReplyError] = {}
+
+    def release(self) -> None:
+        """The round is over (done, failed or never run): wake its waiters. Marks not
+        called by a barrier are called now: what comes next is new to them."""
+        _calling(self.marks)()
+        self.done.set()
+
+
+def _nothing() -> None:
+    pass
+
+
+def _calling(marks: list[Callable[[], None]]) -> Callable[[], None]:
+    """One callback that calls each of ``marks`` (and forgets them: once only)."""
+
+    def call() -> None:
+        called = marks[:]
+        marks.clear()
+        for mark in called:
+            mark()
+
+    return call
 
 
 def _alone(step: Plan, name: str) -> Plan:
