@@ -299,7 +299,12 @@ async def test_a_slow_consumer_drops_counts_and_is_reported(store: Store) -> Non
         await settle()
         stats = channels.stats()
     assert stats.dropped == 20 - len(got)
-    assert 0 < len(got) <= 6  # what fit: the mailbox (5), and one the actor held
+    assert 0 < len(got) < 20
+    if store.url.startswith("memory"):
+        # One batch: what fit in the mailbox (5), one of them held by the actor. (From
+        # Redis the messages come in as many reads as the socket makes, and the actor
+        # frees room between them: more fit, but never without bound.)
+        assert len(got) == 5
     assert got == sorted(got)
     assert got[0] == 0
     assert len(reports) == 1  # one report per overflow episode, not per message
