@@ -18,6 +18,7 @@ from ._stats import Stats as Stats
 from .channels import Channel as Channel
 from .channels import Channels as Channels
 from .channels import Event as Event
+from .channels import Events as Events
 from .channels import StatusType as StatusType
 from .channels import open_channels as open_channels
 from .errors import BrokerError as BrokerError
@@ -45,6 +46,7 @@ __all__ = [
     "Channels",
     "Codec",
     "Event",
+    "Events",
     "Json",
     "Options",
     "ProtocolError",

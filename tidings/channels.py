@@ -19,12 +19,11 @@ from typing import Any
 
 import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._options import Options
 from ._runtime import Hooks, Lifecycle, Runtime
 from ._stats import Counters, Stats
-from .actors.callbacks import Dispatcher, Registration
+from .actors.callbacks import Dispatcher, Registration, Undelivered
 from .actors.dispatch import DispatchActor, envelope_decoder
 from .actors.mailbox import Mailbox
 from .actors.router import Router
@@ -37,7 +36,7 @@ from .policies.status import StatusType
 from .protocols import Codec, Json
 from .store import Store, create_store
 
-__all__ = ["Channel", "Channels", "Event", "StatusType", "open_channels"]
+__all__ = ["Channel", "Channels", "Event", "Events", "StatusType", "open_channels"]
 
 #: ``Registration.since`` until its subscription is confirmed: no message yet.
 _DEAF = sys.maxsize
@@ -59,6 +58,51 @@ class Event:
     channel: str
     event: str
     data: Any
+
+
+class Events:
+    """The events of one :meth:`Channels.subscribe`, in order, as an async iterator.
+
+    ``async for event in events`` ends when the channels close; ``await
+    events.receive()`` takes one event (raising :class:`anyio.EndOfStream` then).
+    """
+
+    __slots__ = ("_batch", "_mailbox", "_next")
+
+    def __init__(self, mailbox: Mailbox[Event]) -> None:
+        self._mailbox = mailbox
+        # A batch taken from the mailbox, and the index of its next event.
+        self._batch: list[Event] = []
+        self._next = 0
+
+    async def receive(self) -> Event:
+        """The next event, waiting for it.
+
+        Raises:
+            anyio.EndOfStream: the channels closed and every event was taken.
+        """
+        if self._next < len(self._batch):
+            await checkpoint()  # a checkpoint either way, as a receive should be
+        else:
+            try:
+                self._batch, self._next = await self._mailbox.get(), 0
+            except anyio.ClosedResourceError:  # the subscription is over
+                raise anyio.EndOfStream from None
+        event = self._batch[self._next]
+        self._next += 1
+        return event
+
+    def __aiter__(self) -> Events:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    def __repr__(self) -> str:
+        return f"<Events {self._mailbox!r}>"
 
 
 class Channel:
@@ -205,7 +249,7 @@ class Channels(Lifecycle):
         # Keyed by broker name. Subscribed channels also have a mailbox and an actor.
         self._channels: dict[str, Channel] = {}
         self._router = Router(self._stats, self._slow_consumer)
-        self._iterators: set[MemoryObjectSendStream[Event]] = set()
+        self._iterators: set[Mailbox[Event]] = set()
         self._status_actor: DispatchActor | None = None
         self._status_channel = self._new_channel(
             status_channel if status_channel is not None else "server", local=True
@@ -373,9 +417,7 @@ class Channels(Lifecycle):
             await cancel_shielded_checkpoint()
         return target
 
-    def subscribe(
-        self, channel: str, event: str = "*"
-    ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[Event]]:
+    def subscribe(self, channel: str, event: str = "*") -> AbstractAsyncContextManager[Events]:
         """Iterate over the events of a channel.
 
         ::
@@ -384,8 +426,9 @@ class Channels(Lifecycle):
                 async for ev in events:
                     print(ev.channel, ev.event, ev.data)
 
-        The iterator's buffer holds up to ``max_pending`` events, under the
-        ``overflow`` policy. It ends when the channels are closed.
+        The iterator has a mailbox of its own, bounded like a channel's by
+        ``max_pending`` under the ``overflow`` policy (dropped events are counted and
+        reported as a ``slow_consumer`` episode). It ends when the channels close.
 
         Raises:
             ValueError: an empty or non-str channel name or event pattern.
@@ -395,49 +438,37 @@ class Channels(Lifecycle):
         return self._iterate(channel, event)
 
     @asynccontextmanager
-    async def _iterate(
-        self, channel: str, event: str
-    ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
-        send, receive = anyio.create_memory_object_stream[Event](self._options.max_pending)
-        stats = self._stats
+    async def _iterate(self, channel: str, event: str) -> AsyncIterator[Events]:
+        mailbox: Mailbox[Event] = Mailbox(self._options.max_pending, self._options.overflow)
 
-        if self._options.overflow == "block":
+        async def put(ch: Channel, name: str, data: Any) -> None:
+            if await mailbox.put([Event(ch.name, name, data)]):
+                raise CallbackError("the iterator is closed")  # block mode, closed
 
-            async def callback(ch: Channel, name: str, data: Any) -> None:
-                try:
-                    await send.send(Event(ch.name, name, data))
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    raise CallbackError("the iterator is closed") from None
-        else:
-            overflowing = False  # one slow_consumer report per episode, as for mailboxes
+        def put_nowait(ch: Channel, name: str, data: Any) -> None:
+            was_overflowing = mailbox.overflowing
+            if mailbox.put_nowait([Event(ch.name, name, data)]):
+                if mailbox.closed:
+                    raise CallbackError("the iterator is closed")
+                if not was_overflowing:
+                    self._slow_consumer(ch.broker_name, 1)
+                raise Undelivered
 
-            def callback(ch: Channel, name: str, data: Any) -> None:  # type: ignore[misc]
-                nonlocal overflowing
-                try:
-                    send.send_nowait(Event(ch.name, name, data))
-                except anyio.WouldBlock:
-                    stats.dropped += 1
-                    stats.delivered -= 1  # the dispatcher counts the call as a delivery
-                    if not overflowing:
-                        overflowing = True
-                        self._slow_consumer(ch.broker_name, 1)
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    raise CallbackError("the iterator is closed") from None
-                else:
-                    if overflowing and send.statistics().current_buffer_used == 1:
-                        overflowing = False  # the reader had emptied the buffer
-
-        with send, receive:  # both ends closed on every way out
-            self._iterators.add(send)
-            try:
-                await self.register(channel, event, callback)
-                yield receive
-            finally:
-                self._iterators.discard(send)
-                send.close()
-                if self._runtime.state == "running":
-                    with anyio.move_on_after(1.0, shield=True):
-                        await self.unregister(channel, event, callback)
+        callback: Callable[[Channel, str, Any], Any] = (
+            put if self._options.overflow == "block" else put_nowait
+        )
+        self._iterators.add(mailbox)
+        try:
+            await self.register(channel, event, callback)
+            yield Events(mailbox)
+        finally:
+            self._iterators.discard(mailbox)
+            # Counted as delivered when it reached the iterator; what the consumer
+            # leaves unread when it leaves the block is its own choice.
+            mailbox.discard()
+            if self._runtime.state == "running":
+                with anyio.move_on_after(1.0, shield=True):
+                    await self.unregister(channel, event, callback)
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -560,8 +591,8 @@ class Channels(Lifecycle):
             )
 
     async def _after_run(self) -> None:
-        for send in tuple(self._iterators):
-            send.close()
+        for mailbox in tuple(self._iterators):
+            mailbox.close()  # the consumer takes what is left, then the iteration ends
         for actor in self._actors.leftovers():
             if actor is not self._status_actor:  # past close_timeout: undelivered
                 self._stats.dropped += actor.discard()

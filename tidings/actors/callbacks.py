@@ -19,7 +19,15 @@ from .._stats import Counters
 from ..errors import CallbackError
 from ..policies.intensity import Intensity
 
-__all__ = ["Dispatcher", "Registration"]
+__all__ = ["Dispatcher", "Registration", "Undelivered"]
+
+
+class Undelivered(Exception):
+    """Raised by an internal callback that could not take a message (a full buffer).
+
+    The dispatcher counts the message as ``dropped`` for that callback, not as
+    delivered and not as a callback error.
+    """
 
 
 class Registration:
@@ -105,6 +113,9 @@ class Dispatcher:
             except CallbackError:
                 self._stats.delivered += 1
                 self._unregister(registration, where)
+                continue
+            except Undelivered:
+                self._stats.dropped += 1
                 continue
             except Exception as exc:
                 self._failed(registration, exc, where)
