@@ -130,3 +130,13 @@ def test_no_import_cycles() -> None:
 def test_exports_show_the_public_module(name: str) -> None:
     obj = getattr(tidings, name)
     assert getattr(obj, "__module__", "tidings") == "tidings", f"tidings.{name}"
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in tidings.__all__ if isinstance(getattr(tidings, n), type)]
+)
+def test_exported_classes_keep_their_type_hints(name: str) -> None:
+    """Moving ``__module__`` must not break typing tools that resolve annotations."""
+    import typing
+
+    typing.get_type_hints(getattr(tidings, name))

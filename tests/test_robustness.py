@@ -726,3 +726,52 @@ async def test_a_registration_starts_exactly_where_the_broker_answered() -> None
     assert first.events[0] == "after-subscribe"
     assert second.events == ["after-pong-1"]  # never what came before its answer
     assert first.events == ["after-subscribe", "before-pong-1", "after-pong-1"]
+
+
+async def test_a_command_sent_as_an_idle_wait_ends_is_not_a_timeout() -> None:
+    """A command going out just before the idle health-check wait ends gets its full
+    reply wait: sweep the send time across that deadline (the server answers at once)."""
+    from tidings.brokers.connection import Connection
+    from tidings.brokers.redis import RedisSubscriber
+
+    interval = 0.05
+
+    async def deliver(batch: list[Any]) -> None:
+        pass
+
+    async with running_fake() as fake:
+        stream = await anyio.connect_tcp("127.0.0.1", fake.port)
+        subscriber = RedisSubscriber(Connection(stream, fake.url, 1.0), interval)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(subscriber.run, deliver)
+            for step in range(30):
+                # Across the deadline of the reader's idle wait, a quarter ms at a time.
+                await anyio.sleep(interval - 0.004 + step * 0.00025)
+                with anyio.fail_after(5):
+                    await subscriber.subscribe(["c"])
+                    await subscriber.unsubscribe(["c"])
+            tg.cancel_scope.cancel()
+        await subscriber.aclose()
+
+
+async def test_pubsub_decode_errors_name_the_channel(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with store.pubsub(protocol=Json()) as pubsub:
+        received: list[Any] = []
+        pubsub.add_client(lambda channel, message: received.append(message))
+        await pubsub.subscribe("news")
+        with caplog.at_level(logging.WARNING, "tidings"):
+            await pubsub.publish("news", {"ok": 1})  # encoded by the protocol
+            await pubsub._connection.publish("news", b"{not json")
+            await pubsub.publish("news", {"ok": 2})
+            await eventually(lambda: len(received) == 2)
+    assert "pubsub clients on 'news'" in caplog.text
+
+
+async def test_a_subclass_is_named_in_errors() -> None:
+    class MyChannels(Channels):
+        pass
+
+    with pytest.raises(RuntimeError, match="MyChannels is not running"):
+        await MyChannels().publish("c", "e")

@@ -62,6 +62,9 @@ __all__ = [
 ]
 
 
+import typing
+
+
 def _fixup_module_metadata() -> None:
     """Show ``tidings`` as the module of every export, as trio does.
 
@@ -71,6 +74,10 @@ def _fixup_module_metadata() -> None:
     for name in __all__:
         obj = globals()[name]
         if getattr(obj, "__module__", "").startswith("tidings."):
+            if isinstance(obj, type) and "__annotations__" in vars(obj):
+                # Resolved while the defining module is still known: typing tools
+                # (get_type_hints, dataclass converters) look names up there.
+                obj.__annotations__ = typing.get_type_hints(obj)
             obj.__module__ = "tidings"
 
 

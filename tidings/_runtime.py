@@ -119,12 +119,12 @@ class Runtime:
             raise RuntimeError(f"{name} is {self.state}: a handler runs once; create a new one")
         self._stopping = anyio.Event()
         self.state = "running"
-        self.accepting = True
         with collapse_exception_group():
             try:
                 async with anyio.create_task_group() as tg:
                     await tg.start(self.actors.run)
                     self._hooks.start_actors()
+                    self.accepting = True  # actors can be started from now on
                     await tg.start(self.connection.run)
                     task_status.started()
                     await self._stopping.wait()
@@ -206,6 +206,11 @@ class Runtime:
                 f"cannot {what}: {self.kind} is not running; use "
                 f"'async with' on it, or start it with 'await nursery.start(handler.run)'"
             )
+        if self.state == "running" and self._stopping is not None and not self._stopping.is_set():
+            raise RuntimeError(
+                f"cannot {what}: {self.kind} is still starting; start it with "
+                f"'await nursery.start(handler.run)', which returns once it has started"
+            )
         raise RuntimeError(f"cannot {what}: {self.kind} is closed; create a new one")
 
 
@@ -274,7 +279,7 @@ class Lifecycle:
 
     async def aclose(self) -> None:
         """The same as :meth:`close` (anyio's name for it)."""
-        await self._runtime.close()
+        await self.close()
 
     async def __aenter__(self) -> Self:
         await self._runtime.enter(str(self), self.run)

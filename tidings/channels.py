@@ -229,7 +229,7 @@ class Channels(Lifecycle):
             self._store.broker,
             opts,
             logger,
-            kind="Channels",
+            kind=type(self).__name__,
             hooks=Hooks(
                 deliver=self._deliver,
                 on_status=self._on_status,
@@ -514,7 +514,7 @@ class Channels(Lifecycle):
         actor = DispatchActor(
             channel.broker_name,
             mailbox,
-            where=f"channel {channel.name!r}",
+            where=_named(f"channel {channel.broker_name!r}"),
             decode=_status_decoder(channel)
             if channel.local
             else envelope_decoder(self._protocol, channel),
@@ -616,6 +616,11 @@ class Channels(Lifecycle):
             callback_errors=self._stats.callback_errors + status.callback_errors,
             callbacks_removed=self._stats.callbacks_removed + status.callbacks_removed,
         )
+
+
+def _named(text: str) -> Callable[[Any], str]:
+    """A ``where`` for a dispatch actor: the same text for every message."""
+    return lambda message: text
 
 
 def _status_decoder(channel: Channel) -> Callable[[tuple[str, Any]], Any]:

@@ -68,7 +68,7 @@ class PubSub(Lifecycle):
             self._store.broker,
             opts,
             logger,
-            kind="PubSub",
+            kind=type(self).__name__,
             hooks=Hooks(
                 deliver=self._deliver,
                 on_status=lambda status, data: None,
@@ -276,6 +276,7 @@ class PubSub(Lifecycle):
                 self._mailbox,
                 decode=self._decode_message,
                 registrations_for=lambda _: self._snapshot,
+                where=lambda message: f"pubsub clients on {message[0]!r}",
                 dispatcher=self._dispatcher,
                 stats=self._stats,
                 logger=self._logger,

@@ -152,3 +152,11 @@ def test_cluster_credentials_and_tls_apply_to_every_node() -> None:
 def test_bad_values_are_named(url: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         parse_store_url(url)
+
+
+def test_an_unbracketed_ipv6_seed_is_refused_but_a_bracketed_one_works() -> None:
+    with pytest.raises(ValueError, match="needs brackets"):
+        parse_store_url("redis+cluster://fe80::1")
+    address, _ = parse_store_url("redis+cluster://[fe80::1]:7000/")
+    assert isinstance(address, ClusterAddress)
+    assert address.seeds == (Node("fe80::1", 7000),)

@@ -94,11 +94,11 @@ class DispatchActor(Actor[Any]):
         dispatcher: Dispatcher,
         stats: Counters,
         logger: logging.Logger,
-        where: str | None = None,
+        where: Callable[[Any], str] | None = None,
     ) -> None:
         super().__init__(name, mailbox, stats)
-        #: How logs name it.
-        self.where = where if where is not None else name
+        #: How logs name where a message came from (only called when one fails).
+        self.where: Callable[[Any], str] = where if where is not None else lambda message: name
         self._decode = decode
         self._registrations_for = registrations_for
         # The owner's cache of lookups, read directly on the hot path; the owner
@@ -116,7 +116,7 @@ class DispatchActor(Actor[Any]):
             try:
                 key, args = decode(batch[index])
             except DECODE_ERRORS as exc:
-                decode_failed(stats, self._logger, self.where, exc)
+                decode_failed(stats, self._logger, self.where(batch[index]), exc)
                 continue
             registrations = found.get(key)
             if registrations is None:

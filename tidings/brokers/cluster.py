@@ -136,7 +136,7 @@ class ClusterBroker(Broker):
 
 
 async def _join(linked: Linked, address: RedisAddress, role: str, reply_timeout: float) -> Any:
-    """Connect to a node for a linked that can still take it (no pointless connection)."""
+    """Connect to a node for linked tasks that can still take it (no pointless connection)."""
     linked.check()
     return await open_connection(address, role, reply_timeout)
 
@@ -144,7 +144,7 @@ async def _join(linked: Linked, address: RedisAddress, role: str, reply_timeout:
 async def _enlist(
     linked: Linked, loop: Callable[[], Awaitable[None]], connection: Subscriber | Publisher
 ) -> None:
-    """Run ``loop`` in ``linked``; if the linked is gone meanwhile, close the connection."""
+    """Run ``loop`` in ``linked``; if those tasks ended meanwhile, close the connection."""
     try:
         linked.start(loop)
     except BaseException:
@@ -154,7 +154,7 @@ async def _enlist(
 
 
 class ShardedSubscriber(Subscriber):
-    """One sharded subscriber connection per node in use, read by one linked."""
+    """One sharded subscriber connection per node in use, their readers linked."""
 
     def __init__(
         self,

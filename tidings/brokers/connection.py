@@ -123,8 +123,12 @@ class Connection:
         """A reply is now awaited: a longer wait (a health-check interval) is cut to
         the reply timeout, so a silent peer is found in time."""
         if self._wait is not None and not self._due:
-            self._due = True
-            self._wait.deadline = min(self._wait.deadline, anyio.current_time() + self.timeout)
+            deadline = anyio.current_time() + self.timeout
+            # Only a shorter wait makes the reply due within it; an idle wait about
+            # to end anyway ends as idle, and the reply gets a full wait after it.
+            if deadline < self._wait.deadline:
+                self._due = True
+                self._wait.deadline = deadline
 
     def silent(self, what: str) -> TimeoutError:
         """The error for a reply that did not come within the reply timeout."""

@@ -353,6 +353,11 @@ def _seed(item: str, shown: str) -> Node:
         port = rest.removeprefix(":")
     else:
         host, _, port = item.rpartition(":")
+        if host.endswith(":"):  # "fe80::1" is no host "fe80:" with port 1
+            raise ValueError(
+                f"bad seed {item!r}: an IPv6 address needs brackets ([::1]:7000), "
+                f"in store URL {shown!r}"
+            )
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"bad seed {item!r} (want host:port) in store URL {shown!r}")
     return Node(host, int(port))
