@@ -62,15 +62,14 @@ __all__ = [
 ]
 
 
-import typing
-
-
 def _fixup_module_metadata() -> None:
     """Show ``tidings`` as the module of every export, as trio does.
 
     Tracebacks, reprs and documentation then name ``tidings.Channels``, the
     public path, instead of a private module users should not import from.
     """
+    import typing
+
     for name in __all__:
         obj = globals()[name]
         if getattr(obj, "__module__", "").startswith("tidings."):
