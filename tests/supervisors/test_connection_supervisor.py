@@ -1,0 +1,189 @@
+"""The connection supervisor alone, over a stub broker that records and refuses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import pytest
+from anyio.lowlevel import checkpoint
+
+from tests.helpers import FAST, eventually
+from tidings import ReplyError
+from tidings._stats import Counters
+from tidings.brokers.base import Broker, Deliver, Publisher, Subscriber
+from tidings.policies.status import StatusType
+from tidings.supervisors.connection import ConnectionSupervisor
+
+pytestmark = pytest.mark.anyio
+
+
+class StubSubscriber(Subscriber):
+    def __init__(self, broker: StubBroker) -> None:
+        self.broker = broker
+        self.gone = anyio.Event()
+
+    async def run(self, deliver: Deliver) -> None:
+        await self.gone.wait()
+        raise anyio.BrokenResourceError("the stub hung up")
+
+    async def _command(self, kind: str, names: Sequence[str]) -> None:
+        self.broker.commands.append((kind, tuple(names)))
+        await checkpoint()
+        if self.broker.frozen:
+            await anyio.sleep_forever()
+        if kind == "subscribe" and self.broker.refused.intersection(names):
+            raise ReplyError("stub: NOPERM no", "NOPERM")
+
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        await self._command("subscribe", channels)
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        await self._command("unsubscribe", channels)
+
+    async def psubscribe(self, patterns: Sequence[str]) -> None:
+        await self._command("psubscribe", patterns)
+
+    async def punsubscribe(self, patterns: Sequence[str]) -> None:
+        await self._command("punsubscribe", patterns)
+
+    async def barrier(self, on_answer: Callable[[], None]) -> None:
+        self.broker.commands.append(("barrier", ()))
+        await checkpoint()
+        on_answer()
+
+    async def aclose(self) -> None:
+        self.gone.set()
+
+
+class StubPublisher(Publisher):
+    async def run(self) -> None:
+        await anyio.sleep_forever()
+
+    async def publish(self, channel: str, payload: bytes) -> int:
+        await checkpoint()
+        return 0
+
+    async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
+        return {}
+
+    async def numpat(self) -> int:
+        return 0
+
+    async def channels(self, pattern: str | None = None) -> list[str]:
+        return []
+
+    async def aclose(self) -> None:
+        pass
+
+
+class StubBroker(Broker):
+    url = "stub://"
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, tuple[str, ...]]] = []
+        self.refused: set[str] = set()
+        self.frozen = False
+        self.subscribers: list[StubSubscriber] = []
+
+    async def open_subscriber(
+        self, *, health_check_interval: float, reply_timeout: float
+    ) -> Subscriber:
+        self.subscribers.append(StubSubscriber(self))
+        return self.subscribers[-1]
+
+    async def open_publisher(
+        self, *, health_check_interval: float, reply_timeout: float
+    ) -> Publisher:
+        return StubPublisher()
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.broker = StubBroker()
+        self.refusals: list[tuple[tuple[str, ...], str]] = []
+        self.statuses: list[str] = []
+
+        async def deliver(batch: list[Any]) -> None:
+            pass
+
+        self.supervisor = ConnectionSupervisor(
+            self.broker,
+            deliver=deliver,
+            on_status=lambda status, data: self.statuses.append(status.name),
+            on_refused=lambda channels, patterns, error: self.refusals.append(
+                (channels, error.code)
+            ),
+            backoff=FAST,
+            connect_timeout=1,
+            publish_timeout=1,
+            health_check_interval=30,
+            stats=Counters(),
+            logger=logging.getLogger("tidings.test"),
+        )
+
+
+async def test_a_refused_name_is_found_given_up_and_never_replayed() -> None:
+    h = Harness()
+    h.broker.refused = {"bad"}
+    async with anyio.create_task_group() as tg:
+        await tg.start(h.supervisor.run)
+        with pytest.raises(ReplyError, match="NOPERM"):
+            await h.supervisor.subscribe(channels=("a", "bad", "b"))
+        # The whole command first; after its refusal, one name at a time.
+        assert h.broker.commands == [
+            ("subscribe", ("a", "bad", "b")),
+            ("subscribe", ("a",)),
+            ("subscribe", ("bad",)),
+            ("subscribe", ("b",)),
+        ]
+        assert h.supervisor.channels == ("a", "b")
+        assert h.refusals == [(("bad",), "NOPERM")]
+        # A new connection subscribes what is wanted, and nothing refused.
+        h.broker.commands.clear()
+        await h.broker.subscribers[-1].aclose()
+        await eventually(lambda: h.statuses.count("connected") == 2)
+        assert h.broker.commands == [("subscribe", ("a", "b"))]
+        await h.supervisor.aclose()
+
+
+async def test_marks_come_at_once_for_new_names_and_at_a_barrier_for_old_ones() -> None:
+    h = Harness()
+    marks: list[str] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(h.supervisor.run)
+        await h.supervisor.subscribe(channels=("a",), mark=lambda: marks.append("new"))
+        assert marks == ["new"]
+        assert ("barrier", ()) not in h.broker.commands
+        await h.supervisor.subscribe(channels=("a",), mark=lambda: marks.append("old"))
+        assert marks == ["new", "old"]
+        assert h.broker.commands[-1] == ("barrier", ())
+        await h.supervisor.aclose()
+
+
+async def test_a_lost_session_releases_its_waiters_with_their_marks() -> None:
+    h = Harness()
+    marks: list[str] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(h.supervisor.run)
+        await h.supervisor.subscribe(channels=("a",))
+        h.broker.frozen = True  # the next command is never answered
+        done = anyio.Event()
+
+        async def waiter() -> None:
+            await h.supervisor.subscribe(channels=("b",), mark=lambda: marks.append("b"))
+            done.set()
+
+        tg.start_soon(waiter)
+        await eventually(lambda: ("subscribe", ("b",)) in h.broker.commands)
+        assert not done.is_set()
+        h.broker.frozen = False
+        await h.broker.subscribers[-1].aclose()  # the session ends
+        with anyio.fail_after(5):
+            await done.wait()  # released: "b" stays wanted for the next connection
+        assert marks == ["b"]
+        await eventually(lambda: h.supervisor.status is StatusType.connected)
+        assert h.supervisor.channels == ("a", "b")
+        await h.supervisor.aclose()
