@@ -145,7 +145,10 @@ class RedisSubscriber(Subscriber):
                     if type(reply) is list and len(reply) == 3:
                         kind, raw, payload = reply
                         if kind == message and type(payload) is bytes:
-                            name = names.get(raw) if type(raw) is bytes else None
+                            try:
+                                name = names.get(raw)
+                            except TypeError:  # unhashable: not a channel name
+                                raise violation(url, "a message push", reply) from None
                             if name is None:
                                 if type(raw) is not bytes:
                                     raise violation(url, "a message push", reply)
