@@ -218,6 +218,23 @@ class Lifecycle:
     """The life cycle both handlers show: thin methods over ``self._runtime``."""
 
     _runtime: Runtime
+    # The runtime's parts, under short names: the handlers read them on hot paths.
+    _stats: Counters
+    _logger: logging.Logger
+    _options: Options
+    _actors: ActorSupervisor
+    _connection: ConnectionSupervisor
+
+    def _compose(
+        self, broker: Broker, options: Options, logger: logging.Logger | None, hooks: Hooks
+    ) -> Runtime:
+        """Give this handler its runtime (called once, from the handler's ``__init__``)."""
+        runtime = self._runtime = Runtime(
+            broker, options, logger, kind=type(self).__name__, hooks=hooks
+        )
+        self._stats, self._logger, self._options = runtime.stats, runtime.logger, options
+        self._actors, self._connection = runtime.actors, runtime.connection
+        return runtime
 
     #: The status enumeration (the seed API's name for it).
     statusType = StatusType

@@ -21,7 +21,7 @@ import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
 from ._options import Options
-from ._runtime import Hooks, Lifecycle, Runtime
+from ._runtime import Hooks, Lifecycle
 from ._stats import Counters, Stats
 from .actors.callbacks import Dispatcher, Registration, Undelivered
 from .actors.dispatch import DispatchActor, envelope_decoder
@@ -225,12 +225,11 @@ class Channels(Lifecycle):
         )
         self._protocol: Codec = protocol if protocol is not None else Json()
         opts = Options.from_kwargs(options)
-        self._runtime = runtime = Runtime(
+        self._compose(
             self._store.broker,
             opts,
             logger,
-            kind=type(self).__name__,
-            hooks=Hooks(
+            Hooks(
                 deliver=self._deliver,
                 on_status=self._on_status,
                 on_refused=self._on_refused,
@@ -239,9 +238,6 @@ class Channels(Lifecycle):
                 after_run=self._after_run,
             ),
         )
-        # The runtime's parts, under short names: they are read on the hot paths.
-        self._stats, self._logger, self._options = runtime.stats, runtime.logger, opts
-        self._actors, self._connection = runtime.actors, runtime.connection
         self._dispatcher = self._runtime.new_dispatcher(self._stats)
         # Status events are counted apart from the broker's messages.
         self._status_counters = Counters()

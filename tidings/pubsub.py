@@ -21,7 +21,7 @@ from typing import Any
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from ._options import Options
-from ._runtime import Hooks, Lifecycle, Runtime
+from ._runtime import Hooks, Lifecycle
 from .actors.callbacks import Registration
 from .actors.dispatch import DispatchActor
 from .actors.mailbox import Mailbox
@@ -64,12 +64,11 @@ class PubSub(Lifecycle):
         self.protocol = protocol
         self._codec: Codec = protocol if protocol is not None else Bytes()
         opts = Options.from_kwargs(options)
-        self._runtime = runtime = Runtime(
+        self._compose(
             self._store.broker,
             opts,
             logger,
-            kind=type(self).__name__,
-            hooks=Hooks(
+            Hooks(
                 deliver=self._deliver,
                 on_status=lambda status, data: None,
                 on_refused=lambda channels, patterns, error: None,  # nothing kept locally
@@ -78,9 +77,6 @@ class PubSub(Lifecycle):
                 after_run=self._after_run,
             ),
         )
-        # The runtime's parts, under short names: they are read on the hot paths.
-        self._stats, self._logger, self._options = runtime.stats, runtime.logger, opts
-        self._actors, self._connection = runtime.actors, runtime.connection
         self._clients: dict[Client, Registration] = {}
         self._snapshot: tuple[Registration, ...] = ()
         self._dispatcher = self._runtime.new_dispatcher(self._stats)
