@@ -44,22 +44,27 @@ __all__ = ["Hooks", "Lifecycle", "Runtime"]
 _State = Literal["new", "running", "closed"]
 
 
+def _ignore(*args: Any) -> None:
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class Hooks:
     """What a handler gives its runtime."""
 
     #: Receives each batch the subscriber connection reads.
     deliver: Deliver
-    #: Told every status transition.
-    on_status: OnStatus
-    #: Told the subscriptions the broker refused (no longer wanted).
-    on_refused: OnRefused
     #: Told a callback a dispatcher removed (failing, or finished).
     removed: Callable[[Registration], None]
     #: Starts the actors that exist before any subscription.
     start_actors: Callable[[], None]
     #: Last clean-up, shielded and bounded, on every way out of ``run``.
     after_run: Callable[[], Awaitable[None]]
+    #: Told every status transition (a handler with no status channel ignores them).
+    on_status: OnStatus = _ignore
+    #: Told the subscriptions the broker refused, no longer wanted (a handler that
+    #: keeps nothing per subscription ignores it).
+    on_refused: OnRefused = _ignore
 
 
 class Runtime:

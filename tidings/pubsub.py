@@ -70,8 +70,6 @@ class PubSub(Lifecycle):
             logger,
             Hooks(
                 deliver=self._deliver,
-                on_status=lambda status, data: None,
-                on_refused=lambda channels, patterns, error: None,  # nothing kept locally
                 removed=self._removed,
                 start_actors=self._start_actors,
                 after_run=self._after_run,
