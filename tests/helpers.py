@@ -113,6 +113,9 @@ class StatusLog:
     def last(self, name: str) -> dict[str, Any]:
         return next(data for event, data, _ in reversed(self.events) if event == name)
 
+    def first(self, name: str) -> dict[str, Any]:
+        return next(data for event, data, _ in self.events if event == name)
+
 
 async def watched(channels: tidings.Channels) -> StatusLog:
     log = StatusLog()

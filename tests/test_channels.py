@@ -301,10 +301,11 @@ async def test_a_slow_consumer_drops_counts_and_is_reported(store: Store) -> Non
     assert stats.dropped == 20 - len(got)
     assert 0 < len(got) < 20
     if store.url.startswith("memory"):
-        # One batch: what fit in the mailbox (5), one of them held by the actor. (From
-        # Redis the messages come in as many reads as the socket makes, and the actor
-        # frees room between them: more fit, but never without bound.)
-        assert len(got) == 5
+        # One batch: the message in hand (its callback awaits) and what fit in the
+        # mailbox behind it (5). (From Redis the messages come in as many reads as
+        # the socket makes, and the actor frees room between them: more fit, but
+        # never without bound.)
+        assert len(got) == 1 + 5
     assert got == sorted(got)
     assert got[0] == 0
     assert len(reports) == 1  # one report per overflow episode, not per message
@@ -615,3 +616,38 @@ async def test_an_iterator_that_falls_behind_drops_counts_and_reports(store: Sto
             await settle()
     assert len(reports) == 1
     assert reports[0]["channel"] == "c"
+
+
+async def test_idle_channels_cost_no_task_and_an_awaiting_one_gets_one(store: Store) -> None:
+    """Channels whose callbacks are sync are handled in place by the router; a
+    channel gets a task while its callbacks await, in order, and gives it back."""
+    seen: dict[str, list[Any]] = {}
+
+    def sync(ch: Channel, event: str, data: Any) -> None:
+        seen.setdefault(ch.name, []).append(data)
+
+    async def slow(ch: Channel, event: str, data: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        seen.setdefault(ch.name, []).append(("async", data))
+
+    async with Channels(store) as channels:
+        tasks = channels._runtime.actors  # the status channel's actor is always one
+        async with anyio.create_task_group() as tg:
+            for n in range(200):
+                tg.start_soon(channels.register, f"c{n}", "*", sync)
+        await channels.register("mixed", "*", sync)
+        await channels.register("mixed", "*", slow)
+        for round_ in range(3):
+            for n in range(200):
+                await channels.publish(f"c{n}", "e", round_)
+            await channels.publish("mixed", "e", round_)
+        await eventually(lambda: sum(map(len, seen.values())) == 3 * 200 + 3 * 2)
+        assert all(seen[f"c{n}"] == [0, 1, 2] for n in range(200))
+        assert seen["mixed"] == [0, ("async", 0), 1, ("async", 1), 2, ("async", 2)]
+        assert "mixed" in [name.split(":")[-1] for name in tasks._children]
+        assert len(tasks) == 2  # the status channel's and the awaiting channel's
+        await channels.unregister("mixed", "*", slow)
+        await channels.publish("mixed", "e", 3)
+        await eventually(lambda: len(tasks) == 1)  # sync again: the task is given back
+        assert seen["mixed"][-1] == 3
+        assert channels.stats().dropped == 0

@@ -246,11 +246,16 @@ async def test_hostile_payloads_are_counted_decode_errors(
 
 
 def test_the_envelope_decoder_raises_only_decode_errors() -> None:
-    """Fuzz: random mutations of valid envelopes never escape as another exception."""
+    """Fuzz: random mutations of valid envelopes never escape as another exception,
+    and the default codec's fast path (a struct) agrees with the careful one."""
     from tidings import Json, ProtocolError
     from tidings.actors.dispatch import DECODE_ERRORS, envelope_decoder
 
+    class Careful(Json):
+        """Not the default codec: decoded the general way (a dict, then checks)."""
+
     decode = envelope_decoder(Json())
+    careful = envelope_decoder(Careful())
     rng = random.Random(1234)
     seeds = [
         b'{"channel":"c","event":"e","data":{"a":[1,2,{"b":null}]}}',
@@ -273,12 +278,15 @@ def test_the_envelope_decoder_raises_only_decode_errors() -> None:
             else:
                 data[i:i] = rng.choice((b"[" * 3000, b'{"x":' * 2000, b"\\u"))
         try:
-            event, _ = decode(bytes(data))
+            event, args = decode("c", bytes(data))
         except DECODE_ERRORS as exc:
             failures.append(exc)
+            with pytest.raises(ProtocolError):
+                careful("c", bytes(data))
         else:
             assert type(event) is str
             assert event
+            assert careful("c", bytes(data)) == (event, args)
             ok += 1
     # Whatever the input, the codec's own error, and nothing else.
     assert all(isinstance(exc, ProtocolError) for exc in failures), failures[:3]

@@ -23,6 +23,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if
 from ._options import Options
 from ._runtime import Hooks, Lifecycle
 from ._stats import Counters, Stats
+from .actors.base import Actor
 from .actors.callbacks import Dispatcher, Registration, Undelivered
 from .actors.dispatch import DispatchActor, envelope_decoder
 from .actors.mailbox import Mailbox
@@ -244,7 +245,8 @@ class Channels(Lifecycle):
         self._status_dispatcher = self._runtime.new_dispatcher(self._status_counters)
         # Keyed by broker name. Subscribed channels also have a mailbox and an actor.
         self._channels: dict[str, Channel] = {}
-        self._router = Router(self._stats, self._slow_consumer)
+        self._router = Router(self._stats, self._slow_consumer, self._spawn)
+        self._decode_event = envelope_decoder(self._protocol)
         self._iterators: set[Mailbox[Event]] = set()
         self._status_actor: DispatchActor | None = None
         self._status_channel = self._new_channel(
@@ -338,9 +340,9 @@ class Channels(Lifecycle):
             return target
         registration = self._dispatcher_of(target).registration(event, callback, target)
         if target.local:
-            mailbox = self._router.get(broker_name)
+            actor = self._router.get(broker_name)
             # Status events already queued came before this registration.
-            registration.since = mailbox.routed if mailbox is not None else 0
+            registration.since = actor.mailbox.routed if actor is not None else 0
             target._add(registration)
             await checkpoint()
             return target
@@ -373,9 +375,10 @@ class Channels(Lifecycle):
             ReplyError: the broker refused the subscription.
         """
         name = target.broker_name
-        mailbox = self._router.get(name)
-        if mailbox is None:  # before the subscription: no message is missed
-            mailbox = self._start_actor(target).mailbox
+        actor = self._router.get(name)
+        if actor is None:  # before the subscription: no message is missed
+            actor = self._new_actor(target)
+        mailbox = actor.mailbox
 
         def mark() -> None:
             registration.since = mailbox.routed
@@ -504,24 +507,38 @@ class Channels(Lifecycle):
     def _dispatcher_of(self, channel: Channel) -> Dispatcher:
         return self._status_dispatcher if channel.local else self._dispatcher
 
-    def _start_actor(self, channel: Channel) -> DispatchActor:
-        mailbox: Mailbox[Any] = Mailbox(self._options.max_pending, self._options.overflow)
-        self._router.add(channel.broker_name, mailbox)
+    def _new_actor(self, channel: Channel) -> DispatchActor:
+        """The actor of ``channel``, routed to from now on.
+
+        A channel's actor is lazy: it runs in the reader, in place, until a callback
+        awaits. The status channel's always has a task: status events are emitted
+        from inside the connection supervisor, which must not run callbacks.
+        """
+        local = channel.local
         actor = DispatchActor(
             channel.broker_name,
-            mailbox,
-            where=_named(f"channel {channel.broker_name!r}"),
-            decode=_status_decoder(channel)
-            if channel.local
-            else envelope_decoder(self._protocol, channel),
+            Mailbox(self._options.max_pending, self._options.overflow),
+            owner=channel,
+            where=_channel_where,
+            decode=_status_decode if local else self._decode_event,
             registrations_for=channel.registrations_for,
             found=channel._cache,
             dispatcher=self._dispatcher_of(channel),
-            stats=self._status_counters if channel.local else self._stats,
+            stats=self._status_counters if local else self._stats,
             logger=self._logger,
+            lazy=not local,
         )
-        self._actors.start(actor)
+        self._router.add(channel.broker_name, actor)
+        if local:
+            self._actors.start(actor)
         return actor
+
+    def _spawn(self, actor: Actor[Any], crashed: Exception | None) -> None:
+        """Give a lazy actor a task (the router found it needs one)."""
+        if self._actors.running:
+            self._actors.start(actor, crashed)
+        else:  # stopping: nothing runs callbacks any more
+            self._stats.dropped += actor.discard()
 
     def _drop(self, channel: Channel) -> None:
         """Forget a channel and unsubscribe it; what is queued for it counts as dropped.
@@ -532,8 +549,9 @@ class Channels(Lifecycle):
         if self._channels.get(name) is not channel:
             return
         del self._channels[name]
-        if self._router.remove(name) is not None:
-            self._stats.dropped += self._actors.stop(name)
+        actor = self._router.remove(name)
+        if actor is not None:
+            self._stats.dropped += self._actors.stop(actor)
         self._connection.unsubscribe_nowait(channels=(name,))
 
     def _removed(self, registration: Registration) -> None:
@@ -558,7 +576,7 @@ class Channels(Lifecycle):
                 self._drop(channel)
 
     def _start_actors(self) -> None:
-        self._status_actor = self._start_actor(self._status_channel)
+        self._status_actor = self._new_actor(self._status_channel)
 
     async def _deliver(self, batch: list[Message]) -> None:
         await self._router.deliver(batch)
@@ -597,9 +615,9 @@ class Channels(Lifecycle):
             # ("closed" among them): deliver them here, bounded by the caller.
             await self._status_actor.drain()
         status = self._status_channel.broker_name
-        for name, mailbox in self._router:
+        for name, actor in self._router:
             self._router.remove(name)
-            discarded = mailbox.discard()  # what close_timeout left undelivered
+            discarded = actor.mailbox.discard()  # what close_timeout left undelivered
             if name != status:
                 self._stats.dropped += discarded
 
@@ -614,18 +632,14 @@ class Channels(Lifecycle):
         )
 
 
-def _named(text: str) -> Callable[[Any], str]:
-    """A ``where`` for a dispatch actor: the same text for every message."""
-    return lambda message: text
+def _channel_where(channel: Channel, message: Any) -> str:
+    """How logs name a channel actor's messages."""
+    return f"channel {channel.broker_name!r}"
 
 
-def _status_decoder(channel: Channel) -> Callable[[tuple[str, Any]], Any]:
+def _status_decode(channel: Channel, message: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
     """Status events are queued as ``(event, data)``: nothing to decode."""
-
-    def decode(message: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
-        return message[0], (channel, message[0], message[1])
-
-    return decode
+    return message[0], (channel, message[0], message[1])
 
 
 def open_channels(

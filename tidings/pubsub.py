@@ -270,14 +270,14 @@ class PubSub(Lifecycle):
                 self._mailbox,
                 decode=self._decode_message,
                 registrations_for=lambda _: self._snapshot,
-                where=lambda message: f"pubsub clients on {message[0]!r}",
+                where=lambda owner, message: f"pubsub clients on {message[0]!r}",
                 dispatcher=self._dispatcher,
                 stats=self._stats,
                 logger=self._logger,
             )
         )
 
-    def _decode_message(self, message: Message) -> tuple[str, tuple[Any, ...]]:
+    def _decode_message(self, owner: None, message: Message) -> tuple[str, tuple[Any, ...]]:
         channel, payload = message
         return "", (channel, self._codec.decode(payload))
 

@@ -43,7 +43,8 @@ class World:
         self.actor = DispatchActor(
             "c",
             self.mailbox,
-            decode=envelope_decoder(Json(), "the channel"),
+            decode=envelope_decoder(Json()),
+            owner="the channel",
             registrations_for=lambda event: tuple(self.registrations),
             found=self.found,
             dispatcher=self.dispatcher,
@@ -122,3 +123,78 @@ async def test_discarding_from_inside_a_callback_ends_the_batch_once(world: Worl
     await world.actor.run()  # the mailbox is discarded: run ends
     assert calls == [1, 2]
     assert world.stats.unrouted == 0  # nothing replayed
+
+
+async def test_a_lazy_actor_handles_in_place_until_a_callback_awaits(world: World) -> None:
+    """In place: the batch is done at once; an async callback hands the rest (not yet
+    started) back for the mailbox, and ``run`` finishes the awaited message first."""
+    seen: list[Any] = []
+
+    async def slow(channel: Any, event: str, data: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        seen.append(("async", data))
+
+    world.register(lambda channel, event, data: seen.append(data))
+    assert world.actor.handle_now([envelope("e", 1), envelope("e", 2)]) is None
+    assert seen == [1, 2]
+    assert (world.mailbox.routed, world.mailbox.taken) == (2, 2)  # positions advanced
+    world.register(slow)
+    rest = world.actor.handle_now([envelope("e", 3), envelope("e", 4), envelope("e", 5)])
+    assert rest == [envelope("e", 4), envelope("e", 5)]  # the mailbox's to bound
+    assert seen == [1, 2, 3]  # the sync callback of 3 ran; its async one waits
+    assert (world.mailbox.routed, world.mailbox.taken) == (3, 3)
+    world.mailbox.put_nowait(rest)
+    world.mailbox.close()
+    await world.actor.run()
+    assert seen == [1, 2, 3, ("async", 3), 4, ("async", 4), 5, ("async", 5)]
+    assert world.stats.delivered == 2 + 3 * 2
+
+
+async def test_a_lazy_actor_gives_its_task_back_when_nothing_awaits(world: World) -> None:
+    world.actor.lazy = True
+    seen: list[Any] = []
+    world.register(lambda channel, event, data: seen.append(data))
+    world.mailbox.put_nowait([envelope("e", 1)])
+    await world.actor.run()  # returns once the mailbox is empty: no task kept
+    assert seen == [1]
+    assert not world.mailbox.closed
+
+
+async def test_a_crash_in_place_skips_one_message_and_gives_back_the_rest(
+    world: World,
+) -> None:
+    class Bug(Exception):
+        pass
+
+    def decode(owner: Any, payload: bytes) -> tuple[str, tuple[Any, ...]]:
+        if payload == b"bug":
+            raise Bug  # not a decode error: a bug in the codec
+        return "e", (owner, "e", payload)
+
+    world.actor._decode = decode
+    seen: list[Any] = []
+    world.register(lambda channel, event, data: seen.append(data))
+    with pytest.raises(Bug):
+        world.actor.handle_now([b"1", b"bug", b"2", b"3"])
+    assert world.actor.give_back() == [b"2", b"3"]
+    assert seen == [b"1"]
+    world.mailbox.put_nowait([b"2", b"3"])
+    world.mailbox.close()
+    await world.actor.run()  # the restart: on with the message after the crash
+    assert seen == [b"1", b"2", b"3"]
+
+
+async def test_discarding_an_actor_whose_task_never_started_abandons_its_message(
+    world: World,
+) -> None:
+    called: list[Any] = []
+
+    async def slow(channel: Any, event: str, data: Any) -> None:
+        called.append(data)
+
+    world.register(slow)
+    assert world.actor.handle_now([envelope("e", 1), envelope("e", 2)]) == [envelope("e", 2)]
+    # Stopped before its task ran: the coroutine is closed, never awaited, and the
+    # message counts as dropped (the rest was never queued: its caller counts it).
+    assert world.actor.discard() == 1
+    assert (called, world.stats.dropped, world.stats.delivered) == ([], 0, 0)

@@ -28,9 +28,9 @@ def make(limit: int = 2) -> tuple[Dispatcher, Counters, list[Registration]]:
 
 
 async def run(dispatcher: Dispatcher, regs: tuple[Registration, ...], *args: Any) -> None:
-    pending = dispatcher.dispatch(regs, args, "test", 1)
-    if pending is not None:
-        await pending
+    unfinished = dispatcher.dispatch(regs, args, "test", 1)
+    if unfinished is not None:
+        await unfinished.complete()
 
 
 async def test_sync_and_async_callbacks_run_in_order() -> None:

@@ -18,6 +18,7 @@ class Stub:
 
     def __init__(self, name: str, crashes: int = 0) -> None:
         self.name = name
+        self.running = False
         self.crashes = crashes
         self.runs = 0
         self.closed = anyio.Event()
@@ -84,8 +85,11 @@ async def test_stop_discards_and_leftovers_are_handed_back() -> None:
         supervisor.start(stopped)
         supervisor.start(left)
         await anyio.wait_all_tasks_blocked()
-        assert supervisor.stop("stopped") == 3  # what it had queued
-        assert supervisor.stop("stopped") == 0  # stopping twice is nothing
+        assert stopped.running
+        assert supervisor.stop(stopped) == 3  # what it had queued
+        assert supervisor.stop(stopped) == 0  # stopping twice is nothing
+        await anyio.wait_all_tasks_blocked()
+        assert not stopped.running
         with pytest.raises(RuntimeError, match="already running"):
             supervisor.start(Stub("left"))
         tg.cancel_scope.cancel()  # the whole group: "left" never drained
@@ -97,3 +101,36 @@ async def test_starting_before_running_is_refused() -> None:
     supervisor, _ = make()
     with pytest.raises(RuntimeError, match="not running"):
         supervisor.start(Stub("a"))
+
+
+async def test_a_crash_outside_a_task_is_supervised_like_one_inside() -> None:
+    """A lazy actor that crashed in place (in the router) is started with its crash:
+    it counts toward the intensity, and the actor runs on (or it escalates)."""
+    supervisor, stats = make(max_restarts=1)
+    actor = Stub("a")
+
+    async def supervise() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            supervisor.start(actor, RuntimeError("in place 1"))
+            await anyio.wait_all_tasks_blocked()
+            assert (actor.runs, stats.actor_restarts, actor.running) == (1, 1, True)
+            actor.close()
+            await anyio.wait_all_tasks_blocked()
+            assert (len(supervisor), actor.running) == (0, False)  # done: no task left
+            supervisor.start(actor, RuntimeError("in place 2"))  # the second in the window
+
+    with pytest.raises(ExceptionGroup) as info:
+        await supervise()
+    assert info.group_contains(RuntimeError, match="in place 2")
+
+
+async def test_an_actor_started_while_stopping_drains_and_ends() -> None:
+    supervisor, _ = make()
+    actor = Stub("late")
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        supervisor.stop_all()
+        supervisor.start(actor)
+    assert actor.closed.is_set()
+    assert actor.runs == 1

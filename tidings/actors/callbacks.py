@@ -19,7 +19,7 @@ from .._stats import Counters
 from ..errors import CallbackError
 from ..policies.intensity import Intensity
 
-__all__ = ["Dispatcher", "Registration", "Undelivered"]
+__all__ = ["Dispatcher", "Registration", "Undelivered", "Unfinished"]
 
 
 class Undelivered(Exception):
@@ -93,7 +93,7 @@ class Dispatcher:
         where: str,
         position: int,
         called: bool = False,
-    ) -> Awaitable[None] | None:
+    ) -> Unfinished | None:
         """Call each active registration added before ``position`` with ``args``.
 
         A message that no registration takes is counted ``unrouted`` (``called``
@@ -102,7 +102,7 @@ class Dispatcher:
         raises anything else as a ``callback_error``.
 
         Returns:
-            None when every call completed, else an awaitable that completes the rest.
+            None when every call completed, else the :class:`Unfinished` rest.
         """
         for index, registration in enumerate(registrations):
             if not registration.active or registration.since >= position:
@@ -122,33 +122,11 @@ class Dispatcher:
                 continue
             if result is not None and inspect.isawaitable(result):
                 rest = registrations[index + 1 :]
-                return self._finish(result, registration, rest, args, where, position)
+                return Unfinished(self, result, registration, rest, args, where, position)
             self._stats.delivered += 1
         if not called:
             self._stats.unrouted += 1
         return None
-
-    async def _finish(
-        self,
-        pending: Awaitable[Any],
-        registration: Registration,
-        rest: tuple[Registration, ...],
-        args: tuple[Any, ...],
-        where: str,
-        position: int,
-    ) -> None:
-        try:
-            await pending
-        except CallbackError:
-            self._stats.delivered += 1
-            self._unregister(registration, where)
-        except Exception as exc:
-            self._failed(registration, exc, where)
-        else:
-            self._stats.delivered += 1
-        more = self.dispatch(rest, args, where, position, True)
-        if more is not None:
-            await more
 
     def _unregister(self, registration: Registration, where: str) -> None:
         self._logger.debug("%s: %r raised CallbackError, unregistered", where, registration)
@@ -179,3 +157,64 @@ class Dispatcher:
             registration.active = False
             self._stats.callbacks_removed += 1
             self._remove(registration)
+
+
+class Unfinished:
+    """The rest of a dispatch, from the first callback that returned an awaitable.
+
+    :meth:`complete` awaits it and calls the registrations after it; a message
+    given up before that (its actor stopped first) is :meth:`abandon`-ed.
+    """
+
+    __slots__ = (
+        "_args",
+        "_awaitable",
+        "_dispatcher",
+        "_position",
+        "_registration",
+        "_rest",
+        "_where",
+    )
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        awaitable: Awaitable[Any],
+        registration: Registration,
+        rest: tuple[Registration, ...],
+        args: tuple[Any, ...],
+        where: str,
+        position: int,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._awaitable = awaitable
+        self._registration = registration
+        self._rest = rest
+        self._args = args
+        self._where = where
+        self._position = position
+
+    async def complete(self) -> None:
+        """Await the pending callback, then call the ones after it, in order."""
+        dispatcher = self._dispatcher
+        unfinished: Unfinished | None = self
+        while unfinished is not None:
+            stats, registration = dispatcher._stats, unfinished._registration
+            try:
+                await unfinished._awaitable
+            except CallbackError:
+                stats.delivered += 1
+                dispatcher._unregister(registration, unfinished._where)
+            except Exception as exc:
+                dispatcher._failed(registration, exc, unfinished._where)
+            else:
+                stats.delivered += 1
+            unfinished = dispatcher.dispatch(
+                unfinished._rest, unfinished._args, unfinished._where, unfinished._position, True
+            )
+
+    def abandon(self) -> None:
+        """Never to be completed: close the callback's coroutine (no "never awaited")."""
+        close = getattr(self._awaitable, "close", None)
+        if close is not None:
+            close()

@@ -13,11 +13,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from .._stats import Counters
 from ..errors import ProtocolError
 from ..protocols import Codec, Json
 from .base import Actor
-from .callbacks import Dispatcher, Registration
+from .callbacks import Dispatcher, Registration, Unfinished
 from .mailbox import Mailbox
 
 __all__ = ["DECODE_ERRORS", "Decode", "DispatchActor", "decode_failed", "envelope_decoder"]
@@ -48,27 +50,47 @@ def decode_failed(stats: Counters, logger: logging.Logger, where: str, exc: Exce
         logger.warning("%s: undecodable message skipped", where, exc_info=exc)
 
 
-#: A message -> (the key to find its registrations by, the callback arguments).
-Decode = Callable[[Any], tuple[str, tuple[Any, ...]]]
+#: ``(owner, message)`` -> (the key to find its registrations by, the callback
+#: arguments); ``owner`` is what the actor was given (a channel, or None).
+Decode = Callable[[Any, Any], tuple[str, tuple[Any, ...]]]
 
 
-def envelope_decoder(protocol: Codec, channel: object = None) -> Decode:
-    """Decode ``{"channel": ..., "event": ..., "data": ...}`` for ``channel``'s actor.
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """An event envelope, as tidings publishes it.
+
+    Other fields are refused rather than skipped: msgspec skips an unknown field
+    without validating it, and this path must refuse exactly what the careful one
+    does (an envelope with extra fields takes the careful path, and is accepted
+    there when it is valid JSON).
+    """
+
+    event: str
+    data: Any = None
+    channel: Any = None
+
+
+def envelope_decoder(protocol: Codec) -> Decode:
+    """Decode ``{"channel": ..., "event": ..., "data": ...}`` for a channel's actor.
 
     The result is ``(event, (channel, event, data))``: the key to find callbacks by,
-    and their arguments.
+    and their arguments (``channel`` is the actor's owner).
     """
     decode = protocol.decode
-    # The default codec's fast decoder is called directly: one frame less per message.
-    fast = protocol.fast_decode if type(protocol) is Json else decode
+    # The default codec decodes straight into a struct: one pass, no dict built
+    # and searched. Anything that does not fit it takes the careful path below,
+    # which accepts and refuses exactly what the codec's own decode does.
+    fast = msgspec.json.Decoder(_Envelope).decode if type(protocol) is Json else None
 
-    def decode_event(payload: bytes) -> tuple[str, tuple[Any, ...]]:
-        try:
-            message = fast(payload)
-        except Exception:
-            if fast is decode:
-                raise
-            message = decode(payload)  # the careful path: fallback parser, clear error
+    def decode_event(channel: Any, payload: bytes) -> tuple[str, tuple[Any, ...]]:
+        if fast is not None:
+            try:
+                envelope = fast(payload)
+            except (msgspec.MsgspecError, RecursionError):
+                pass  # the careful path says what is wrong with it
+            else:
+                if envelope.event:
+                    return envelope.event, (channel, envelope.event, envelope.data)
+        message = decode(payload)
         if type(message) is dict:
             event = message.get("event")  # dict.get: any JSON object is safe here
             if type(event) is str and event:
@@ -83,6 +105,16 @@ def envelope_decoder(protocol: Codec, channel: object = None) -> Decode:
 class DispatchActor(Actor[Any]):
     """Decodes and dispatches the messages of one mailbox."""
 
+    __slots__ = (
+        "_decode",
+        "_dispatcher",
+        "_found",
+        "_logger",
+        "_registrations_for",
+        "owner",
+        "where",
+    )
+
     def __init__(
         self,
         name: str,
@@ -94,11 +126,16 @@ class DispatchActor(Actor[Any]):
         dispatcher: Dispatcher,
         stats: Counters,
         logger: logging.Logger,
-        where: Callable[[Any], str] | None = None,
+        owner: Any = None,
+        where: Callable[[Any, Any], str] | None = None,
+        lazy: bool = False,
     ) -> None:
-        super().__init__(name, mailbox, stats)
-        #: How logs name where a message came from (only called when one fails).
-        self.where: Callable[[Any], str] = where if where is not None else lambda message: name
+        super().__init__(name, mailbox, stats, lazy=lazy)
+        #: Passed to ``decode`` with each message (the channel, for its callbacks).
+        self.owner = owner
+        #: How logs name where a message came from, ``where(owner, message)``
+        #: (only called when one fails; default: the actor's name).
+        self.where = where
         self._decode = decode
         self._registrations_for = registrations_for
         # The owner's cache of lookups, read directly on the hot path; the owner
@@ -107,23 +144,30 @@ class DispatchActor(Actor[Any]):
         self._dispatcher = dispatcher
         self._logger = logger
 
-    async def consume(self) -> None:
-        decode, lookup, found = self._decode, self._registrations_for, self._found
+    def consume(self) -> Unfinished | None:
+        decode, lookup, found, owner = (
+            self._decode,
+            self._registrations_for,
+            self._found,
+            self.owner,
+        )
         dispatch, name = self._dispatcher.dispatch, self.name
         batch, base, stats = self._batch, self._base, self._stats
         while (index := self._next) < len(batch):
             self._next = index + 1
             try:
-                key, args = decode(batch[index])
+                key, args = decode(owner, batch[index])
             except DECODE_ERRORS as exc:
-                decode_failed(stats, self._logger, self.where(batch[index]), exc)
+                where = self.where(owner, batch[index]) if self.where is not None else name
+                decode_failed(stats, self._logger, where, exc)
                 continue
             registrations = found.get(key)
             if registrations is None:
                 registrations = lookup(key)
             if registrations:
-                pending = dispatch(registrations, args, name, base + index + 1)
-                if pending is not None:
-                    await self._interruptible(pending)
+                unfinished = dispatch(registrations, args, name, base + index + 1)
+                if unfinished is not None:
+                    return unfinished
             else:
                 stats.unrouted += 1
+        return None

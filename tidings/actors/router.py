@@ -1,15 +1,21 @@
-"""The router: channel name -> mailbox, and the one hop from the reader to the actors.
+"""The router: channel name -> actor, and the one hop from the reader to the actors.
 
 Data flows from the reader (left) to the actors (right)::
 
-    reader ──deliver(batch)──► Router ──put(group)──► Mailbox ──► actor
+    reader ──deliver(batch)──► Router ─┬─ handle_now(group) ──► actor, in place
+                                       └─ put(group) ──► Mailbox ──► actor's task
 
 A batch (everything one read of the connection brought) is grouped by channel in
-one pass, and each group is put into its channel's mailbox at once: a burst on one
-channel costs one put, not one per message. A message for a channel with no mailbox
-(unsubscribed a moment ago) is counted ``unrouted``; what a full mailbox refuses is
-counted ``dropped``, and the first drop of an *episode* (from the first drop until
-the actor has emptied the mailbox) is reported once, not once per message.
+one pass. An actor with no task (idle, mailbox empty) handles its group in place,
+right here; it needs a task only when a callback awaits (or it crashed: its
+supervisor decides), and the router asks for one. An actor that has a task gets its
+group in its mailbox, in one put: a burst on one channel costs one put, not one per
+message. Either way a channel's messages are handled in order.
+
+A message for a channel with no actor (unsubscribed a moment ago) is counted
+``unrouted``; what a full mailbox refuses is counted ``dropped``, and the first drop
+of an *episode* (from the first drop until the actor has emptied the mailbox) is
+reported once, not once per message.
 """
 
 from __future__ import annotations
@@ -19,46 +25,65 @@ from typing import Any
 
 from .._stats import Counters
 from ..brokers.base import Message
-from .mailbox import Mailbox
+from .base import Actor
 
 __all__ = ["Router"]
 
 #: Told ``(channel, dropped)`` at the start of each slow-consumer episode.
 OnSlowConsumer = Callable[[str, int], None]
+#: Starts a task for an actor that needs one, given what it raised if it crashed.
+Spawn = Callable[[Actor[Any], Exception | None], None]
 
 
 class Router:
-    """Mailboxes by channel name (only the owning handler changes them)."""
+    """Actors by channel name (only the owning handler changes them)."""
 
-    __slots__ = ("_mailboxes", "_on_slow_consumer", "_stats")
+    __slots__ = ("_actors", "_on_slow_consumer", "_spawn", "_stats")
 
-    def __init__(self, stats: Counters, on_slow_consumer: OnSlowConsumer) -> None:
+    def __init__(self, stats: Counters, on_slow_consumer: OnSlowConsumer, spawn: Spawn) -> None:
         self._stats = stats
         self._on_slow_consumer = on_slow_consumer
-        self._mailboxes: dict[str, Mailbox[Any]] = {}
+        self._spawn = spawn
+        self._actors: dict[str, Actor[Any]] = {}
 
     def __contains__(self, name: str) -> bool:
-        return name in self._mailboxes
+        return name in self._actors
 
-    def __iter__(self) -> Iterator[tuple[str, Mailbox[Any]]]:
-        return iter(tuple(self._mailboxes.items()))
+    def __len__(self) -> int:
+        return len(self._actors)
 
-    def get(self, name: str) -> Mailbox[Any] | None:
-        """The mailbox of ``name``, if it has one."""
-        return self._mailboxes.get(name)
+    def __iter__(self) -> Iterator[tuple[str, Actor[Any]]]:
+        return iter(tuple(self._actors.items()))
 
-    def add(self, name: str, mailbox: Mailbox[Any]) -> None:
-        """Route messages for ``name`` to ``mailbox`` from now on."""
-        self._mailboxes[name] = mailbox
+    def get(self, name: str) -> Actor[Any] | None:
+        """The actor of ``name``, if it has one."""
+        return self._actors.get(name)
 
-    def remove(self, name: str) -> Mailbox[Any] | None:
-        """Stop routing ``name``; return its mailbox (its owner closes it)."""
-        return self._mailboxes.pop(name, None)
+    def add(self, name: str, actor: Actor[Any]) -> None:
+        """Route messages for ``name`` to ``actor`` from now on."""
+        self._actors[name] = actor
+
+    def remove(self, name: str) -> Actor[Any] | None:
+        """Stop routing ``name``; return its actor (its owner stops it)."""
+        return self._actors.pop(name, None)
 
     async def deliver(self, batch: list[Message]) -> None:
-        """Route a batch from the reader to the mailboxes: one hop, one put per channel."""
+        """Route a batch from the reader: one hop, one handling or put per channel."""
         stats = self._stats
         stats.received += len(batch)
+        actors = self._actors
+        if len(batch) == 1:  # a quiet connection: no grouping to do
+            name, payload = batch[0]
+            actor = actors.get(name)
+            if actor is None:
+                stats.unrouted += 1
+            elif not actor.running:
+                rest = self._handle_now(actor, [payload])
+                if rest:
+                    await self._put(name, actor, rest)
+            else:
+                await self._put(name, actor, [payload])
+            return
         # One pass; a burst on one channel (the common case) makes one group.
         groups: dict[str, list[bytes]] = {}
         for name, payload in batch:
@@ -67,26 +92,47 @@ class Router:
                 groups[name] = [payload]
             else:
                 group.append(payload)
-        mailboxes = self._mailboxes
         for name, payloads in groups.items():
-            mailbox = mailboxes.get(name)
-            if mailbox is None:
+            actor = actors.get(name)
+            if actor is None:
                 stats.unrouted += len(payloads)
-                continue
-            was_overflowing = mailbox.overflowing
-            dropped = await mailbox.put(payloads)
-            if dropped:
-                stats.dropped += dropped
-                if not was_overflowing and not mailbox.closed:
-                    self._on_slow_consumer(name, dropped)
+            elif not actor.running:
+                rest = self._handle_now(actor, payloads)
+                if rest:
+                    await self._put(name, actor, rest)
+            else:
+                await self._put(name, actor, payloads)
+
+    def _handle_now(self, actor: Actor[Any], payloads: list[Any]) -> list[Any] | None:
+        """Let an actor with no task handle ``payloads`` in place; give it a task if
+        it needs one. Returns what is left for its mailbox."""
+        try:
+            rest = actor.handle_now(payloads)
+        except Exception as exc:
+            rest = actor.give_back()
+            self._spawn(actor, exc)
+        else:
+            if rest is not None:
+                self._spawn(actor, None)
+        return rest
+
+    async def _put(self, name: str, actor: Actor[Any], payloads: list[Any]) -> None:
+        mailbox = actor.mailbox
+        was_overflowing = mailbox.overflowing
+        dropped = await mailbox.put(payloads)
+        if dropped:
+            self._stats.dropped += dropped
+            if not was_overflowing and not mailbox.closed:
+                self._on_slow_consumer(name, dropped)
 
     def put_nowait(self, name: str, items: list[Any]) -> int | None:
-        """Queue local messages (status events) without waiting.
+        """Queue local messages (status events) for an actor that is not lazy
+        (whose messages always go through its mailbox), without waiting.
 
         Returns:
-            How many were dropped, or None when ``name`` has no mailbox.
+            How many were dropped, or None when ``name`` has no such actor.
         """
-        mailbox = self._mailboxes.get(name)
-        if mailbox is None:
+        actor = self._actors.get(name)
+        if actor is None or actor.lazy:
             return None
-        return mailbox.put_nowait(items)
+        return actor.mailbox.put_nowait(items)

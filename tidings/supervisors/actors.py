@@ -5,6 +5,11 @@ that raises is restarted at once, with the same mailbox, backlog and registratio
 if more than ``max_restarts`` crashes happen within ``restart_window`` seconds (all
 actors counted together, as in Erlang/OTP), the supervisor stops restarting and
 re-raises the crash, which ends the handler's ``run`` (escalation).
+
+An actor may also be started *because* it crashed somewhere else (handled in place
+by the router, outside any task): :meth:`ActorSupervisor.start` takes that crash and
+treats it as the actor's first, so the restart policy is the same either way. A
+lazy actor's task ends when it has nothing to do; it is started again when it has.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class Supervised(Protocol):
     """What the supervisor needs of an actor (``tidings.actors.base.Actor`` is one)."""
 
     name: str
+    #: True while a task of this supervisor runs it (set and cleared here).
+    running: bool
 
     async def run(self) -> None:
         """Work until the mailbox is closed and drained; may raise (a crash)."""
@@ -78,23 +85,35 @@ class ActorSupervisor:
             self._tg = None
             self._stopped.set()
 
-    def start(self, actor: Supervised) -> None:
-        """Start supervising ``actor`` (its name must be unique among the children)."""
+    def start(self, actor: Supervised, crashed: Exception | None = None) -> None:
+        """Start supervising ``actor`` (its name must be unique among the children).
+
+        ``crashed``: what it raised while handled outside a task; supervised like a
+        crash of ``run`` (restarted, or escalated past the restart intensity).
+        """
         if self._tg is None:
             raise RuntimeError("the actor supervisor is not running")
         if actor.name in self._children:
             raise RuntimeError(f"an actor named {actor.name!r} is already running")
         scope = anyio.CancelScope()
         self._children[actor.name] = (actor, scope)
-        self._tg.start_soon(self._supervise, actor, scope, name=f"tidings actor {actor.name!r}")
+        actor.running = True
+        if self._stopping is not None and self._stopping.is_set():
+            actor.close()  # started while stopping: it drains what it has, and ends
+        self._tg.start_soon(
+            self._supervise, actor, scope, crashed, name=f"tidings actor {actor.name!r}"
+        )
 
-    def stop(self, name: str) -> int:
-        """Stop an actor now, discarding what is queued for it; return how much that was."""
-        entry = self._children.pop(name, None)
-        if entry is None:
-            return 0
-        actor, scope = entry
-        scope.cancel()
+    def stop(self, actor: Supervised) -> int:
+        """Stop an actor now, discarding what is queued for it; return how much that was.
+
+        The actor may be running in a task of this supervisor or not (a lazy actor
+        between tasks).
+        """
+        entry = self._children.get(actor.name)
+        if entry is not None and entry[0] is actor:
+            del self._children[actor.name]
+            entry[1].cancel()
         return actor.discard()
 
     def stop_all(self) -> None:
@@ -116,28 +135,39 @@ class ActorSupervisor:
         self._children.clear()
         return actors
 
-    async def _supervise(self, actor: Supervised, scope: anyio.CancelScope) -> None:
-        with scope:
-            while True:
-                try:
-                    await actor.run()
-                    break
-                except Exception as exc:
-                    if scope.cancel_called:
-                        break  # being stopped: whatever it raised on the way out
-                    if self._intensity.record(anyio.current_time()):
-                        self._logger.critical(
-                            "actor %r crashed; more than %d restarts in %gs, escalating",
-                            actor.name,
-                            self._intensity.limit,
-                            self._intensity.window,
-                            exc_info=exc,
-                        )
-                        raise
-                    self._stats.actor_restarts += 1
-                    self._logger.error("actor %r crashed, restarting it", actor.name, exc_info=exc)
-        # Drained, or stopped: no longer a child. (Cancelled with the whole group, it
+    async def _supervise(
+        self, actor: Supervised, scope: anyio.CancelScope, crashed: Exception | None
+    ) -> None:
+        try:
+            with scope:
+                if crashed is not None:
+                    self._crashed(actor, crashed)
+                while True:
+                    try:
+                        await actor.run()
+                        break
+                    except Exception as exc:
+                        if scope.cancel_called:
+                            break  # being stopped: whatever it raised on the way out
+                        self._crashed(actor, exc)
+        finally:
+            actor.running = False
+        # Done, or stopped: no longer a child. (Cancelled with the whole group, it
         # stays one, for ``leftovers``.)
         entry = self._children.get(actor.name)
         if entry is not None and entry[0] is actor:
             del self._children[actor.name]
+
+    def _crashed(self, actor: Supervised, exc: Exception) -> None:
+        """Count a crash; log it, or escalate it past the restart intensity."""
+        if self._intensity.record(anyio.current_time()):
+            self._logger.critical(
+                "actor %r crashed; more than %d restarts in %gs, escalating",
+                actor.name,
+                self._intensity.limit,
+                self._intensity.window,
+                exc_info=exc,
+            )
+            raise exc
+        self._stats.actor_restarts += 1
+        self._logger.error("actor %r crashed, restarting it", actor.name, exc_info=exc)
