@@ -651,3 +651,44 @@ async def test_idle_channels_cost_no_task_and_an_awaiting_one_gets_one(store: St
         await eventually(lambda: len(tasks) == 1)  # sync again: the task is given back
         assert seen["mixed"][-1] == 3
         assert channels.stats().dropped == 0
+
+
+async def test_register_many_registers_all_in_order(broker: Harness, store: Store) -> None:
+    got: list[tuple[str, str, Any]] = []
+
+    def record(ch: Channel, event: str, data: Any) -> None:
+        got.append((ch.name, event, data))
+
+    async with Channels(store, namespace="many") as channels:
+        await channels.register("c0", "*", record)
+        targets = await channels.register_many(
+            [(f"c{n}", "*", record) for n in range(50)]  # c0 is subscribed already
+            + [("c1", "*", record), ("c1", "e", record)]  # a repeat is a no-op
+        )
+        assert [t.name for t in targets] == [f"c{n}" for n in range(50)] + ["c1", "c1"]
+        assert targets[1] is targets[50] is channels.channel("c1")
+        assert channels.channel("c1").events == ("*", "e")  # type: ignore[union-attr]
+        assert broker.numsub(*(f"many:c{n}" for n in range(50))) == {
+            f"many:c{n}": 1 for n in range(50)
+        }
+        for n in range(50):
+            await channels.publish(f"c{n}", "e", n)
+        await eventually(lambda: len(got) == 51)
+        assert sorted(got) == sorted([(f"c{n}", "e", n) for n in range(50)] + [("c1", "e", 1)])
+        assert await channels.register_many([]) == []
+
+
+async def test_register_many_checks_everything_before_changing_anything(
+    channels: Channels,
+) -> None:
+    before = len(channels)
+    with pytest.raises(ValueError, match="''"):
+        await channels.register_many([("a", "*", print), ("", "*", print)])
+    with pytest.raises(TypeError, match="must be callable"):
+        await channels.register_many([("a", "*", print), ("b", "*", 42)])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"\(channel, event, callback\) tuples"):
+        await channels.register_many([("a", "*")])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="event pattern"):
+        await channels.register_many([("a", "", print)])
+    assert len(channels) == before
+    assert "a" not in channels

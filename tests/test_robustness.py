@@ -155,6 +155,31 @@ async def test_a_refused_subscribe_fails_only_that_registration(
     assert other.calls == []
 
 
+async def test_register_many_is_all_or_nothing_when_one_is_refused(
+    broker: Harness, recorder: Recorder
+) -> None:
+    store = restricted_store(broker, "acl:allowed:*")
+    async with Channels(store, namespace="acl", backoff=FAST) as channels:
+        await channels.register("allowed:a", "*", recorder)
+        other = Recorder()
+        with pytest.raises(ReplyError) as info:
+            await channels.register_many(
+                [("allowed:a", "x", other), ("allowed:b", "*", other), ("other", "*", other)]
+            )
+        assert info.value.code == "NOPERM"
+        # None of the three stands; what stood before does.
+        assert [c.name for c in channels if not c.local] == ["allowed:a"]
+        assert channels.channel("allowed:a", create=False).events == ("*",)  # type: ignore[union-attr]
+        await eventually(
+            lambda: (
+                broker.numsub("acl:allowed:b", "acl:other") == {"acl:allowed:b": 0, "acl:other": 0}
+            )
+        )
+        await channels.publish("allowed:a", "x", 1)
+        await eventually(lambda: recorder.data == [1])
+    assert other.calls == []
+
+
 async def test_a_refused_pubsub_subscribe_raises_and_is_rolled_back(broker: Harness) -> None:
     store = restricted_store(broker, "ok:*")
     received: list[tuple[str, Any]] = []
@@ -315,6 +340,12 @@ async def test_cancellation_matrix_keeps_the_broker_in_agreement(
             rng.choice(names), rng.choice(("*", "e", "x*")), rng.choice(recorders)
         )
 
+    async def register_many() -> None:
+        await channels.register_many(
+            (rng.choice(names), rng.choice(("*", "e", "x*")), rng.choice(recorders))
+            for _ in range(rng.randint(1, 4))
+        )
+
     async def iterate() -> None:
         async with channels.subscribe(rng.choice(names)) as events:
             with anyio.move_on_after(0.001):
@@ -325,7 +356,7 @@ async def test_cancellation_matrix_keeps_the_broker_in_agreement(
 
     operations: list[Callable[[], Awaitable[None]]] = [
         register,
-        register,
+        register_many,
         unregister,
         iterate,
         publish,
@@ -357,7 +388,7 @@ async def test_cancellation_matrix_keeps_the_broker_in_agreement(
                 for pattern in () if channel.local else channel.events:
                     event = pattern.replace("*", "z")
                     await channels.publish(channel.name, event, "marker")
-                    for registration in channel._patterns[pattern]:
+                    for registration in channel._patterns[pattern].values():
                         expected_calls.append((registration.callback, (channel.name, event)))
             assert expected_calls
             for callback, (name, event) in expected_calls:

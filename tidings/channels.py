@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +44,8 @@ _DEAF = sys.maxsize
 
 #: Signature of a channel callback: ``callback(channel, event, data)``, sync or async.
 Callback = Callable[["Channel", str, Any], Any]
+#: A checked registration: (broker name, name, event pattern, callback).
+_Item = tuple[str, str, str, Callback]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,9 @@ class Channel:
         self.local = local
         # Mutated only by the Channels facade, synchronously; the actor only reads
         # the tuples of the cache, so a change never disturbs a dispatch under way.
-        self._patterns: dict[str, list[Registration]] = {}
+        # Pattern -> callback (see _key) -> registration: finding a duplicate is one
+        # lookup, however many callbacks a pattern has.
+        self._patterns: dict[str, dict[object, Registration]] = {}
         self._cache: dict[str, tuple[Registration, ...]] = {}
 
     @property
@@ -149,20 +153,24 @@ class Channel:
                 registration
                 for pattern, registrations in self._patterns.items()
                 if compile_glob(pattern)(event)
-                for registration in registrations
+                for registration in registrations.values()
             )
-            if len(self._cache) >= 1024:  # event names are open-ended: bound the cache
-                self._cache.clear()
-            self._cache[event] = found
+            # Event names are open-ended: the cache is bounded, and once full it
+            # keeps what it has (clearing it would make a busy channel thrash).
+            if len(self._cache) < 1024:
+                self._cache[event] = found
         return found
 
     def _has(self, pattern: str, callback: Callable[..., Any]) -> bool:
-        return any(r.callback == callback for r in self._patterns.get(pattern, ()))
+        registrations = self._patterns.get(pattern)
+        return registrations is not None and _key(callback) in registrations
 
     def _add(self, registration: Registration) -> bool:
-        if self._has(registration.key, registration.callback):
+        registrations = self._patterns.setdefault(registration.key, {})
+        key = _key(registration.callback)
+        if key in registrations:
             return False
-        self._patterns.setdefault(registration.key, []).append(registration)
+        registrations[key] = registration
         self._cache.clear()
         return True
 
@@ -172,18 +180,22 @@ class Channel:
         callback: Callable[..., Any] | None = None,
         registration: Registration | None = None,
     ) -> bool:
-        registrations = self._patterns.get(pattern, [])
-        for index, candidate in enumerate(registrations):
-            if candidate is registration or (
-                registration is None and candidate.callback == callback
-            ):
-                candidate.active = False
-                del registrations[index]
-                if not registrations:
-                    del self._patterns[pattern]
-                self._cache.clear()
-                return True
-        return False
+        registrations = self._patterns.get(pattern)
+        if registrations is None:
+            return False
+        key = _key(registration.callback if registration is not None else callback)
+        candidate = registrations.get(key)
+        if candidate is None or (registration is not None and candidate is not registration):
+            return False
+        candidate.active = False
+        del registrations[key]
+        if not registrations:
+            del self._patterns[pattern]
+        self._cache.clear()
+        return True
+
+    def _registrations(self) -> list[Registration]:
+        return [r for registrations in self._patterns.values() for r in registrations.values()]
 
 
 class Channels(Lifecycle):
@@ -321,69 +333,133 @@ class Channels(Lifecycle):
             ValueError: an empty or non-str channel name or event pattern.
             TypeError: ``callback`` is not callable.
             RuntimeError: not running, or closed.
+            ReplyError: the broker refused the subscription (nothing was registered).
         """
-        broker_name = self._namespace.broker_name(channel)
+        [target] = await self._register([self._checked(channel, event, callback)], "register")
+        return target
+
+    async def register_many(
+        self, registrations: Iterable[tuple[str, str, Callback]]
+    ) -> list[Channel]:
+        """Register many callbacks at once: :meth:`register` for each
+        ``(channel, event, callback)``, validated before anything changes.
+
+        The new subscriptions go to the broker in as few commands as it allows and
+        are confirmed together; registering 10,000 channels takes a few round trips,
+        not 10,000. It is all or nothing: if the broker refuses one subscription, or
+        the call is cancelled, none of these registrations is left.
+
+        Returns:
+            The :class:`Channel` of each registration, in order.
+
+        Raises:
+            ValueError: a bad channel name or event pattern (naming it).
+            TypeError: an item that is not a ``(channel, event, callback)`` triple,
+                or a callback that is not callable.
+            RuntimeError: not running, or closed.
+            ReplyError: the broker refused a subscription.
+        """
+        items = []
+        for item in registrations:
+            if not isinstance(item, tuple) or len(item) != 3:
+                raise TypeError(
+                    f"register_many takes (channel, event, callback) tuples, not {item!r:.80}"
+                )
+            items.append(self._checked(*item))
+        return await self._register(items, "register_many")
+
+    def _checked(self, channel: str, event: str, callback: Callback) -> _Item:
+        broker_name, name = self._namespace.names(channel)
         check_event(event, "event pattern")
         if not callable(callback):
             raise TypeError(
                 f"callback must be callable, not {type(callback).__name__}: {callback!r}"
             )
-        target = self._channels.get(broker_name)
-        if target is None or not target.local or self._runtime.state == "closed":
-            # The status channel alone may be given callbacks before run(): it is
-            # local, and that is the only way to see the first "connecting".
-            self._runtime.check_running("register")
-        if target is None:
-            target = self._new_channel(channel)
-        if target._has(event, callback):
-            await checkpoint()
-            return target
-        registration = self._dispatcher_of(target).registration(event, callback, target)
-        if target.local:
-            actor = self._router.get(broker_name)
-            # Status events already queued came before this registration.
-            registration.since = actor.mailbox.routed if actor is not None else 0
+        return broker_name, name, event, callback
+
+    async def _register(self, items: list[_Item], what: str) -> list[Channel]:
+        """Register checked items; return once the broker has confirmed them."""
+        channels, router = self._channels, self._router
+        for broker_name, _, _, _ in items:
+            target = channels.get(broker_name)
+            if target is None or not target.local or self._runtime.state == "closed":
+                # The status channel alone may be given callbacks before run(): it
+                # is local, and that is the only way to see the first "connecting".
+                self._runtime.check_running(what)
+                break
+        targets: list[Channel] = []
+        # The new registrations in place at once, so that no message the broker sends
+        # once subscribed is dispatched before they exist; but deaf (``since``) until
+        # the subscription says where the messages new to them start. Channels new
+        # here are subscribed apart from those subscribed already: only for these, a
+        # round trip tells where that is.
+        added: list[tuple[Channel, Registration]] = []
+        new: dict[str, list[Registration]] = {}
+        known: dict[str, list[Registration]] = {}
+        for broker_name, name, event, callback in items:
+            target = channels.get(broker_name)
+            if target is None:
+                target = self._new_channel(name)
+            targets.append(target)
+            if target._has(event, callback):
+                continue
+            registration = self._dispatcher_of(target).registration(event, callback, target)
+            if target.local:
+                actor = router.get(broker_name)
+                # Status events already queued came before this registration.
+                registration.since = actor.mailbox.routed if actor is not None else 0
+                target._add(registration)
+                continue
+            registration.since = _DEAF
             target._add(registration)
+            added.append((target, registration))
+            if broker_name in known:
+                known[broker_name].append(registration)
+            elif broker_name in new:
+                new[broker_name].append(registration)
+            elif broker_name in router:
+                known[broker_name] = [registration]
+            else:
+                self._new_actor(target)  # before the subscription: no message is missed
+                new[broker_name] = [registration]
+        if not added:
             await checkpoint()
-            return target
-        # In place at once, so that no message the broker sends once subscribed is
-        # dispatched before it exists; but deaf (``since``) until the subscription
-        # says where the messages new to it start.
-        registration.since = _DEAF
-        target._add(registration)
+            return targets
         try:
-            await self._subscribe(target, registration)
+            for group in (new, known):
+                if group:
+                    await self._connection.subscribe(channels=tuple(group), mark=self._mark(group))
         except BaseException:
-            if target._remove(event, registration=registration) and not len(target):
-                self._drop(target)
+            for target, registration in added:
+                if target._remove(registration.key, registration=registration) and not len(target):
+                    self._drop(target)
             raise
-        if self._channels.get(broker_name) is not target:  # dropped meanwhile
-            return await self.register(channel, event, callback)
-        return target
+        # A channel dropped meanwhile took its registrations along: make them again.
+        again = [
+            item
+            for item, target in zip(items, targets, strict=True)
+            if channels.get(target.broker_name) is not target
+        ]
+        if again:
+            redone = iter(await self._register(again, what))
+            targets = [
+                target if channels.get(target.broker_name) is target else next(redone)
+                for target in targets
+            ]
+        return targets
 
-    async def _subscribe(self, target: Channel, registration: Registration) -> None:
-        """Make sure ``target`` is subscribed; return once the broker confirmed it.
-
-        Sets ``registration.since``: the position in the channel's mailbox after which
-        messages are new to it. Messages published before this call are at or before
-        it, and none published after the broker confirmed is. For a channel not yet
-        subscribed, that is where the mailbox stands now (nothing queued can be for a
-        subscription made now); for one subscribed already, the point of the stream
-        where the broker answered a round trip.
-
-        Raises:
-            ReplyError: the broker refused the subscription.
-        """
-        name = target.broker_name
-        actor = self._router.get(name)
-        if actor is None:  # before the subscription: no message is missed
-            actor = self._new_actor(target)
-        mailbox = actor.mailbox
+    def _mark(self, group: dict[str, list[Registration]]) -> Callable[[], None]:
+        """Where the messages new to these registrations start: the position of
+        their channel's mailbox when the subscription says so."""
 
         def mark() -> None:
-            registration.since = mailbox.routed
+            for broker_name, registrations in group.items():
+                actor = self._router.get(broker_name)
+                if actor is not None:
+                    for registration in registrations:
+                        registration.since = actor.mailbox.routed
 
-        await self._connection.subscribe(channels=(name,), mark=mark)
+        return mark
 
     async def unregister(self, channel: str, event: str, callback: Callback) -> Channel | None:
         """Remove a callback registered with :meth:`register`.
@@ -570,9 +646,8 @@ class Channels(Lifecycle):
         for name in channels:
             channel = self._channels.get(name)
             if channel is not None and not channel.local:
-                for pattern in channel.events:
-                    for registration in tuple(channel._patterns.get(pattern, ())):
-                        channel._remove(pattern, registration=registration)
+                for registration in channel._registrations():
+                    channel._remove(registration.key, registration=registration)
                 self._drop(channel)
 
     def _start_actors(self) -> None:
@@ -630,6 +705,31 @@ class Channels(Lifecycle):
             callback_errors=self._stats.callback_errors + status.callback_errors,
             callbacks_removed=self._stats.callbacks_removed + status.callbacks_removed,
         )
+
+
+class _Unhashable:
+    """A callback that cannot be a dict key, compared with ``==`` as ever (all of
+    them share one hash bucket: rare, and correct)."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: object) -> None:
+        self.callback = callback
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Unhashable) and bool(self.callback == other.callback)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def _key(callback: object) -> object:
+    """How a channel finds a callback among those of a pattern."""
+    try:
+        hash(callback)
+    except TypeError:
+        return _Unhashable(callback)
+    return callback
 
 
 def _channel_where(channel: Channel, message: Any) -> str:

@@ -70,9 +70,11 @@ class Namespace:
                 return known
         name = _check_segments(_check_str(channel, "channel name"), "channel name")
         full = name if not self._prefix or name.startswith(self._prefix) else self._prefix + name
-        if len(self._known) >= 4096:
-            self._known.clear()
-        known = self._known[name] = (full, self.user_name(full))
+        known = (full, self.user_name(full))
+        # Bounded, and once full it keeps what it has: clearing it would make a
+        # loop over more names than it holds miss every time.
+        if len(self._known) < 65536:
+            self._known[name] = known
         return known
 
     def broker_name(self, channel: Any) -> str:
