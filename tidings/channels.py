@@ -597,7 +597,7 @@ class Channels(Lifecycle):
             owner=channel,
             where=_channel_where,
             decode=_status_decode if local else self._decode_event,
-            registrations_for=channel.registrations_for,
+            registrations_for=Channel.registrations_for,
             found=channel._cache,
             dispatcher=self._dispatcher_of(channel),
             stats=self._status_counters if local else self._stats,

@@ -269,7 +269,7 @@ class PubSub(Lifecycle):
                 "pubsub clients",
                 self._mailbox,
                 decode=self._decode_message,
-                registrations_for=lambda _: self._snapshot,
+                registrations_for=lambda owner, key: self._snapshot,
                 where=lambda owner, message: f"pubsub clients on {message[0]!r}",
                 dispatcher=self._dispatcher,
                 stats=self._stats,

@@ -35,14 +35,13 @@ class Registration:
 
     __slots__ = ("active", "callback", "failures", "key", "owner", "since")
 
-    def __init__(
-        self, key: str, callback: Callable[..., Any], failures: Intensity, owner: Any = None
-    ) -> None:
+    def __init__(self, key: str, callback: Callable[..., Any], owner: Any = None) -> None:
         self.key = key
         #: What holds the registration (a Channel, a PubSub), for its removal.
         self.owner = owner
         self.callback = callback
-        self.failures = failures
+        #: Its failure budget, made at its first failure (most callbacks never fail).
+        self.failures: Intensity | None = None
         #: Cleared on removal, so a removal during a dispatch takes effect at once.
         self.active = True
         #: The mailbox position when it was added: it is not called for messages
@@ -81,10 +80,9 @@ class Dispatcher:
     def registration(
         self, key: str, callback: Callable[..., Any], owner: Any = None
     ) -> Registration:
-        """A new registration carrying this dispatcher's failure budget."""
-        return Registration(
-            key, callback, Intensity(self.failure_limit, self.failure_window), owner
-        )
+        """A new registration (its failures are counted against this dispatcher's
+        budget)."""
+        return Registration(key, callback, owner)
 
     def dispatch(
         self,
@@ -141,7 +139,10 @@ class Dispatcher:
             registration.key,
             exc_info=exc,
         )
-        if registration.failures.record(anyio.current_time()):
+        failures = registration.failures
+        if failures is None:
+            failures = registration.failures = Intensity(self.failure_limit, self.failure_window)
+        if failures.record(anyio.current_time()):
             self._logger.error(
                 "%s: callback %r for %r removed: it failed more than %d times in %gs",
                 where,

@@ -121,7 +121,7 @@ class DispatchActor(Actor[Any]):
         mailbox: Mailbox[Any],
         *,
         decode: Decode,
-        registrations_for: Callable[[str], tuple[Registration, ...]],
+        registrations_for: Callable[[Any, str], tuple[Registration, ...]],
         found: dict[str, tuple[Registration, ...]] | None = None,
         dispatcher: Dispatcher,
         stats: Counters,
@@ -163,7 +163,7 @@ class DispatchActor(Actor[Any]):
                 continue
             registrations = found.get(key)
             if registrations is None:
-                registrations = lookup(key)
+                registrations = lookup(owner, key)
             if registrations:
                 unfinished = dispatch(registrations, args, name, base + index + 1)
                 if unfinished is not None:

@@ -52,7 +52,9 @@ class Mailbox(Generic[T]):
     def __init__(self, max_pending: int, overflow: Overflow = "drop") -> None:
         self.max_pending = max_pending
         self.overflow = overflow
-        self._batches: list[list[T]] = []
+        # Made when the first batch is queued: most mailboxes never queue one (their
+        # actor handles messages in place).
+        self._batches: list[list[T]] | None = None
         self._pending = 0
         # Set when a batch arrives (or the mailbox closes), for a waiting get().
         self._ready: anyio.Event | None = None
@@ -75,7 +77,10 @@ class Mailbox(Generic[T]):
         return self._pending
 
     def _queue(self, items: list[T]) -> None:
-        self._batches.append(items)
+        if self._batches is None:
+            self._batches = [items]
+        else:
+            self._batches.append(items)
         self._pending += len(items)
         self.routed += len(items)
         if self._ready is not None:
@@ -139,13 +144,14 @@ class Mailbox(Generic[T]):
             anyio.EndOfStream: the mailbox was closed and is empty.
             anyio.ClosedResourceError: the mailbox was discarded.
         """
-        if not self._batches:
+        batches = self._batches
+        if not batches:
             if self._discarded:
                 raise anyio.ClosedResourceError
             if self.closed:
                 raise anyio.EndOfStream
             raise anyio.WouldBlock
-        batch = self._batches.pop(0)
+        batch = batches.pop(0)
         self._pending -= len(batch)
         self.taken += len(batch)
         if self._pending == 0:
@@ -189,7 +195,7 @@ class Mailbox(Generic[T]):
         """Close, dropping whatever is still queued; return how many messages."""
         self.close()
         self._discarded = True
-        self._batches.clear()
+        self._batches = None
         discarded, self._pending = self._pending, 0
         return discarded
 
