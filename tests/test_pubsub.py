@@ -198,3 +198,29 @@ async def test_bytes_protocol_accepts_bytes_like() -> None:
     assert codec.decode(b"x") == b"x"
     assert repr(codec) == "Bytes()"
     assert repr(Json()) == "Json()"
+
+
+async def test_sync_clients_are_called_in_place_and_async_ones_get_a_task(store: Store) -> None:
+    order: list[Any] = []
+
+    async def slow(channel: str, message: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        order.append(("async", message))
+
+    async with store.pubsub() as pubsub:
+        tasks = pubsub._runtime.actors
+        pubsub.add_client(lambda channel, message: order.append(message))
+        await pubsub.subscribe("c")
+        await pubsub.publish("c", b"1")
+        await eventually(lambda: order == [b"1"])
+        assert len(tasks) == 0  # no task: the reader called the client itself
+        pubsub.add_client(slow)
+        await pubsub.publish("c", b"2")
+        await pubsub.publish("c", b"3")
+        await eventually(lambda: len(order) == 5)
+        assert order == [b"1", b"2", ("async", b"2"), b"3", ("async", b"3")]
+        assert len(tasks) == 1  # while a client awaits
+        pubsub.remove_client(slow)
+        await pubsub.publish("c", b"4")
+        await eventually(lambda: len(tasks) == 0)  # given back once all are sync again
+        assert order[-1] == b"4"

@@ -33,6 +33,7 @@ from anyio.lowlevel import checkpoint
 from ._options import Options
 from ._stats import Counters, Stats
 from ._util import collapse_exception_group
+from .actors.base import Actor
 from .actors.callbacks import Dispatcher, Registration
 from .brokers.base import Broker, Deliver
 from .policies.status import StatusType
@@ -117,6 +118,13 @@ class Runtime:
             failure_limit=self.options.callback_failure_limit,
             failure_window=self.options.callback_failure_window,
         )
+
+    def spawn(self, actor: Actor[Any], crashed: Exception | None) -> None:
+        """Give a lazy actor a task (the router found it needs one)."""
+        if self.actors.running:
+            self.actors.start(actor, crashed)
+        else:  # stopping: nothing runs callbacks any more
+            self.stats.dropped += actor.discard()
 
     async def run(self, name: str, task_status: anyio.abc.TaskStatus[None]) -> None:
         """See :meth:`Lifecycle.run` (``name`` is the handler's, for the error)."""

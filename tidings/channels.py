@@ -23,7 +23,6 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if
 from ._options import Options
 from ._runtime import Hooks, Lifecycle
 from ._stats import Counters, Stats
-from .actors.base import Actor
 from .actors.callbacks import Dispatcher, Registration, Undelivered
 from .actors.dispatch import DispatchActor, envelope_decoder
 from .actors.mailbox import Mailbox
@@ -257,7 +256,7 @@ class Channels(Lifecycle):
         self._status_dispatcher = self._runtime.new_dispatcher(self._status_counters)
         # Keyed by broker name. Subscribed channels also have a mailbox and an actor.
         self._channels: dict[str, Channel] = {}
-        self._router = Router(self._stats, self._slow_consumer, self._spawn)
+        self._router = Router(self._stats, self._slow_consumer, self._runtime.spawn)
         self._decode_event = envelope_decoder(self._protocol)
         self._iterators: set[Mailbox[Event]] = set()
         self._status_actor: DispatchActor | None = None
@@ -608,13 +607,6 @@ class Channels(Lifecycle):
         if local:
             self._actors.start(actor)
         return actor
-
-    def _spawn(self, actor: Actor[Any], crashed: Exception | None) -> None:
-        """Give a lazy actor a task (the router found it needs one)."""
-        if self._actors.running:
-            self._actors.start(actor, crashed)
-        else:  # stopping: nothing runs callbacks any more
-            self._stats.dropped += actor.discard()
 
     def _drop(self, channel: Channel) -> None:
         """Forget a channel and unsubscribe it; what is queued for it counts as dropped.

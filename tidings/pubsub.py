@@ -25,6 +25,7 @@ from ._runtime import Hooks, Lifecycle
 from .actors.callbacks import Registration
 from .actors.dispatch import DispatchActor
 from .actors.mailbox import Mailbox
+from .actors.router import handle_in_place
 from .brokers.base import Message
 from .policies.names import check_event
 from .protocols import Bytes, Codec
@@ -78,6 +79,7 @@ class PubSub(Lifecycle):
         self._clients: dict[Client, Registration] = {}
         self._snapshot: tuple[Registration, ...] = ()
         self._dispatcher = self._runtime.new_dispatcher(self._stats)
+        self._actor: DispatchActor | None = None
         self._mailbox: Mailbox[Message] | None = None
         # Subscribe calls in flight, by (is a pattern, name), and the names they
         # found unsubscribed: what a failed call may have to give up again.
@@ -263,19 +265,19 @@ class PubSub(Lifecycle):
     # -- internals ----------------------------------------------------------------------
 
     def _start_actors(self) -> None:
-        self._mailbox = Mailbox(self._options.max_pending, self._options.overflow)
-        self._actors.start(
-            DispatchActor(
-                "pubsub clients",
-                self._mailbox,
-                decode=self._decode_message,
-                registrations_for=lambda owner, key: self._snapshot,
-                where=lambda owner, message: f"pubsub clients on {message[0]!r}",
-                dispatcher=self._dispatcher,
-                stats=self._stats,
-                logger=self._logger,
-            )
+        # Lazy: while the clients are sync, the reader calls them in place.
+        self._actor = DispatchActor(
+            "pubsub clients",
+            Mailbox(self._options.max_pending, self._options.overflow),
+            decode=self._decode_message,
+            registrations_for=lambda owner, key: self._snapshot,
+            where=lambda owner, message: f"pubsub clients on {message[0]!r}",
+            dispatcher=self._dispatcher,
+            stats=self._stats,
+            logger=self._logger,
+            lazy=True,
         )
+        self._mailbox = self._actor.mailbox
 
     def _decode_message(self, owner: None, message: Message) -> tuple[str, tuple[Any, ...]]:
         channel, payload = message
@@ -290,9 +292,16 @@ class PubSub(Lifecycle):
 
     async def _deliver(self, batch: list[Message]) -> None:
         self._stats.received += len(batch)
-        assert self._mailbox is not None
-        dropped = await self._mailbox.put(batch)
+        actor = self._actor
+        assert actor is not None
+        if not actor.running:
+            rest = handle_in_place(actor, batch, self._runtime.spawn)
+            if not rest:
+                return
+            batch = rest
+        mailbox = actor.mailbox
+        dropped = await mailbox.put(batch)
         if dropped:
             self._stats.dropped += dropped
-            if not self._mailbox.closed:  # closed: the handler is stopping
+            if not mailbox.closed:  # closed: the handler is stopping
                 self._logger.warning("pubsub clients not keeping up: %d messages dropped", dropped)

@@ -27,7 +27,7 @@ from .._stats import Counters
 from ..brokers.base import Message
 from .base import Actor
 
-__all__ = ["Router"]
+__all__ = ["Router", "handle_in_place"]
 
 #: Told ``(channel, dropped)`` at the start of each slow-consumer episode.
 OnSlowConsumer = Callable[[str, int], None]
@@ -104,17 +104,7 @@ class Router:
                 await self._put(name, actor, payloads)
 
     def _handle_now(self, actor: Actor[Any], payloads: list[Any]) -> list[Any] | None:
-        """Let an actor with no task handle ``payloads`` in place; give it a task if
-        it needs one. Returns what is left for its mailbox."""
-        try:
-            rest = actor.handle_now(payloads)
-        except Exception as exc:
-            rest = actor.give_back()
-            self._spawn(actor, exc)
-        else:
-            if rest is not None:
-                self._spawn(actor, None)
-        return rest
+        return handle_in_place(actor, payloads, self._spawn)
 
     async def _put(self, name: str, actor: Actor[Any], payloads: list[Any]) -> None:
         mailbox = actor.mailbox
@@ -136,3 +126,21 @@ class Router:
         if actor is None or actor.lazy:
             return None
         return actor.mailbox.put_nowait(items)
+
+
+def handle_in_place(actor: Actor[Any], items: list[Any], spawn: Spawn) -> list[Any] | None:
+    """Let an actor with no task handle ``items`` in place, and ``spawn`` it a task
+    if it needs one (a callback awaits, or it crashed).
+
+    Returns:
+        What is left for its mailbox (queue it after the task was asked for).
+    """
+    try:
+        rest = actor.handle_now(items)
+    except Exception as exc:
+        rest = actor.give_back()
+        spawn(actor, exc)
+    else:
+        if rest is not None:
+            spawn(actor, None)
+    return rest
