@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import logging
 import random
 import warnings
@@ -814,3 +815,44 @@ async def test_a_subclass_is_named_in_errors() -> None:
 
     with pytest.raises(RuntimeError, match="MyChannels is not running"):
         await MyChannels().publish("c", "e")
+
+
+def test_the_json_fast_encoder_writes_what_the_standard_library_would() -> None:
+    """Fuzz: random values, plain or not; the encoding (when there is one) means
+    the same JSON as the standard library's, and whatever it refuses, it refuses."""
+    from tidings import Json
+
+    stdlib = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    rng = random.Random(99)
+    leaves: list[Callable[[], Any]] = [
+        lambda: rng.randint(-(2**70), 2**70),
+        lambda: rng.choice((0.5, -0.0, 1e16, 1.5e-7, float("nan"), float("inf"))),
+        lambda: rng.choice(("", "é\u2028\n\"\\", "\ud800", "x" * 50)),
+        lambda: rng.choice((True, False, None)),
+        lambda: rng.choice((b"x", {1, 2}, frozenset(), bytearray(b"y"), object())),
+    ]
+
+    def value(depth: int) -> Any:
+        kind = rng.random()
+        if depth == 0 or kind < 0.4:
+            return rng.choice(leaves)()
+        if kind < 0.7:
+            keys = [rng.choice(("a", "b", 1, 2.5, None, True)) for _ in range(rng.randint(0, 4))]
+            return {key: value(depth - 1) for key in keys}
+        items = [value(depth - 1) for _ in range(rng.randint(0, 4))]
+        return items if kind < 0.85 else tuple(items)
+
+    encoded = refused = 0
+    for _ in range(3_000):
+        data = {"channel": "c", "event": "e", "data": value(rng.randint(0, 5))}
+        try:
+            expected = json.loads(stdlib.encode(data).encode())
+        except (TypeError, ValueError):
+            with pytest.raises(TypeError):
+                Json().encode(data)
+            refused += 1
+        else:
+            assert json.loads(Json().encode(data)) == expected
+            encoded += 1
+    assert encoded > 500  # both sides exercised
+    assert refused > 500
