@@ -65,7 +65,7 @@ class Mailbox(Generic[T]):
         self.overflowing = False
         #: True once closed: puts drop everything.
         self.closed = False
-        #: Messages ever queued (or handed past it, see :meth:`bypass`), and ever
+        #: Messages ever queued (or handled in place, by ``Actor.handle_now``), and ever
         #: taken out: the position of a message is its ordinal among ``routed``,
         #: which is how a registration added later knows which came before it.
         self.routed = 0
@@ -125,14 +125,9 @@ class Mailbox(Generic[T]):
             self._queue(chunk)
         return 0
 
-    def bypass(self, count: int) -> None:
-        """Count ``count`` messages as queued and taken at once: the actor handled
-        them in place (its mailbox empty), and positions must still advance."""
-        self.routed += count
-        self.taken += count
-
     def unbypass(self, count: int) -> None:
-        """Undo :meth:`bypass` for the last ``count`` messages (to be queued after all)."""
+        """Un-count the last ``count`` messages an actor was given in place (counted
+        as routed and taken at once: ``Actor.handle_now``), to be queued after all."""
         self.routed -= count
         self.taken -= count
 

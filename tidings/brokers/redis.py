@@ -152,9 +152,11 @@ class RedisSubscriber(Subscriber):
                             if name is None:
                                 if type(raw) is not bytes:
                                     raise violation(url, "a message push", reply)
-                                if len(names) > 4096:  # many short-lived channels
-                                    names.clear()
-                                name = names[raw] = decode_name(raw)
+                                name = decode_name(raw)
+                                # Bounded (many short-lived channels), and once
+                                # full it keeps what it has: no thrash at 10k.
+                                if len(names) < 65536:
+                                    names[raw] = name
                             batch.append((name, payload))
                             continue
                     if (
@@ -440,9 +442,11 @@ class RedisPublisher(Publisher):
     async def publish(self, channel: str, payload: bytes) -> int:
         name = self._names.get(channel)
         if name is None:
-            if len(self._names) > 4096:
-                self._names.clear()
-            name = self._names[channel] = encode_name(channel)
+            name = encode_name(channel)
+            # Bounded, and once full it keeps what it has (clearing it would make a
+            # loop over more channels than it holds miss every time).
+            if len(self._names) < 65536:
+                self._names[channel] = name
         received: int = await self._execute(encode_publish(name, payload), is_int, "PUBLISH")
         return received
 
