@@ -1,153 +1,342 @@
-"""Runs the scenarios, alternating contenders, and reports medians and ratios."""
+"""Runs the scenarios, alternating contenders, and reports medians and ratios.
+
+A scenario has one or more cases (a number of channels, of publishers, a payload
+size, a registration count); each case is reported as its own entry, named
+``scenario`` when there is one case and ``scenario/label`` otherwise. With a baseline
+tree (``--baseline DIR``), every tidings contender also runs from that tree as
+``<contender>@base``, right after the current one.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import time
+import textwrap
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.contenders import CHANNEL, PAYLOAD
+from bench.contenders import CHANNEL, PAYLOAD, SPREAD_PREFIX, sized_payload
 from tests.redis_server import RedisServer
 
 HERE = Path(__file__).parent
+ROOT = HERE.parent
+BASE = "@base"
+
+
+@dataclass
+class Case:
+    label: str  # short, in the entry's name: "10k", "100", "1MB"; "" for a scenario's only case
+    n: int
+    quick_n: int
+    params: dict[str, Any] = field(default_factory=dict)  # added to the contender's spec
+    max_runs: int | None = None  # fewer rounds than --runs for the slow ones
+    contenders: list[str] | None = None  # a subset of the scenario's
 
 
 @dataclass
 class Scenario:
     name: str
-    title: str
+    title: str  # "{}" is the case's label
     contenders: list[str]
-    n: int
-    quick_n: int
+    cases: list[Case]
     metric: str  # the number compared across contenders
+    peer: str  # ratios are against this contender
     higher_is_better: bool = True
     unit: str = "events/s"
+    fill: str | None = None  # how the harness publishes while the consumer is paused
+    axis: str | None = None  # the spec key the scaling chart plots against
+    headline: str = ""  # the case in chart.png (default: the only one)
+    traced: bool = False  # one more run per contender under tracemalloc (untimed)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def entry(self, case: Case) -> str:
+        return f"{self.name}/{case.label}" if case.label else self.name
+
+
+TIDINGS = ["tidings-trio", "tidings-asyncio"]
+PUBLISHERS = [*TIDINGS, "redis-py"]  # coredis too with 10 publishers only
 
 SCENARIOS = [
     Scenario(
         "receive",
         "1. receive throughput (redis-benchmark publishes, consumer drains)",
-        ["tidings-trio", "tidings-asyncio", "redis-py", "coredis-trio", "raw-hiredis"],
-        n=200_000,
-        quick_n=500,
+        [*TIDINGS, "redis-py", "coredis-trio", "raw-hiredis"],
+        [Case("", n=200_000, quick_n=500)],
         metric="rate",
+        peer="redis-py",
+        fill="redis-benchmark",
+    ),
+    Scenario(
+        "receive-spread",
+        "2. receive spread over K={} channels (redis-benchmark -r K, consumer drains)",
+        [*TIDINGS, "redis-py"],
+        [
+            Case(label, n=200_000, quick_n=500, params={"channels": k})
+            for label, k in (("1", 1), ("100", 100), ("10k", 10_000))
+        ],
+        metric="rate",
+        peer="redis-py",
+        fill="redis-benchmark",
+        axis="channels",
+        headline="10k",
+    ),
+    Scenario(
+        "receive-size",
+        "3. receive throughput, {} payloads (consumer drains)",
+        [*TIDINGS, "redis-py"],
+        [
+            Case("100B", n=100_000, quick_n=500, params={"size": 100}),
+            Case("10KB", n=20_000, quick_n=200, params={"size": 10_000}),
+            Case("1MB", n=300, quick_n=10, params={"size": 1_000_000}),
+        ],
+        metric="rate",
+        peer="redis-py",
+        fill="pipeline",
+        axis="size",
     ),
     Scenario(
         "publish",
-        "2. publish throughput (10 concurrent publishers)",
-        ["tidings-trio", "tidings-asyncio", "redis-py", "coredis-trio"],
-        n=50_000,
-        quick_n=200,
+        "4. publish throughput, concurrent publishers: {}",
+        [*TIDINGS, "redis-py", "coredis-trio"],
+        [
+            Case("1", n=10_000, quick_n=100, params={"publishers": 1}, contenders=PUBLISHERS),
+            Case("10", n=50_000, quick_n=200, params={"publishers": 10}),
+            Case("100", n=30_000, quick_n=500, params={"publishers": 100}, contenders=PUBLISHERS),
+        ],
         metric="rate",
+        peer="redis-py",
+        axis="publishers",
+        headline="10",
+    ),
+    Scenario(
+        "publish-size",
+        "5. publish throughput, {} payloads (10 concurrent publishers)",
+        [*TIDINGS, "redis-py"],
+        [
+            Case("100B", n=50_000, quick_n=200, params={"size": 100}),
+            Case("10KB", n=20_000, quick_n=100, params={"size": 10_000}),
+            Case("1MB", n=300, quick_n=10, params={"size": 1_000_000}),
+        ],
+        metric="rate",
+        peer="redis-py",
+        axis="size",
     ),
     Scenario(
         "latency",
-        "3. latency publish -> callback at a steady 5,000 events/s",
+        "6. latency publish -> callback at a steady 5,000 events/s",
         ["tidings-trio", "redis-py"],
-        n=15_000,
-        quick_n=100,
+        [Case("", n=15_000, quick_n=100)],
         metric="p99_ms",
+        peer="redis-py",
         higher_is_better=False,
         unit="ms",
+        fill="pace",
         extra={"rate": 5000},
     ),
     Scenario(
-        "scale",
-        "4. registering 10,000 channels (subscribed and confirmed)",
-        ["tidings-batched", "tidings-sequential"],
-        n=10_000,
-        quick_n=100,
+        "register",
+        "7. registering {} channels (each confirmed by Redis)",
+        ["tidings-concurrent", "tidings-sequential", "tidings-register_many"],
+        [
+            Case("10k", n=10_000, quick_n=100),
+            Case("100k", n=100_000, quick_n=1_000, max_runs=2),
+        ],
         metric="seconds",
+        peer="tidings-sequential",
         higher_is_better=False,
         unit="s",
+        axis="n",
+        headline="10k",
+        traced=True,
     ),
     Scenario(
         "memory",
-        "5. in-process publish -> callback (memory://)",
-        ["tidings-trio", "tidings-asyncio", "broadcaster", "trio-channel"],
-        n=100_000,
-        quick_n=500,
+        "8. in-process publish -> callback (memory://)",
+        [*TIDINGS, "broadcaster", "trio-channel"],
+        [Case("", n=100_000, quick_n=500)],
         metric="rate",
+        peer="broadcaster",
     ),
 ]
 
 
-def _child(spec: dict[str, Any]) -> subprocess.Popen[str]:
+def select(wanted: set[str]) -> list[Scenario]:
+    """The scenarios named in ``wanted``, by name (all cases) or ``name/label``."""
+    chosen = []
+    for scenario in SCENARIOS:
+        cases = [
+            c for c in scenario.cases if scenario.name in wanted or scenario.entry(c) in wanted
+        ]
+        if cases:
+            chosen.append(dataclasses.replace(scenario, cases=cases))
+    return chosen
+
+
+def entry_names() -> list[str]:
+    return [s.entry(c) for s in SCENARIOS for c in s.cases]
+
+
+# -- child processes -------------------------------------------------------------------------
+
+
+def prepare_baseline(tree: Path) -> Path:
+    """Copy this bench/ package into ``tree`` (an older source tree), so that the same
+    contender code runs against the old library there."""
+    tree = tree.resolve()
+    if not (tree / "tidings" / "__init__.py").is_file():
+        raise SystemExit(f"--baseline {tree}: no tidings/__init__.py there")
+    if tree == ROOT.resolve():
+        raise SystemExit("--baseline must be another tree than this one")
+    shutil.rmtree(tree / "bench", ignore_errors=True)
+    shutil.copytree(HERE, tree / "bench", ignore=shutil.ignore_patterns("results", "__pycache__"))
+    return tree
+
+
+def _placed(tree: Path | None) -> tuple[Path, dict[str, str] | None]:
+    """The working directory and environment of a child run from ``tree`` (None: this
+    one). ``-m`` puts the working directory first on sys.path, so a baseline child runs
+    there, with ``tree`` on PYTHONPATH too: it imports that tree's tidings and its copy
+    of bench/ (see :func:`prepare_baseline`)."""
+    if tree is None:
+        return ROOT, None
+    paths = [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return tree, {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def _child(spec: dict[str, Any], tree: Path | None = None) -> subprocess.Popen[str]:
+    """``python -m bench.contenders SPEC`` from this tree, or from ``tree``."""
+    cwd, env = _placed(tree)
     return subprocess.Popen(
         [sys.executable, "-m", "bench.contenders", json.dumps(spec)],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=HERE.parent,
+        cwd=cwd,
+        env=env,
     )
 
 
+def tidings_file(tree: Path | None) -> str:
+    """Where ``import tidings`` resolves for a child run from ``tree`` (None: this one)."""
+    cwd, env = _placed(tree)
+    return subprocess.run(
+        [sys.executable, "-c", "import tidings; print(tidings.__file__)"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def _line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The child's next line; it is killed if that takes more than ``timeout`` s."""
     assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    line = process.stdout.readline()
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        process.kill()
+
+    watchdog = threading.Timer(timeout, kill)
+    watchdog.start()
+    try:
+        line = process.stdout.readline()
+    finally:
+        watchdog.cancel()
     if not line:
-        raise RuntimeError(f"contender exited early (code {process.wait()})")
-    if time.monotonic() > deadline:
-        raise RuntimeError("contender took too long")
+        code = process.wait()
+        if timed_out.is_set():
+            raise RuntimeError(f"contender killed after {timeout:g} s")
+        raise RuntimeError(f"contender exited early (code {code})")
     return line.strip()
 
 
-def _result(process: subprocess.Popen[str]) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(_line(process, 300))
+def _result(process: subprocess.Popen[str], line: str | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(line if line is not None else _line(process, 1800))
     if process.wait(timeout=60) != 0:
         raise RuntimeError("contender failed")
     return result
 
 
-def run_one(scenario: Scenario, contender: str, server: RedisServer, n: int) -> dict[str, Any]:
-    spec = {"scenario": scenario.name, "contender": contender, "port": server.port, "n": n}
-    process = _child(spec)
+def _redis_benchmark(port: int, n: int, channel: str, *extra: str) -> None:
+    subprocess.run(
+        [
+            "redis-benchmark",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-n",
+            str(n),
+            "-c",
+            "2",
+            "-P",
+            "500",
+            "-q",
+            *extra,
+            "PUBLISH",
+            channel,
+            PAYLOAD,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _publish_pipelined(port: int, n: int, payload: str) -> None:
+    """Publish ``payload`` n times on CHANNEL, pipelined by about 4 MB (redis-benchmark
+    takes the payload as an argument: no 1 MB ones)."""
+    import redis
+
+    client = redis.Redis(port=port)
     try:
-        if scenario.name == "receive":
-            assert _line(process, 60) == "ready"
-            # The consumer sleeps while everything is published into Redis's output
-            # buffer, then drains it: this times the consumer, not the publisher.
-            os.kill(process.pid, signal.SIGSTOP)
-            subprocess.run(
-                [
-                    "redis-benchmark",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(server.port),
-                    "-n",
-                    str(n),
-                    "-c",
-                    "2",
-                    "-P",
-                    "500",
-                    "-q",
-                    "PUBLISH",
-                    CHANNEL,
-                    PAYLOAD,
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            os.kill(process.pid, signal.SIGCONT)
-        elif scenario.name == "latency":
-            assert _line(process, 60) == "ready"
-            pacer = _child(
-                {"scenario": "pace", "port": server.port, "n": n, "rate": scenario.extra["rate"]}
-            )
-            _result(pacer)
-        return _result(process)
+        batch = max(1, min(1000, 4_000_000 // len(payload)))
+        data = payload.encode()
+        for start in range(0, n, batch):
+            pipe = client.pipeline(transaction=False)
+            for _ in range(min(batch, n - start)):
+                pipe.publish(CHANNEL, data)
+            pipe.execute()
+    finally:
+        client.close()
+
+
+def run_one(
+    scenario: Scenario,
+    case: Case,
+    contender: str,
+    server: RedisServer,
+    n: int,
+    baseline: Path | None = None,
+    trace: bool = False,
+) -> dict[str, Any]:
+    name = contender.removesuffix(BASE)
+    at_base = contender.endswith(BASE)
+    spec = {
+        "scenario": scenario.name,
+        "contender": name,
+        "port": server.port,
+        "n": n,
+        **case.params,
+        **({"trace": True} if trace else {}),
+        **({"baseline": True} if at_base else {}),
+    }
+    process = _child(spec, baseline if at_base else None)
+    try:
+        return _drive(scenario, case, process, server, n)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{scenario.entry(case)}, {contender}: {exc}") from None
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGCONT)
@@ -155,7 +344,71 @@ def run_one(scenario: Scenario, contender: str, server: RedisServer, n: int) -> 
             process.wait()
 
 
-def run(scenarios: list[Scenario], runs: int, quick: bool, only: set[str] | None) -> dict[str, Any]:
+def _drive(
+    scenario: Scenario,
+    case: Case,
+    process: subprocess.Popen[str],
+    server: RedisServer,
+    n: int,
+) -> dict[str, Any]:
+    """Publish what the contender consumes, if anything; return its result."""
+    if scenario.fill is None:
+        return _result(process)
+    line = _line(process, 300)
+    if line != "ready":
+        return _result(process, line)  # skipped
+    if scenario.fill == "pace":
+        pacer = _child(
+            {"scenario": "pace", "port": server.port, "n": n, "rate": scenario.extra["rate"]}
+        )
+        _result(pacer)
+        return _result(process)
+    # The consumer sleeps while everything is published into Redis's output
+    # buffer, then drains it: this times the consumer, not the publisher.
+    os.kill(process.pid, signal.SIGSTOP)
+    if scenario.fill == "redis-benchmark":
+        k = case.params.get("channels")
+        if k is None:
+            _redis_benchmark(server.port, n, CHANNEL)
+        else:  # __rand_int__: 12 digits, zero-padded, in [0, k)
+            _redis_benchmark(server.port, n, f"{SPREAD_PREFIX}__rand_int__", "-r", str(k))
+    elif scenario.fill == "pipeline":
+        _publish_pipelined(server.port, n, sized_payload(case.params["size"]))
+    else:
+        raise ValueError(f"unknown fill {scenario.fill!r}")
+    os.kill(process.pid, signal.SIGCONT)
+    return _result(process)
+
+
+def _check_tree(contender: str, result: dict[str, Any], baseline: Path | None) -> None:
+    """The child's ``tidings.__file__`` must be from the tree it was meant to run."""
+    path = result.get("tidings")
+    if path is None:
+        return
+    tree = baseline if contender.endswith(BASE) and baseline is not None else ROOT
+    if not Path(path).resolve().is_relative_to((tree / "tidings").resolve()):
+        raise RuntimeError(f"{contender} imported tidings from {path}, not from {tree}")
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def _medians(samples: list[dict[str, Any]]) -> dict[str, float]:
+    keys = dict.fromkeys(k for s in samples for k, v in s.items() if _number(v))
+    return {k: statistics.median(s[k] for s in samples if _number(s.get(k))) for k in keys}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def run(
+    scenarios: list[Scenario],
+    runs: int,
+    quick: bool,
+    only: set[str] | None,
+    baseline: Path | None = None,
+) -> dict[str, Any]:
     server = RedisServer("--client-output-buffer-limit", "pubsub 0 0 0")
     report: dict[str, Any] = {
         "machine": {
@@ -165,120 +418,340 @@ def run(scenarios: list[Scenario], runs: int, quick: bool, only: set[str] | None
         },
         "runs": runs,
         "quick": quick,
+        "tidings": tidings_file(None),
         "scenarios": {},
     }
+    if baseline is not None:
+        report["baseline"] = {"dir": str(baseline), "tidings": tidings_file(baseline)}
+        print(f"baseline: {report['baseline']['tidings']} (current: {report['tidings']})")
     try:
         for scenario in scenarios:
-            contenders = [c for c in scenario.contenders if only is None or c in only]
-            if not contenders:
-                continue
-            n = scenario.quick_n if quick else scenario.n
-            samples: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
-            print(f"\n{scenario.title}  (n={n:,}, {runs} runs, alternating)", flush=True)
-            for round_ in range(runs):
-                for contender in contenders:  # A B C, A B C, ...: same conditions for all
-                    result = run_one(scenario, contender, server, n)
-                    samples[contender].append(result)
-                    print(
-                        f"  run {round_ + 1}: {contender:<20} {_fmt(scenario, result)}", flush=True
-                    )
-            medians = {
-                c: {
-                    key: statistics.median(r[key] for r in rs)
-                    for key in rs[0]
-                    if isinstance(rs[0][key], int | float)
-                }
-                for c, rs in samples.items()
-            }
-            report["scenarios"][scenario.name] = {
-                "title": scenario.title,
-                "n": n,
-                "metric": scenario.metric,
-                "unit": scenario.unit,
-                "higher_is_better": scenario.higher_is_better,
-                "samples": samples,
-                "medians": medians,
-            }
+            for case in scenario.cases:
+                entry = _run_case(scenario, case, runs, quick, only, server, baseline)
+                if entry is not None:
+                    report["scenarios"][scenario.entry(case)] = entry
     finally:
         server.close()
     report["targets"] = targets(report["scenarios"])
     return report
 
 
+def _run_case(
+    scenario: Scenario,
+    case: Case,
+    runs: int,
+    quick: bool,
+    only: set[str] | None,
+    server: RedisServer,
+    baseline: Path | None,
+) -> dict[str, Any] | None:
+    contenders = []
+    for c in case.contenders or scenario.contenders:
+        if only is None or c in only:
+            contenders.append(c)
+            if baseline is not None and c.startswith("tidings"):
+                contenders.append(c + BASE)  # right after the current one
+    if not contenders:
+        return None
+    n = case.quick_n if quick else case.n
+    rounds = runs if case.max_runs is None else min(runs, case.max_runs)
+    title = scenario.title.format(case.label)
+    samples: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
+    skipped: dict[str, str] = {}
+    print(f"\n{title}  (n={n:,}, {rounds} runs, alternating)", flush=True)
+    for round_ in range(rounds):
+        for contender in contenders:  # A B C, A B C, ...: same conditions for all
+            if contender in skipped:
+                continue
+            result = run_one(scenario, case, contender, server, n, baseline)
+            if "skipped" in result:
+                skipped[contender] = result["skipped"]
+                print(f"  {contender:<24} skipped: {result['skipped']}", flush=True)
+                continue
+            _check_tree(contender, result, baseline)
+            if scenario.traced and round_ == 0:
+                traced = run_one(scenario, case, contender, server, n, baseline, trace=True)
+                _check_tree(contender, traced, baseline)
+                result.update((k, v) for k, v in traced.items() if k.startswith("traced_"))
+            samples[contender].append(result)
+            print(f"  run {round_ + 1}: {contender:<24} {_fmt(scenario, result)}", flush=True)
+    x = n if scenario.axis == "n" else case.params.get(scenario.axis or "")
+    return {
+        "scenario": scenario.name,
+        "case": case.label,
+        "title": title,
+        "n": n,
+        "x": x,
+        "params": case.params,
+        "rounds": rounds,
+        "metric": scenario.metric,
+        "unit": scenario.unit,
+        "higher_is_better": scenario.higher_is_better,
+        "peer": scenario.peer,
+        "samples": {c: rs for c, rs in samples.items() if rs},
+        "medians": {c: _medians(rs) for c, rs in samples.items() if rs},
+        "skipped": skipped,
+    }
+
+
+def _cpu(values: dict[str, Any]) -> float | None:
+    cpu = values.get("cpu_us_per_msg", values.get("cpu_us_per_channel"))
+    return float(cpu) if cpu is not None else None
+
+
 def _fmt(scenario: Scenario, result: dict[str, Any]) -> str:
     if scenario.name == "latency":
-        return f"p50 {result['p50_ms']:.2f} ms   p99 {result['p99_ms']:.2f} ms"
-    if scenario.name == "scale":
-        return f"{result['seconds']:.3f} s   {result['bytes_per_channel'] / 1024:.2f} KiB/channel"
-    return f"{result['rate']:>12,.0f} {scenario.unit}"
+        text = f"p50 {result['p50_ms']:.2f} ms   p99 {result['p99_ms']:.2f} ms"
+    elif scenario.name == "register":
+        text = f"{result['seconds']:.3f} s   {_memory(result)}"
+    else:
+        text = f"{result['rate']:>12,.0f} {scenario.unit}"
+    cpu = _cpu(result)
+    if cpu is not None:
+        per = "channel" if scenario.name == "register" else "msg"
+        text += f"   {cpu:.2f} µs CPU/{per}"
+    return text
 
 
-def _ratio(scenarios: dict[str, Any], name: str, a: str, b: str, key: str) -> float | None:
-    medians = scenarios.get(name, {}).get("medians", {})
-    if a not in medians or b not in medians:
+def _memory(values: dict[str, Any]) -> str:
+    parts = []
+    if "traced_bytes_per_channel" in values:
+        parts.append(
+            f"traced {values['traced_bytes_per_channel'] / 1024:.2f} KiB/ch"
+            f" (peak {values['traced_peak_bytes_per_channel'] / 1024:.2f})"
+        )
+    if "rss_bytes_per_channel" in values:
+        parts.append(
+            f"RSS {values['rss_bytes_per_channel'] / 1024:.2f} KiB/ch ({values['rss_mb']:.0f} MB)"
+        )
+    if "confirmed" in values:
+        note = "" if values["confirmed"] == values["events"] else "  NOT ALL CONFIRMED"
+        parts.append(f"confirmed {values['confirmed']:,.0f}/{values['events']:,.0f}{note}")
+    return ", ".join(parts)
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+
+def _get(scenarios: dict[str, Any], entry: str, contender: str, key: str) -> float | None:
+    value = scenarios.get(entry, {}).get("medians", {}).get(contender, {}).get(key)
+    return float(value) if value is not None else None
+
+
+def _ratio(
+    scenarios: dict[str, Any], entry: str, a: str, b: str, key: str, entry_b: str | None = None
+) -> float | None:
+    x = _get(scenarios, entry, a, key)
+    y = _get(scenarios, entry_b or entry, b, key)
+    return x / y if x is not None and y else None
+
+
+def _full(
+    scenarios: dict[str, Any], entry: str, contender: str, key: str, scale: float = 1.0
+) -> float | None:
+    """A median from a registration entry run at its nominal count ("10k": 10,000)."""
+    nominal = int(entry.rsplit("/", 1)[-1].removesuffix("k")) * 1000
+    value = _get(scenarios, entry, contender, key)
+    if value is None or scenarios[entry]["n"] != nominal:
         return None
-    return float(medians[a][key] / medians[b][key])
+    return value * scale
 
 
 def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, checked against this run's medians."""
+    """The issue's targets, checked against this run's medians (``met`` is None when
+    this run did not measure it)."""
     found: list[dict[str, Any]] = []
 
-    def check(label: str, value: float | None, goal: str, ok: bool | None) -> None:
+    def check(label: str, value: float | None, op: str, goal: float) -> None:
+        met = None
         if value is not None:
-            found.append({"target": label, "value": round(value, 3), "goal": goal, "met": ok})
-
-    for backend in ("trio", "asyncio"):
-        r = _ratio(scenarios, "receive", f"tidings-{backend}", "redis-py", "rate")
-        check(f"receive, tidings-{backend} / redis-py", r, ">= 4.0", r is not None and r >= 4.0)
-        r = _ratio(scenarios, "receive", f"tidings-{backend}", "raw-hiredis", "rate")
-        check(f"receive, tidings-{backend} / raw hiredis", r, ">= 0.5", r is not None and r >= 0.5)
-        r = _ratio(scenarios, "publish", f"tidings-{backend}", "redis-py", "rate")
-        check(f"publish, tidings-{backend} / redis-py", r, ">= 4.0", r is not None and r >= 4.0)
-        r = _ratio(scenarios, "memory", f"tidings-{backend}", "broadcaster", "rate")
-        check(
-            f"memory://, tidings-{backend} / broadcaster", r, ">= 1.0", r is not None and r >= 1.0
+            met = value >= goal if op == ">=" else value <= goal if op == "<=" else value < goal
+        found.append(
+            {
+                "target": label,
+                "value": None if value is None else round(value, 3),
+                "goal": f"{op} {goal:g}",
+                "met": met,
+            }
         )
-    r = _ratio(scenarios, "latency", "tidings-trio", "redis-py", "p99_ms")
-    check("p99 latency, tidings / redis-py", r, "<= 1.0", r is not None and r <= 1.0)
-    scale = scenarios.get("scale", {}).get("medians", {})
-    for mode in ("batched", "sequential"):
-        m = scale.get(f"tidings-{mode}")
-        if m:
-            check(f"10k channels {mode}, seconds", m["seconds"], "< 1", m["seconds"] < 1)
-            kib = m["bytes_per_channel"] / 1024
-            check(f"10k channels {mode}, KiB per channel", kib, "< 4", kib < 4)
+
+    for name in TIDINGS:
+        check(
+            f"receive, {name} / redis-py",
+            _ratio(scenarios, "receive", name, "redis-py", "rate"),
+            ">=",
+            10.0,
+        )
+        check(
+            f"receive, {name} / raw hiredis",
+            _ratio(scenarios, "receive", name, "raw-hiredis", "rate"),
+            ">=",
+            0.5,
+        )
+        check(
+            f"receive CPU/msg, {name}, 10k channels / 1",
+            _ratio(
+                scenarios,
+                "receive-spread/10k",
+                name,
+                name,
+                "cpu_us_per_msg",
+                entry_b="receive-spread/1",
+            ),
+            "<=",
+            2.0,
+        )
+        for publishers, goal in (("10", 5.0), ("100", 8.0)):
+            check(
+                f"publish, {publishers} publishers, {name} / redis-py",
+                _ratio(scenarios, f"publish/{publishers}", name, "redis-py", "rate"),
+                ">=",
+                goal,
+            )
+        check(
+            f"memory://, {name} / broadcaster",
+            _ratio(scenarios, "memory", name, "broadcaster", "rate"),
+            ">=",
+            1.0,
+        )
+    check(
+        "p99 latency, tidings / redis-py",
+        _ratio(scenarios, "latency", "tidings-trio", "redis-py", "p99_ms"),
+        "<=",
+        1.0,
+    )
+    # Absolute goals: only at the full counts (not --quick).
+    for entry, seconds, megabytes in (("10k", 1, None), ("100k", 10, 200)):
+        for mode in ("concurrent", "register_many"):
+            at = (scenarios, f"register/{entry}", f"tidings-{mode}")
+            check(f"{entry} channels {mode}, s", _full(*at, "seconds"), "<", seconds)
+            if megabytes is None:
+                traced = _full(*at, "traced_bytes_per_channel", 1 / 1024)
+                check(f"{entry} channels {mode}, KiB/ch traced", traced, "<", 2)
+            else:
+                check(
+                    f"{entry} channels {mode}, MB RSS growth", _full(*at, "rss_mb"), "<", megabytes
+                )
     return found
 
 
+# -- the table -------------------------------------------------------------------------------
+
+
+def _shown(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f} {unit}" if unit == "events/s" else f"{value:.3f} {unit}"
+
+
+def _x(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
 def print_table(report: dict[str, Any]) -> None:
-    print("\n" + "=" * 78)
-    print(f"{'scenario':<10} {'contender':<20} {'median':>16}   {'ratio':>8}")
-    print("-" * 78)
-    baselines = {
-        "receive": "redis-py",
-        "publish": "redis-py",
-        "latency": "redis-py",
-        "memory": "broadcaster",
-        "scale": "tidings-sequential",
-    }
+    rule = 124
+    print("\n" + "=" * rule)
+    print(
+        f"{'scenario':<20} {'contender':<24} {'median':>18} {'CPU µs':>8} "
+        f"{'vs peer':>8} {'new/base':>8} {'CPU n/b':>8}   detail"
+    )
+    print("-" * rule)
     for name, data in report["scenarios"].items():
-        metric, unit = data["metric"], data["unit"]
-        base = data["medians"].get(baselines[name])
-        for contender, medians in data["medians"].items():
-            value = medians[metric]
-            ratio = ""
+        metric, unit, medians = data["metric"], data["unit"], data["medians"]
+        peer = medians.get(data["peer"], {}).get(metric)
+        for contender, values in medians.items():
+            value = values.get(metric)
+            cpu = _cpu(values)
+            vs_peer = value / peer if value is not None and peer else None
+            new_base = cpu_base = None
+            base = medians.get(contender + BASE)
             if base is not None:
-                ratio = f"{(value / base[metric]):.2f}x"
-            shown = f"{value:,.0f} {unit}" if unit == "events/s" else f"{value:.3f} {unit}"
-            print(f"{name:<10} {contender:<20} {shown:>16}   {ratio:>8}")
-    print("-" * 78)
+                if value is not None and base.get(metric):
+                    new_base = value / base[metric]
+                base_cpu = _cpu(base)
+                if cpu is not None and base_cpu:
+                    cpu_base = cpu / base_cpu
+            detail = ""
+            if data["scenario"] == "register":
+                detail = _memory(values)
+            elif data["scenario"] == "latency":
+                detail = f"p50 {values['p50_ms']:.3f} ms"
+            print(
+                f"{name:<20} {contender:<24} {_shown(value, unit):>18} "
+                f"{'' if cpu is None else f'{cpu:.2f}':>8} {_x(vs_peer):>8} "
+                f"{_x(new_base):>8} {_x(cpu_base):>8}   {detail}".rstrip()
+            )
+        for contender, reason in data["skipped"].items():
+            print(f"{name:<20} {contender:<24} {'skipped':>18}   {reason}")
+    print("-" * rule)
+    _print_spread(report["scenarios"])
+    unmeasured = 0
     for target in report["targets"]:
-        mark = "met " if target["met"] else "MISS"
-        print(f"[{mark}] {target['target']:<42} {target['value']:>8}  (goal {target['goal']})")
+        if target["met"] is None:
+            unmeasured += 1
+            continue
+        mark = "met" if target["met"] else "not met"
+        print(f"[{mark:^7}] {target['target']:<52} {target['value']:>9}  (goal {target['goal']})")
+    if unmeasured:
+        print(f"({unmeasured} more targets not measured at their sizes in this run)")
+    if report["quick"]:
+        print("(--quick: tiny sizes, one run; these numbers only show that it works)")
+
+
+def _print_spread(scenarios: dict[str, Any]) -> None:
+    """CPU µs per message by number of channels: the key result of receive-spread."""
+    entries = sorted(
+        (e for e in scenarios.values() if e["scenario"] == "receive-spread"),
+        key=lambda e: e["x"],
+    )
+    if len(entries) < 2:
+        return
+    first, last = entries[0], entries[-1]
+    labels = [e["case"] for e in entries]
+    print(
+        "receive spread, CPU µs/msg by channels: "
+        + "".join(f"{label:>9}" for label in labels)
+        + f"{last['case'] + '/' + first['case']:>10}"
+    )
+    for contender in first["medians"]:
+        cpus = [_cpu(e["medians"].get(contender, {})) for e in entries]
+        ratio = cpus[-1] / cpus[0] if cpus[0] and cpus[-1] is not None else None
+        print(
+            f"  {contender:<38}"
+            + "".join(f"{'-' if c is None else f'{c:.2f}':>9}" for c in cpus)
+            + f"{_x(ratio):>10}"
+        )
+    print("-" * 124)
+
+
+# -- charts ----------------------------------------------------------------------------------
+
+COLOURS = {
+    "tidings-trio": "#2a7ab9",
+    "tidings-asyncio": "#3aa17e",
+    "tidings-concurrent": "#2a7ab9",
+    "tidings-sequential": "#7b4fa0",
+    "tidings-register_many": "#d9822b",
+    "redis-py": "#9a9a9a",
+    "coredis-trio": "#c9a227",
+    "raw-hiredis": "#555555",
+}
+
+
+def _colour(contender: str) -> str:
+    name = contender.removesuffix(BASE)
+    return COLOURS.get(name, "#2a7ab9" if name.startswith("tidings") else "#9a9a9a")
+
+
+def _headline(data: dict[str, Any]) -> bool:
+    for scenario in SCENARIOS:
+        if scenario.name == data["scenario"]:
+            return bool(data["medians"]) and data["case"] == scenario.headline
+    return False
 
 
 def chart(report: dict[str, Any], path: Path) -> bool:
+    """Bars: the medians of each scenario's headline case."""
     try:
         import matplotlib
 
@@ -286,23 +759,119 @@ def chart(report: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    scenarios = list(report["scenarios"].values())
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(4 * len(scenarios), 4))
-    if len(scenarios) == 1:
-        axes = [axes]
-    for ax, data in zip(axes, scenarios, strict=True):
+    scenarios = [data for data in report["scenarios"].values() if _headline(data)]
+    if not scenarios:
+        return False
+    columns = min(4, len(scenarios))
+    rows = math.ceil(len(scenarios) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(scenarios) :]:
+        ax.set_visible(False)
+    for ax, data in zip(axes.flat, scenarios, strict=False):
         names = list(data["medians"])
-        values = [data["medians"][c][data["metric"]] for c in names]
-        colours = ["#2a7ab9" if c.startswith("tidings") else "#9a9a9a" for c in names]
-        ax.barh(names, values, color=colours)
+        values = [data["medians"][c].get(data["metric"], 0) for c in names]
+        colours = [_colour(c) for c in names]
+        bars = ax.barh(names, values, color=colours)
+        for bar, contender in zip(bars, names, strict=True):
+            if contender.endswith(BASE):
+                bar.set_alpha(0.45)
         ax.invert_yaxis()
         better = "higher" if data["higher_is_better"] else "lower"
         ax.set_title(
-            f"{data['title'].split('(')[0].strip()}\n({data['unit']}, {better} is better)",
+            textwrap.fill(data["title"].split("(")[0].strip(), 44)
+            + f"\n({data['unit']}, {better} is better)",
             fontsize=9,
         )
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# (scenario, value key, scale, title, y label, log y)
+CURVES = [
+    ("receive-spread", "cpu_us_per_msg", 1, "receive: CPU per message", "CPU µs/msg", False),
+    ("register", "seconds", 1, "registration time", "seconds", True),
+    (
+        "register",
+        "traced_bytes_per_channel",
+        1 / 1024,
+        "memory per channel (tracemalloc)",
+        "KiB",
+        False,
+    ),
+    ("publish", "rate", 1, "publish rate", "events/s", True),
+    ("publish-size", "rate", 1, "publish rate by payload size", "events/s", True),
+    ("receive-size", "rate", 1, "receive rate by payload size", "events/s", True),
+]
+X_LABELS = {
+    "receive-spread": "channels subscribed",
+    "register": "channels registered",
+    "publish": "concurrent publishers",
+    "publish-size": "payload bytes",
+    "receive-size": "payload bytes",
+}
+
+
+def scaling_chart(report: dict[str, Any], path: Path) -> bool:
+    """Curves: each multi-case scenario's medians against its case parameter (log x)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    panels = []
+    for scenario, key, scale, title, ylabel, logy in CURVES:
+        entries = sorted(
+            (
+                e
+                for e in report["scenarios"].values()
+                if e["scenario"] == scenario and e["x"] is not None
+            ),
+            key=lambda e: e["x"],
+        )
+        lines: dict[str, list[tuple[float, float]]] = {}
+        for e in entries:
+            for contender, values in e["medians"].items():
+                if values.get(key) is not None:
+                    lines.setdefault(contender, []).append((e["x"], values[key] * scale))
+        if lines:
+            panels.append((scenario, title, ylabel, logy, lines))
+    if not panels:
+        return False
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (scenario, title, ylabel, logy, lines) in zip(axes.flat, panels, strict=False):
+        for contender, points in lines.items():
+            xs, ys = zip(*points, strict=True)
+            ax.plot(
+                xs,
+                ys,
+                label=contender,
+                color=_colour(contender),
+                linestyle="--" if contender.endswith(BASE) else "-",
+                marker="x" if contender.endswith(BASE) else "o",
+            )
+        ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(X_LABELS[scenario], fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return True
