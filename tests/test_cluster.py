@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -172,3 +173,39 @@ async def test_sharded_subscription_to_a_moved_slot_is_retried_not_refused(
         await channels.register("other", "*", other)  # asked of the old owner first
         assert "other" in channels
         await publish_until_received(channels, other, "moved", channel="other")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_durable_channels_keep_their_logs_on_each_slot_owner(
+    cluster: RedisCluster, mode: dict[str, str], recorder: Recorder
+) -> None:
+    """The stream and the live message of a channel hash to one slot, on its owner."""
+    namespace = f"dur{uuid.uuid4().hex[:8]}"  # the cluster outlives the test
+    url = cluster.url(namespace=namespace, **mode)
+    names = [f"c{n}" for n in range(6)]  # spread over the masters
+    async with Channels(url, durable=names, **OPTIONS) as sender:
+        for n, name in enumerate(names):
+            await sender.publish(name, "e", n)  # before anyone listens: kept in the logs
+        async with Channels(url, durable=names, **OPTIONS) as receiver:
+            for name in names:
+                await receiver.register(name, "*", recorder, since="all")
+            for n, name in enumerate(names):
+                await sender.publish(name, "e", 100 + n)  # live
+            await eventually(lambda: len(recorder.calls) == 12)
+    for n, name in enumerate(names):
+        assert [d for c, _, d in recorder.calls if c == name] == [n, 100 + n]
+    owners = {cluster.owner_of(f"{namespace}:{name}").port for name in names}
+    assert len(owners) > 1  # the logs really are on several nodes
+
+
+async def test_concurrent_publishes_open_one_connection_per_node(cluster: RedisCluster) -> None:
+    """Callers racing to a node nobody published to yet share the one connection
+    the first of them opens (they each opened one, and all but one leaked)."""
+    url = cluster.url(namespace=f"race{uuid.uuid4().hex[:8]}", sharded="1")
+    async with Channels(url, **OPTIONS) as channels:
+        async with anyio.create_task_group() as tg:
+            for n in range(30):
+                tg.start_soon(channels.publish, f"c{n}", "e", n)
+        connections = [server.port for server, _ in cluster.clients_named("tidings-pub")]
+        assert connections
+        assert len(connections) == len(set(connections))  # one per node

@@ -28,6 +28,8 @@ from .errors import PublishError as PublishError
 from .errors import ReplyError as ReplyError
 from .errors import TidingsError as TidingsError
 from .policies.backoff import Backoff as Backoff
+from .policies.streams import DEFAULT_RETENTION as DEFAULT_RETENTION
+from .policies.streams import Retention as Retention
 from .protocols import Bytes as Bytes
 from .protocols import Codec as Codec
 from .protocols import Json as Json
@@ -38,6 +40,7 @@ from .store import create_store as create_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_RETENTION",
     "Backoff",
     "BrokerError",
     "Bytes",
@@ -53,6 +56,7 @@ __all__ = [
     "PubSub",
     "PublishError",
     "ReplyError",
+    "Retention",
     "Stats",
     "StatusType",
     "Store",
@@ -72,6 +76,8 @@ def _fixup_module_metadata() -> None:
 
     for name in __all__:
         obj = globals()[name]
+        if not callable(obj):  # a constant (DEFAULT_RETENTION): its class names it
+            continue
         if getattr(obj, "__module__", "").startswith("tidings."):
             if isinstance(obj, type) and "__annotations__" in vars(obj):
                 # Resolved while the defining module is still known: typing tools

@@ -38,7 +38,7 @@ from .actors.callbacks import Dispatcher, Registration
 from .brokers.base import Broker, Deliver
 from .policies.status import StatusType
 from .supervisors.actors import ActorSupervisor
-from .supervisors.connection import ConnectionSupervisor, OnRefused, OnStatus
+from .supervisors.connection import ConnectionSupervisor, OnRefused, OnStatus, OnSubscribed
 
 __all__ = ["Hooks", "Lifecycle", "Runtime"]
 
@@ -66,6 +66,9 @@ class Hooks:
     #: Told the subscriptions the broker refused, no longer wanted (a handler that
     #: keeps nothing per subscription ignores it).
     on_refused: OnRefused = _ignore
+    #: Told the channels a round subscribed (a handler with durable channels
+    #: reads back what it may have missed).
+    on_subscribed: OnSubscribed = _ignore
 
 
 class Runtime:
@@ -96,6 +99,7 @@ class Runtime:
             deliver=hooks.deliver,
             on_status=hooks.on_status,
             on_refused=hooks.on_refused,
+            on_subscribed=hooks.on_subscribed,
             backoff=options.backoff,
             connect_timeout=options.connect_timeout,
             publish_timeout=options.publish_timeout,

@@ -32,10 +32,17 @@ class Stats:
             to any more (they arrive in the short window after an unsubscribe), or
             whose event matched no registered pattern.
         status_events: status-channel events delivered to callbacks.
+        replayed: events of durable channels read from their log (after a
+            reconnect, an overflow, or for ``since=``), not received live; their
+            callback calls are counted in ``delivered`` like any other.
+        superseded: live messages of durable channels not dispatched because
+            their entry was (or is to be) delivered from the log instead: a live
+            copy of an event a catch-up read already delivered, or one a full
+            mailbox refused and the next read recovers.
 
     With one callback (or iterator) per message, every message received ends as
     exactly one of: ``received == delivered + callback_errors + dropped + unrouted
-    + decode_errors``.
+    + decode_errors + superseded - replayed``.
     """
 
     published: int = 0
@@ -51,6 +58,8 @@ class Stats:
     actor_restarts: int = 0
     unrouted: int = 0
     status_events: int = 0
+    replayed: int = 0
+    superseded: int = 0
 
 
 _NAMES = tuple(f.name for f in fields(Stats))
@@ -78,6 +87,8 @@ class Counters:
     actor_restarts: int
     unrouted: int
     status_events: int
+    replayed: int
+    superseded: int
 
     def __init__(self) -> None:
         for name in _NAMES:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,28 +22,30 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if
 from ._options import Options
 from ._runtime import Hooks, Lifecycle
 from ._stats import Counters, Stats
-from .actors.callbacks import Dispatcher, Registration, Undelivered
+from .actors.callbacks import DEAF, Dispatcher, Registration, Undelivered
 from .actors.dispatch import DispatchActor, envelope_decoder
+from .actors.durable import Checkpoints, DurableActor, position
 from .actors.mailbox import Mailbox
 from .actors.router import Router
-from .brokers.base import Message
+from .brokers.base import Message, Publisher
 from .brokers.urls import display
 from .errors import CallbackError, ReplyError
 from .policies.glob import compile_glob
 from .policies.names import Namespace, check_event, check_namespace
 from .policies.status import StatusType
+from .policies.streams import DEFAULT_RETENTION, Retention, start_after
 from .protocols import Codec, Json
 from .store import Store, create_store
 
 __all__ = ["Channel", "Channels", "Event", "Events", "StatusType", "open_channels"]
 
-#: ``Registration.since`` until its subscription is confirmed: no message yet.
-_DEAF = sys.maxsize
 
 #: Signature of a channel callback: ``callback(channel, event, data)``, sync or async.
 Callback = Callable[["Channel", str, Any], Any]
-#: A checked registration: (broker name, name, event pattern, callback).
-_Item = tuple[str, str, str, Callback]
+#: A checked registration: (broker name, name, event pattern, callback, and on a
+#: durable channel the log position it starts after (None for "new") and the
+#: name of its consumer, if it has one).
+_Item = tuple[str, str, str, Callback, int | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +56,15 @@ class Event:
         channel: the channel name, without the namespace prefix.
         event: the event name.
         data: the payload, as decoded by the protocol.
+        id: on a durable channel, the id of the event's entry in the channel's log
+            (``"1700000000000-0"``; pass it as ``since=`` to resume after it);
+            None on other channels.
     """
 
     channel: str
     event: str
     data: Any
+    id: str | None = None
 
 
 class Events:
@@ -114,15 +119,21 @@ class Channel:
     counts the event patterns registered; ``pattern in channel`` tests one.
     """
 
-    __slots__ = ("_cache", "_patterns", "broker_name", "local", "name")
+    __slots__ = ("_cache", "_event_id", "_patterns", "broker_name", "durable", "local", "name")
 
-    def __init__(self, name: str, broker_name: str, *, local: bool = False) -> None:
+    def __init__(
+        self, name: str, broker_name: str, *, local: bool = False, durable: bool = False
+    ) -> None:
         #: The name, without the namespace prefix.
         self.name = name
         #: The name on the broker, with the namespace prefix.
         self.broker_name = broker_name
         #: True for the status channel, whose events never touch the broker.
         self.local = local
+        #: True for a channel named in ``durable=``: its events are kept in a log.
+        self.durable = durable
+        # The log id of the event being dispatched (durable channels), for iterators.
+        self._event_id: str | None = None
         # Mutated only by the Channels facade, synchronously; the actor only reads
         # the tuples of the cache, so a change never disturbs a dispatch under way.
         # Pattern -> callback (see _key) -> registration: finding a duplicate is one
@@ -208,12 +219,19 @@ class Channels(Lifecycle):
             (default ``"server"``). It is never subscribed on the broker.
         logger: where to log (default: the ``tidings`` logger).
         protocol: the codec of event envelopes (default :class:`~tidings.Json`).
+        durable: the channels whose events are kept in a log, so that a subscriber
+            loses none of them across reconnects and restarts: an iterable of exact
+            channel names (kept with ``tidings.DEFAULT_RETENTION``), or a
+            mapping of name -> :class:`~tidings.Retention`. Publishers and
+            subscribers of a durable channel must both declare it (see the
+            "Durable channels" page).
         **options: see :class:`Options` (``publish_timeout``, ``backoff``,
             ``max_pending``, ``overflow`` and more).
 
     Raises:
-        ValueError: a bad namespace, status channel name or option value.
-        TypeError: an unknown option.
+        ValueError: a bad namespace, status channel name, durable channel or option
+            value.
+        TypeError: an unknown option, or ``durable`` of the wrong type.
 
     Run it with ``async with`` (or :func:`open_channels`), or in your own nursery
     with ``await nursery.start(channels.run)``. Exceptions from ``run`` and
@@ -229,6 +247,7 @@ class Channels(Lifecycle):
         logger: logging.Logger | None = None,
         *,
         protocol: Codec | None = None,
+        durable: Iterable[str] | Mapping[str, Retention] | None = None,
         **options: Any,
     ) -> None:
         self._store = store if isinstance(store, Store) else create_store(store)
@@ -236,6 +255,13 @@ class Channels(Lifecycle):
             check_namespace(namespace if namespace is not None else self._store.namespace)
         )
         self._protocol: Codec = protocol if protocol is not None else Json()
+        #: Durable channels by broker name, with their retention.
+        self._durable = self._durable_channels(durable)
+        self._checkpoints = (
+            Checkpoints(self._save_position, logger or logging.getLogger("tidings"))
+            if self._durable
+            else None
+        )
         opts = Options.from_kwargs(options)
         self._compose(
             self._store.broker,
@@ -245,6 +271,7 @@ class Channels(Lifecycle):
                 deliver=self._deliver,
                 on_status=self._on_status,
                 on_refused=self._on_refused,
+                on_subscribed=self._on_subscribed,
                 removed=self._removed,
                 start_actors=self._start_actors,
                 after_run=self._after_run,
@@ -263,6 +290,29 @@ class Channels(Lifecycle):
         self._status_channel = self._new_channel(
             status_channel if status_channel is not None else "server", local=True
         )
+
+    def _durable_channels(
+        self, durable: Iterable[str] | Mapping[str, Retention] | None
+    ) -> dict[str, Retention]:
+        if durable is None:
+            return {}
+        if isinstance(durable, str | bytes):
+            raise TypeError(
+                f"durable= takes an iterable of channel names or a mapping of name -> "
+                f"Retention, not a single {type(durable).__name__}: {durable!r}"
+            )
+        if isinstance(durable, Mapping):
+            items = list(durable.items())
+        else:
+            items = [(name, DEFAULT_RETENTION) for name in durable]
+        channels: dict[str, Retention] = {}
+        for name, retention in items:
+            if not isinstance(retention, Retention):
+                raise TypeError(
+                    f"durable={{{name!r}: ...}} takes a tidings.Retention, not {retention!r}"
+                )
+            channels[self._namespace.broker_name(name)] = retention
+        return channels
 
     # -- mapping-like access ------------------------------------------------------------
 
@@ -317,7 +367,15 @@ class Channels(Lifecycle):
 
     # -- registration -------------------------------------------------------------------
 
-    async def register(self, channel: str, event: str, callback: Callback) -> Channel:
+    async def register(
+        self,
+        channel: str,
+        event: str,
+        callback: Callback,
+        *,
+        since: Any = "new",
+        consumer: str | None = None,
+    ) -> Channel:
         """Call ``callback(channel, event, data)`` for events matching ``event``.
 
         ``event`` is a glob (``*``, ``?``, ``[a-z]``, ``\\`` escapes; a full,
@@ -328,13 +386,30 @@ class Channels(Lifecycle):
         an event published afterwards is delivered. While disconnected it returns at
         once and the subscription is made on (re)connection.
 
+        On a durable channel the callback gets every event in order, once, across
+        reconnects; ``since`` says where it starts: ``"new"`` (events published
+        from now on), ``"all"`` (everything the log still holds), an event id
+        (the events after it) or a timezone-aware ``datetime``. (A durable
+        registration asks the log where it ends, so while disconnected it waits
+        for the connection, up to ``publish_timeout``.)
+
+        ``consumer="name"`` (durable channels) keeps the registration's position in
+        the broker, saved about once a second: a registration with the same name
+        after a restart resumes after it (``since`` applies only the first time).
+        Events after the last save are delivered again; ``Event.id`` tells them.
+
         Raises:
-            ValueError: an empty or non-str channel name or event pattern.
+            ValueError: an empty or non-str channel name or event pattern, or a
+                ``since`` other than ``"new"`` or a ``consumer`` on a channel that is
+                not durable.
             TypeError: ``callback`` is not callable.
             RuntimeError: not running, or closed.
             ReplyError: the broker refused the subscription (nothing was registered).
+            BrokerError: a durable channel's log could not be reached.
         """
-        [target] = await self._register([self._checked(channel, event, callback)], "register")
+        [target] = await self._register(
+            [self._checked(channel, event, callback, since, consumer)], "register"
+        )
         return target
 
     async def register_many(
@@ -367,19 +442,38 @@ class Channels(Lifecycle):
             items.append(self._checked(*item))
         return await self._register(items, "register_many")
 
-    def _checked(self, channel: str, event: str, callback: Callback) -> _Item:
+    def _checked(
+        self,
+        channel: str,
+        event: str,
+        callback: Callback,
+        since: Any = "new",
+        consumer: str | None = None,
+    ) -> _Item:
         broker_name, name = self._namespace.names(channel)
         check_event(event, "event pattern")
         if not callable(callback):
             raise TypeError(
                 f"callback must be callable, not {type(callback).__name__}: {callback!r}"
             )
-        return broker_name, name, event, callback
+        start: int | None = None
+        if broker_name in self._durable:
+            if not (isinstance(since, str) and since == "new"):
+                start = position(start_after(since)[0])
+        elif not (isinstance(since, str) and since == "new") or consumer is not None:
+            what = f"since={since!r}" if consumer is None else f"consumer={consumer!r}"
+            raise ValueError(
+                f"{what} needs a durable channel, and {name!r} is not one "
+                "(name it in Channels(durable=...))"
+            )
+        if consumer is not None:
+            check_event(consumer, "consumer name")
+        return broker_name, name, event, callback, start, consumer
 
     async def _register(self, items: list[_Item], what: str) -> list[Channel]:
         """Register checked items; return once the broker has confirmed them."""
         channels, router = self._channels, self._router
-        for broker_name, _, _, _ in items:
+        for broker_name, *_ in items:
             target = channels.get(broker_name)
             if target is None or not target.local or self._runtime.state == "closed":
                 # The status channel alone may be given callbacks before run(): it
@@ -395,7 +489,11 @@ class Channels(Lifecycle):
         added: list[tuple[Channel, Registration]] = []
         new: dict[str, list[Registration]] = {}
         known: dict[str, list[Registration]] = {}
-        for broker_name, name, event, callback in items:
+        # Durable registrations that start at the log's end ("new"): where that is;
+        # and those of named consumers: where they were.
+        at_end: list[Registration] = []
+        consumers: list[tuple[Registration, str]] = []
+        for broker_name, name, event, callback, start, consumer in items:
             target = channels.get(broker_name)
             if target is None:
                 target = self._new_channel(name)
@@ -409,7 +507,13 @@ class Channels(Lifecycle):
                 registration.since = actor.mailbox.routed if actor is not None else 0
                 target._add(registration)
                 continue
-            registration.since = _DEAF
+            registration.since = DEAF
+            if target.durable:  # the channel's catch-up read starts it at its cursor
+                if consumer is not None:
+                    consumers.append((registration, consumer))
+                if start is None:
+                    at_end.append(registration)
+                registration.cursor = start
             target._add(registration)
             added.append((target, registration))
             if broker_name in known:
@@ -425,6 +529,16 @@ class Channels(Lifecycle):
             await checkpoint()
             return targets
         try:
+            for registration, consumer in consumers:
+                saved = await self._load_position(registration.owner.broker_name, consumer)
+                if saved is not None:  # it has been here before: on from there
+                    registration.cursor = position(saved)
+                    if registration in at_end:
+                        at_end.remove(registration)
+            for registration in at_end:
+                tail = await self._tail(registration.owner.broker_name)
+                if registration.cursor is None:
+                    registration.cursor = position(tail) if tail is not None else 0
             for group in (new, known):
                 if group:
                     await self._connection.subscribe(channels=tuple(group), mark=self._mark(group))
@@ -433,6 +547,15 @@ class Channels(Lifecycle):
                 if target._remove(registration.key, registration=registration) and not len(target):
                     self._drop(target)
             raise
+        for registration, consumer in consumers:
+            assert self._checkpoints is not None
+            self._checkpoints.watch(
+                registration, registration.owner.broker_name, consumer, registration.cursor or 0
+            )
+        for target in {
+            target.broker_name: target for target, _ in added if target.durable
+        }.values():
+            self._catch_up(target)
         # A channel dropped meanwhile took its registrations along: make them again.
         again = [
             item
@@ -456,7 +579,8 @@ class Channels(Lifecycle):
                 actor = self._router.get(broker_name)
                 if actor is not None:
                     for registration in registrations:
-                        registration.since = actor.mailbox.routed
+                        if registration.cursor is None and not registration.owner.durable:
+                            registration.since = actor.mailbox.routed
 
         return mark
 
@@ -491,7 +615,9 @@ class Channels(Lifecycle):
             await cancel_shielded_checkpoint()
         return target
 
-    def subscribe(self, channel: str, event: str = "*") -> AbstractAsyncContextManager[Events]:
+    def subscribe(
+        self, channel: str, event: str = "*", *, since: Any = "new"
+    ) -> AbstractAsyncContextManager[Events]:
         """Iterate over the events of a channel.
 
         ::
@@ -504,24 +630,27 @@ class Channels(Lifecycle):
         ``max_pending`` under the ``overflow`` policy (dropped events are counted and
         reported as a ``slow_consumer`` episode). It ends when the channels close.
 
+        On a durable channel, ``since`` is where the events start (as for
+        :meth:`register`), and each :class:`Event` carries its ``id``.
+
         Raises:
-            ValueError: an empty or non-str channel name or event pattern.
+            ValueError: an empty or non-str channel name or event pattern, or a
+                ``since`` other than ``"new"`` on a channel that is not durable.
         """
-        self._namespace.broker_name(channel)
-        check_event(event, "event pattern")
-        return self._iterate(channel, event)
+        self._checked(channel, event, print, since)  # the same checks, before any I/O
+        return self._iterate(channel, event, since)
 
     @asynccontextmanager
-    async def _iterate(self, channel: str, event: str) -> AsyncIterator[Events]:
+    async def _iterate(self, channel: str, event: str, since: Any) -> AsyncIterator[Events]:
         mailbox: Mailbox[Event] = Mailbox(self._options.max_pending, self._options.overflow)
 
         async def put(ch: Channel, name: str, data: Any) -> None:
-            if await mailbox.put([Event(ch.name, name, data)]):
+            if await mailbox.put([Event(ch.name, name, data, ch._event_id)]):
                 raise CallbackError("the iterator is closed")  # block mode, closed
 
         def put_nowait(ch: Channel, name: str, data: Any) -> None:
             was_overflowing = mailbox.overflowing
-            if mailbox.put_nowait([Event(ch.name, name, data)]):
+            if mailbox.put_nowait([Event(ch.name, name, data, ch._event_id)]):
                 if mailbox.closed:
                     raise CallbackError("the iterator is closed")
                 if not was_overflowing:
@@ -533,7 +662,7 @@ class Channels(Lifecycle):
         )
         self._iterators.add(mailbox)
         try:
-            await self.register(channel, event, callback)
+            await self.register(channel, event, callback, since=since)
             yield Events(mailbox)
         finally:
             self._iterators.discard(mailbox)
@@ -569,13 +698,22 @@ class Channels(Lifecycle):
         payload = self._protocol.encode({"channel": name, "event": event, "data": data})
         if not self._runtime.accepting:
             self._runtime.check_running("publish")
+        if self._durable:
+            retention = self._durable.get(broker_name)
+            if retention is not None:
+                return await self._connection.publish(broker_name, payload, retention)
         return await self._connection.publish(broker_name, payload)
 
     # -- internals ----------------------------------------------------------------------
 
     def _new_channel(self, name: str, *, local: bool = False) -> Channel:
         broker_name = self._namespace.broker_name(name)
-        channel = Channel(self._namespace.user_name(broker_name), broker_name, local=local)
+        channel = Channel(
+            self._namespace.user_name(broker_name),
+            broker_name,
+            local=local,
+            durable=not local and broker_name in self._durable,
+        )
         self._channels[broker_name] = channel
         return channel
 
@@ -589,24 +727,95 @@ class Channels(Lifecycle):
         awaits. The status channel's always has a task: status events are emitted
         from inside the connection supervisor, which must not run callbacks.
         """
-        local = channel.local
-        actor = DispatchActor(
-            channel.broker_name,
-            Mailbox(self._options.max_pending, self._options.overflow),
-            owner=channel,
-            where=_channel_where,
-            decode=_status_decode if local else self._decode_event,
-            registrations_for=Channel.registrations_for,
-            found=channel._cache,
-            dispatcher=self._dispatcher_of(channel),
-            stats=self._status_counters if local else self._stats,
-            logger=self._logger,
-            lazy=not local,
-        )
+        local, name = channel.local, channel.broker_name
+        mailbox: Mailbox[Any] = Mailbox(self._options.max_pending, self._options.overflow)
+        actor: DispatchActor
+        if channel.durable:
+            actor = DurableActor(
+                name,
+                mailbox,
+                owner=channel,
+                where=_channel_where,
+                decode=self._decode_event,
+                registrations_for=Channel.registrations_for,
+                registrations=channel._registrations,
+                found=channel._cache,
+                dispatcher=self._dispatcher,
+                stats=self._stats,
+                logger=self._logger,
+                read=lambda start, count: self._connection.query(
+                    f"read the log of {name!r}", lambda p: p.read(name, start, count)
+                ),
+                tail=lambda: self._tail(name),
+                on_gap=lambda reason, last, next_: self._gap(channel, reason, last, next_),
+            )
+        else:
+            actor = DispatchActor(
+                name,
+                mailbox,
+                owner=channel,
+                where=_channel_where,
+                decode=_status_decode if local else self._decode_event,
+                registrations_for=Channel.registrations_for,
+                found=channel._cache,
+                dispatcher=self._dispatcher_of(channel),
+                stats=self._status_counters if local else self._stats,
+                logger=self._logger,
+                lazy=not local,
+            )
         self._router.add(channel.broker_name, actor)
         if local:
             self._actors.start(actor)
         return actor
+
+    async def _load_position(self, name: str, consumer: str) -> str | None:
+        async def load(publisher: Publisher) -> str | None:
+            return await publisher.load_position(name, consumer)
+
+        return await self._connection.query(f"read the position of {consumer!r}", load)
+
+    async def _save_position(self, name: str, consumer: str, entry_id: str) -> None:
+        async def save(publisher: Publisher) -> None:
+            await publisher.save_position(name, consumer, entry_id)
+
+        await self._connection.query(f"save the position of {consumer!r}", save)
+
+    async def _tail(self, name: str) -> str | None:
+        """The id of the last entry in a durable channel's log (None: no log)."""
+
+        async def tail(publisher: Publisher) -> str | None:
+            return await publisher.tail(name)
+
+        return await self._connection.query(f"read the end of {name!r}", tail)
+
+    def _catch_up(self, channel: Channel) -> None:
+        """Have a durable channel's actor read its log before more live messages."""
+        actor = self._router.get(channel.broker_name)
+        if isinstance(actor, DurableActor):
+            actor.catch_up()
+            if not actor.running:
+                self._runtime.spawn(actor, None)
+
+    def _on_subscribed(self, names: tuple[str, ...]) -> None:
+        # (Re)subscribed: whatever was published while the live stream was off is
+        # in the logs of the durable channels.
+        if self._durable:
+            for name in names:
+                channel = self._channels.get(name)
+                if channel is not None and channel.durable:
+                    self._catch_up(channel)
+
+    def _gap(self, channel: Channel, reason: str, last: str, next_: str | None) -> None:
+        self._logger.warning(
+            "durable channel %r lost events: %s after %s (next: %s)",
+            channel.name,
+            reason,
+            last,
+            next_,
+        )
+        self._emit(
+            "gap", {"channel": channel.name, "reason": reason, "last_id": last, "next_id": next_}
+        )
 
     def _drop(self, channel: Channel) -> None:
         """Forget a channel and unsubscribe it; what is queued for it counts as dropped.
@@ -644,6 +853,8 @@ class Channels(Lifecycle):
 
     def _start_actors(self) -> None:
         self._status_actor = self._new_actor(self._status_channel)
+        if self._checkpoints is not None:
+            self._actors.start(self._checkpoints)
 
     async def _deliver(self, batch: list[Message]) -> None:
         await self._router.deliver(batch)
@@ -741,6 +952,7 @@ def open_channels(
     logger: logging.Logger | None = None,
     *,
     protocol: Codec | None = None,
+    durable: Iterable[str] | Mapping[str, Retention] | None = None,
     **options: Any,
 ) -> Channels:
     """Channels to use with ``async with`` (the same arguments as :class:`Channels`).
@@ -750,4 +962,6 @@ def open_channels(
         async with tidings.open_channels("redis://localhost", namespace="shop") as channels:
             ...
     """
-    return Channels(store, namespace, status_channel, logger, protocol=protocol, **options)
+    return Channels(
+        store, namespace, status_channel, logger, protocol=protocol, durable=durable, **options
+    )

@@ -13,8 +13,9 @@ from anyio.lowlevel import checkpoint
 from tests.helpers import FAST, eventually
 from tidings import ReplyError
 from tidings._stats import Counters
-from tidings.brokers.base import Broker, Deliver, Publisher, Subscriber
+from tidings.brokers.base import Broker, Deliver, Entry, Publisher, Subscriber
 from tidings.policies.status import StatusType
+from tidings.policies.streams import Retention
 from tidings.supervisors.connection import ConnectionSupervisor
 
 pytestmark = pytest.mark.anyio
@@ -66,6 +67,25 @@ class StubPublisher(Publisher):
         await checkpoint()
         return 0
 
+    async def append(self, channel: str, payload: bytes, retention: Retention) -> tuple[str, int]:
+        await checkpoint()
+        return "1-0", 0
+
+    async def read(self, channel: str, start: str, count: int) -> list[Entry]:
+        await checkpoint()
+        return []
+
+    async def tail(self, channel: str) -> str | None:
+        await checkpoint()
+        return None
+
+    async def load_position(self, channel: str, consumer: str) -> str | None:
+        await checkpoint()
+        return None
+
+    async def save_position(self, channel: str, consumer: str, entry_id: str) -> None:
+        await checkpoint()
+
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
         return {}
 
@@ -104,6 +124,8 @@ class Harness:
     def __init__(self) -> None:
         self.broker = StubBroker()
         self.refusals: list[tuple[tuple[str, ...], str]] = []
+        #: What on_subscribed was told, in order.
+        self.subscribed: list[str] = []
         self.statuses: list[str] = []
 
         async def deliver(batch: list[Any]) -> None:
@@ -116,6 +138,7 @@ class Harness:
             on_refused=lambda channels, patterns, error: self.refusals.append(
                 (channels, error.code)
             ),
+            on_subscribed=self.subscribed.extend,
             backoff=FAST,
             connect_timeout=1,
             publish_timeout=1,
@@ -146,6 +169,26 @@ async def test_a_refused_name_is_found_given_up_and_never_replayed() -> None:
         await h.broker.subscribers[-1].aclose()
         await eventually(lambda: h.statuses.count("connected") == 2)
         assert h.broker.commands == [("subscribe", ("a", "b"))]
+        await h.supervisor.aclose()
+
+
+async def test_subscribed_names_are_told_once_confirmed_and_again_after_a_reconnect() -> None:
+    """What durable channels read back after: confirmed subscriptions, not refused
+    ones, every time a connection makes them."""
+    h = Harness()
+    h.broker.refused = {"bad"}
+    async with anyio.create_task_group() as tg:
+        await tg.start(h.supervisor.run)
+        await h.supervisor.subscribe(channels=("a",))
+        assert h.subscribed == ["a"]
+        with pytest.raises(ReplyError):
+            await h.supervisor.subscribe(channels=("b", "bad"))
+        assert h.subscribed == ["a", "b"]
+        await h.supervisor.subscribe(channels=("a",))  # subscribed already: no news
+        assert h.subscribed == ["a", "b"]
+        await h.broker.subscribers[-1].aclose()
+        await eventually(lambda: h.statuses.count("connected") == 2)
+        assert sorted(h.subscribed[2:]) == ["a", "b"]
         await h.supervisor.aclose()
 
 

@@ -18,6 +18,7 @@ costs no task, however many there are (the Erlang ``hibernate`` idea).
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
@@ -57,6 +58,7 @@ class Actor(abc.ABC, Generic[T]):
         "_next",
         "_pending",
         "_stats",
+        "chores",
         "lazy",
         "mailbox",
         "name",
@@ -82,6 +84,9 @@ class Actor(abc.ABC, Generic[T]):
         self._base = 0
         # A message whose handling awaits, taken over from handle_now by run.
         self._pending: Pending | None = None
+        #: Work outside the mailbox that ``run`` does first (set it, then wake
+        #: the mailbox or start a task): a durable channel's catch-up read.
+        self.chores: Callable[[], Awaitable[None]] | None = None
 
     @abc.abstractmethod
     def consume(self) -> Pending | None:
@@ -111,6 +116,8 @@ class Actor(abc.ABC, Generic[T]):
                 supervise it like a crash in :meth:`run`, and queue what
                 :meth:`give_back` returns.
         """
+        if self.chores is not None:
+            return batch  # its task does the chores first: queue all of it
         mailbox, count = self.mailbox, len(batch)
         # Positions advance as if the batch went through the mailbox.
         mailbox.routed += count
@@ -121,6 +128,11 @@ class Actor(abc.ABC, Generic[T]):
             return None
         self._pending = pending
         return self.give_back()
+
+    def overflowed(self, dropped: int) -> bool:
+        """Its mailbox refused ``dropped`` messages: True if the actor gets them back
+        by itself (a durable channel reads its log), False if they are lost."""
+        return False
 
     def give_back(self) -> list[T]:
         """End the batch handled in place here, returning its messages not started.
@@ -140,6 +152,10 @@ class Actor(abc.ABC, Generic[T]):
         mailbox = self.mailbox
         awaited = False
         while True:
+            if self.chores is not None:
+                awaited = True
+                await self.chores()
+                continue  # asked again meanwhile? (a chore may reschedule itself)
             pending, self._pending = self._pending, None
             if pending is None:
                 pending = self.consume()

@@ -19,7 +19,11 @@ from .._stats import Counters
 from ..errors import CallbackError
 from ..policies.intensity import Intensity
 
-__all__ = ["Dispatcher", "Registration", "Undelivered", "Unfinished"]
+__all__ = ["DEAF", "Dispatcher", "Registration", "Undelivered", "Unfinished"]
+
+#: ``Registration.since`` of a registration that may not be called yet (its
+#: subscription is not confirmed): past every position, mailbox or log.
+DEAF = 1 << 128
 
 
 class Undelivered(Exception):
@@ -33,7 +37,7 @@ class Undelivered(Exception):
 class Registration:
     """One callback registered under one key (an event pattern, or a client)."""
 
-    __slots__ = ("active", "callback", "failures", "key", "owner", "since")
+    __slots__ = ("active", "callback", "cursor", "failures", "key", "owner", "since")
 
     def __init__(self, key: str, callback: Callable[..., Any], owner: Any = None) -> None:
         self.key = key
@@ -45,8 +49,13 @@ class Registration:
         #: Cleared on removal, so a removal during a dispatch takes effect at once.
         self.active = True
         #: The mailbox position when it was added: it is not called for messages
-        #: at or before it (they were published before it was registered).
+        #: at or before it (they were published before it was registered). On a
+        #: durable channel, the position (from the entry id) of the last event it
+        #: was given or passed over.
         self.since = 0
+        #: Durable channels: where a registration that starts in the past (``since=``)
+        #: starts, until the channel's catch-up read takes it there.
+        self.cursor: int | None = None
 
     def __repr__(self) -> str:
         return f"<Registration {self.key!r} {self.callback!r}>"

@@ -18,8 +18,8 @@ import msgspec
 from .._stats import Counters
 from ..errors import ProtocolError
 from ..protocols import Codec, Json
-from .base import Actor
-from .callbacks import Dispatcher, Registration, Unfinished
+from .base import Actor, Pending
+from .callbacks import Dispatcher, Registration
 from .mailbox import Mailbox
 
 __all__ = ["DECODE_ERRORS", "Decode", "DispatchActor", "decode_failed", "envelope_decoder"]
@@ -144,7 +144,7 @@ class DispatchActor(Actor[Any]):
         self._dispatcher = dispatcher
         self._logger = logger
 
-    def consume(self) -> Unfinished | None:
+    def consume(self) -> Pending | None:
         decode, lookup, found, owner = (
             self._decode,
             self._registrations_for,

@@ -178,6 +178,12 @@ class Mailbox(Generic[T]):
                 await cancel_shielded_checkpoint()
             return batch
 
+    def wake(self) -> None:
+        """Make a waiting :meth:`get` return an empty batch: the actor has work
+        that is not in its mailbox."""
+        if self._ready is not None:
+            self._queue([])
+
     def close(self) -> None:
         """No more puts; the actor drains what is queued, then sees EndOfStream."""
         self.closed = True

@@ -128,7 +128,7 @@ class Router:
         mailbox = actor.mailbox
         was_overflowing = mailbox.overflowing
         dropped = await mailbox.put(payloads)
-        if dropped:
+        if dropped and not actor.overflowed(dropped):
             self._stats.dropped += dropped
             if not was_overflowing and not mailbox.closed:
                 self._on_slow_consumer(name, dropped)

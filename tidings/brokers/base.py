@@ -22,19 +22,32 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 
 from ..errors import BrokerError
+from ..policies.streams import Retention
 
 __all__ = [
     "CONNECTION_ERRORS",
     "TRANSIENT_REPLIES",
     "Broker",
     "Deliver",
+    "Entry",
     "Message",
     "Publisher",
     "Subscriber",
+    "position_key",
 ]
 
 #: ``(channel, payload)`` as received on a subscriber connection.
 Message = tuple[str, bytes]
+
+#: ``(id, payload)``: one entry of a durable channel's log.
+Entry = tuple[str, bytes]
+
+
+def position_key(channel: str, consumer: str) -> str:
+    """The key holding a named consumer's checkpoint: under the channel's name, so
+    that the namespace's ACL key patterns cover it."""
+    return f"{channel}:checkpoint:{consumer}"
+
 
 #: Receives each batch the subscriber reads; may wait (that is back-pressure).
 Deliver = Callable[[list[Message]], Awaitable[None]]
@@ -122,6 +135,32 @@ class Publisher(abc.ABC):
     @abc.abstractmethod
     async def publish(self, channel: str, payload: bytes) -> int:
         """Publish; return how many subscriptions received the message."""
+
+    @abc.abstractmethod
+    async def append(self, channel: str, payload: bytes, retention: Retention) -> tuple[str, int]:
+        """Store ``payload`` in the log of a durable channel (trimmed to ``retention``)
+        and publish ``b"<id> " + payload`` on the channel, as one atomic step.
+
+        Returns:
+            The entry's id and how many subscriptions received the message.
+        """
+
+    @abc.abstractmethod
+    async def read(self, channel: str, start: str, count: int) -> list[Entry]:
+        """Up to ``count`` entries of a channel's log, oldest first, from the entry
+        ``start`` on (``start`` included when it is still there)."""
+
+    @abc.abstractmethod
+    async def tail(self, channel: str) -> str | None:
+        """The id of the last entry of a channel's log; None when there is no log."""
+
+    @abc.abstractmethod
+    async def load_position(self, channel: str, consumer: str) -> str | None:
+        """The id a named consumer of a durable channel last checkpointed (None: never)."""
+
+    @abc.abstractmethod
+    async def save_position(self, channel: str, consumer: str, entry_id: str) -> None:
+        """Checkpoint the id a named consumer of a durable channel has reached."""
 
     @abc.abstractmethod
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:

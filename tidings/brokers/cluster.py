@@ -22,13 +22,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import hiredis
 
 from ..errors import BrokerError, ReplyError
-from .base import CONNECTION_ERRORS, Broker, Deliver, Publisher, Subscriber
+from ..policies.streams import Retention
+from .base import (
+    CONNECTION_ERRORS,
+    Broker,
+    Deliver,
+    Entry,
+    Publisher,
+    Subscriber,
+    position_key,
+)
 from .connection import (
     Linked,
     is_int,
@@ -42,6 +51,8 @@ from .redis import RedisPublisher, RedisSubscriber
 from .resp import encode_command, encode_name
 from .slots import Node, Topology, key_slot
 from .urls import ClusterAddress, RedisAddress
+
+T = TypeVar("T")
 
 __all__ = ["ClusterBroker"]
 
@@ -250,6 +261,7 @@ class ClusterPublisher(Publisher):
         self._health_check_interval = health_check_interval
         self._reply_timeout = reply_timeout
         self._nodes: dict[Node, RedisPublisher] = {}
+        self._connecting: dict[Node, anyio.Event] = {}
         self._linked = Linked()
         if primary is not None:
             self._linked.start(primary.run)
@@ -258,19 +270,62 @@ class ClusterPublisher(Publisher):
         await self._linked.run(anyio.sleep_forever)
 
     async def _node(self, node: Node) -> RedisPublisher:
-        publisher = self._nodes.get(node)
-        if publisher is None:
-            connection = await _join(
-                self._linked, self._broker.node_address(node), "pub", self._reply_timeout
-            )
-            publisher = RedisPublisher(connection, self._health_check_interval)
-            await _enlist(self._linked, publisher.run, publisher)
-            self._nodes[node] = publisher
+        """The connection to ``node``, made once however many callers need it at
+        the same time (two made at once would leave one open and unused)."""
+        while (publisher := self._nodes.get(node)) is None:
+            connecting = self._connecting.get(node)
+            if connecting is not None:
+                await connecting.wait()  # then use it, or try in turn if it failed
+                continue
+            connecting = self._connecting[node] = anyio.Event()
+            try:
+                connection = await _join(
+                    self._linked, self._broker.node_address(node), "pub", self._reply_timeout
+                )
+                publisher = RedisPublisher(connection, self._health_check_interval)
+                if self._broker.address.sharded:
+                    publisher.publish_verb = "SPUBLISH"
+                await _enlist(self._linked, publisher.run, publisher)
+                self._nodes[node] = publisher
+            finally:
+                del self._connecting[node]
+                connecting.set()
         return publisher
 
     async def publish(self, channel: str, payload: bytes) -> int:
         if self._primary is not None:
             return await self._primary.publish(channel, payload)
+
+        async def spublish(publisher: RedisPublisher) -> int:
+            received: int = await publisher.execute("SPUBLISH", channel, payload, check=is_int)
+            return received
+
+        return await self._on_owner(channel, spublish)
+
+    # A durable channel's stream lives on the node that owns its slot (its key is
+    # the channel's name, so the live message hashes to the same slot), in both
+    # modes; classic mode's PUBLISH from there reaches every node.
+
+    async def append(self, channel: str, payload: bytes, retention: Retention) -> tuple[str, int]:
+        return await self._on_owner(channel, lambda p: p.append(channel, payload, retention))
+
+    async def read(self, channel: str, start: str, count: int) -> list[Entry]:
+        return await self._on_owner(channel, lambda p: p.read(channel, start, count))
+
+    async def tail(self, channel: str) -> str | None:
+        return await self._on_owner(channel, lambda p: p.tail(channel))
+
+    async def load_position(self, channel: str, consumer: str) -> str | None:
+        key = position_key(channel, consumer)
+        return await self._on_owner(key, lambda p: p.load_position(channel, consumer))
+
+    async def save_position(self, channel: str, consumer: str, entry_id: str) -> None:
+        key = position_key(channel, consumer)
+        await self._on_owner(key, lambda p: p.save_position(channel, consumer, entry_id))
+
+    async def _on_owner(self, channel: str, command: Callable[[RedisPublisher], Awaitable[T]]) -> T:
+        """Run ``command`` on the connection to the owner of the slot of ``channel``
+        (a key), once more after a MOVED (the slot migrated: ask the cluster again)."""
         slot = key_slot(encode_name(channel))
         for attempt in (1, 2):
             topology = self._broker.topology or await self._broker.refresh(self._reply_timeout)
@@ -278,10 +333,7 @@ class ClusterPublisher(Publisher):
             if owner is None:
                 raise BrokerError(f"{self._broker.url}: no node serves the slot of {channel!r}")
             try:
-                received: int = await (await self._node(owner)).execute(
-                    "SPUBLISH", channel, payload, check=is_int
-                )
-                return received
+                return await command(await self._node(owner))
             except ReplyError as exc:
                 if attempt == 2 or exc.code != "MOVED":
                     raise

@@ -17,7 +17,9 @@ supervision logic is exercised without any server.
 
 from __future__ import annotations
 
+import bisect
 import logging
+import time
 import weakref
 from collections.abc import Callable, Sequence
 
@@ -26,7 +28,8 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if
 
 from ..errors import ReplyError
 from ..policies.glob import compile_glob
-from .base import Broker, Deliver, Message, Publisher, Subscriber
+from ..policies.streams import Retention, StreamId, format_id, parse_id
+from .base import Broker, Deliver, Entry, Message, Publisher, Subscriber, position_key
 
 __all__ = ["DEFAULT_MAX_BUFFERED", "Hub", "MemoryBroker"]
 
@@ -51,6 +54,10 @@ class Hub:
         #: not that glob) is refused with ``NOPERM``, the whole command, as Redis does.
         self.allowed_channels: str | None = None
         self._channels: dict[str, set[_MemorySubscriber]] = {}
+        #: The logs of durable channels (Redis: one stream per channel).
+        self._logs: dict[str, _Log] = {}
+        #: Named consumers' checkpoints (Redis: plain keys), by key.
+        self.positions: dict[str, str] = {}
         self._patterns: dict[str, tuple[Callable[[str], bool], set[_MemorySubscriber]]] = {}
         self._connections: set[_MemorySubscriber | _MemoryPublisher] = set()
 
@@ -97,6 +104,38 @@ class Hub:
                         subscriber.push((channel, payload))
                     received += len(subscribers)
         return received
+
+    def append(self, channel: str, payload: bytes, retention: Retention) -> tuple[str, int]:
+        """XADD (trimmed to ``retention``) and PUBLISH ``"<id> <payload>"``, at once."""
+        log = self._logs.get(channel)
+        if log is None:
+            log = self._logs[channel] = _Log()
+        now = time.time_ns() // 1_000_000
+        entry = log.add(payload, now)
+        log.trim(retention, now)
+        return entry, self.publish(channel, b"%s %s" % (entry.encode(), payload))
+
+    def read(self, channel: str, start: str, count: int) -> list[Entry]:
+        """XRANGE channel start + COUNT count."""
+        log = self._logs.get(channel)
+        return log.read(parse_id(start), count) if log is not None else []
+
+    def tail(self, channel: str) -> str | None:
+        """The last id of a channel's log, None when it has none."""
+        log = self._logs.get(channel)
+        return format_id(log.ids[-1]) if log is not None and log.ids else None
+
+    def delete_log(self, channel: str) -> bool:
+        """DEL the log of a channel (fault injection); True if there was one."""
+        return self._logs.pop(channel, None) is not None
+
+    def trim_log(self, channel: str, keep: int) -> None:
+        """XTRIM channel MAXLEN keep (fault injection: a reader away too long)."""
+        log = self._logs.get(channel)
+        if log is not None:
+            drop = max(len(log.ids) - keep, 0)
+            del log.ids[:drop]
+            del log.payloads[:drop]
 
     def numsub(self, channels: Sequence[str]) -> dict[str, int]:
         """PUBSUB NUMSUB."""
@@ -341,6 +380,36 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
             await cancel_shielded_checkpoint()
         return received
 
+    async def append(self, channel: str, payload: bytes, retention: Retention) -> tuple[str, int]:
+        await checkpoint_if_cancelled()
+        self.check()
+        if self.hub.allowed_channels is not None:
+            self.hub.check_allowed((channel,))
+        appended = self.hub.append(channel, payload, retention)
+        await cancel_shielded_checkpoint()
+        return appended
+
+    async def read(self, channel: str, start: str, count: int) -> list[Entry]:
+        await checkpoint()
+        self.check()
+        return self.hub.read(channel, start, count)
+
+    async def tail(self, channel: str) -> str | None:
+        await checkpoint()
+        self.check()
+        return self.hub.tail(channel)
+
+    async def load_position(self, channel: str, consumer: str) -> str | None:
+        await checkpoint()
+        self.check()
+        return self.hub.positions.get(position_key(channel, consumer))
+
+    async def save_position(self, channel: str, consumer: str, entry_id: str) -> None:
+        await checkpoint_if_cancelled()
+        self.check()
+        self.hub.positions[position_key(channel, consumer)] = entry_id
+        await cancel_shielded_checkpoint()
+
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
         await checkpoint()
         self.check()
@@ -355,6 +424,44 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
         await checkpoint()
         self.check()
         return self.hub.active_channels(pattern)
+
+
+class _Log:
+    """One durable channel's entries, oldest first (a Redis stream, in process)."""
+
+    __slots__ = ("ids", "payloads")
+
+    def __init__(self) -> None:
+        self.ids: list[StreamId] = []
+        self.payloads: list[bytes] = []
+
+    def add(self, payload: bytes, now: int) -> str:
+        if self.ids and self.ids[-1][0] >= now:  # ids never go back, like Redis's
+            last = self.ids[-1]
+            entry = (last[0], last[1] + 1)
+        else:
+            entry = (now, 0)
+        self.ids.append(entry)
+        self.payloads.append(payload)
+        return format_id(entry)
+
+    def trim(self, retention: Retention, now: int) -> None:
+        drop = 0
+        if retention.max_len is not None:
+            drop = max(drop, len(self.ids) - retention.max_len)
+        if retention.max_age is not None:
+            oldest = (now - int(retention.max_age * 1000), 0)
+            drop = max(drop, bisect.bisect_left(self.ids, oldest))
+        if drop:
+            del self.ids[:drop]
+            del self.payloads[:drop]
+
+    def read(self, start: StreamId, count: int) -> list[Entry]:
+        first = bisect.bisect_left(self.ids, start)
+        return [
+            (format_id(self.ids[i]), self.payloads[i])
+            for i in range(first, min(first + count, len(self.ids)))
+        ]
 
 
 class MemoryBroker(Broker):

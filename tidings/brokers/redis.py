@@ -16,6 +16,9 @@ Two connections per handler:
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +28,8 @@ import anyio.abc
 import hiredis
 
 from ..errors import BrokerError, ReplyError
-from .base import Broker, Deliver, Message, Publisher, Subscriber
+from ..policies.streams import Retention
+from .base import Broker, Deliver, Entry, Message, Publisher, Subscriber, position_key
 from .connection import (
     INCOMPLETE,
     Connection,
@@ -312,6 +316,10 @@ class RedisPublisher(Publisher):
     def __init__(self, connection: Connection, health_check_interval: float) -> None:
         self._connection = connection
         self._health_check_interval = health_check_interval
+        #: How a durable publish reaches subscribers ("SPUBLISH" on a sharded cluster).
+        self.publish_verb = "PUBLISH"
+        # False once the server refused a script (an ACL without scripting).
+        self._scripting = True
         self._waiting: deque[_Reply] = deque()
         self._outgoing: list[bytes] = []
         self._wake_writer: anyio.Event | None = None
@@ -450,6 +458,55 @@ class RedisPublisher(Publisher):
         received: int = await self._execute(encode_publish(name, payload), is_int, "PUBLISH")
         return received
 
+    async def append(self, channel: str, payload: bytes, retention: Retention) -> tuple[str, int]:
+        max_len = b"" if retention.max_len is None else b"%d" % retention.max_len
+        max_age = b"" if retention.max_age is None else b"%d" % int(retention.max_age * 1000)
+        if self._scripting:
+            args = (channel, payload, max_len, max_age, self.publish_verb)
+            try:
+                reply = await self.execute("EVALSHA", APPEND.sha, 1, *args, check=_is_appended)
+            except ReplyError as exc:
+                if exc.code == "NOSCRIPT":  # a restarted or failed-over server
+                    reply = await self.execute("EVAL", APPEND.source, 1, *args, check=_is_appended)
+                elif exc.code == "NOPERM":
+                    reply = None
+                    self._scripting = False
+                    _logger.warning(
+                        "%s: scripts are not allowed (%s); durable publishes take two "
+                        "commands, XADD then %s, and are no longer atomic",
+                        self._connection.url,
+                        exc,
+                        self.publish_verb,
+                    )
+                else:
+                    raise
+            if reply is not None:
+                return reply[0].decode("ascii"), reply[1]
+        trim = ("MAXLEN", "~", max_len) if max_len else ()
+        entry = await self.execute("XADD", channel, *trim, "*", "envelope", payload, check=_is_id)
+        if max_age:
+            oldest = time.time_ns() // 1_000_000 - int(max_age)  # the client's clock, here
+            await self.execute("XTRIM", channel, "MINID", "~", oldest, check=is_int)
+        received: int = await self.execute(
+            self.publish_verb, channel, b"%s %s" % (entry, payload), check=is_int
+        )
+        return entry.decode("ascii"), received
+
+    async def read(self, channel: str, start: str, count: int) -> list[Entry]:
+        reply = await self.execute("XRANGE", channel, start, "+", "COUNT", count, check=_is_entries)
+        return [(entry_id.decode("ascii"), _envelope(fields)) for entry_id, fields in reply]
+
+    async def tail(self, channel: str) -> str | None:
+        reply = await self.execute("XREVRANGE", channel, "+", "-", "COUNT", 1, check=_is_entries)
+        return reply[0][0].decode("ascii") if reply else None
+
+    async def load_position(self, channel: str, consumer: str) -> str | None:
+        reply = await self.execute("GET", position_key(channel, consumer), check=_is_optional_id)
+        return reply.decode("ascii") if reply is not None else None
+
+    async def save_position(self, channel: str, consumer: str, entry_id: str) -> None:
+        await self.execute("SET", position_key(channel, consumer), entry_id, check=_is_ok)
+
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
         reply = await self.execute("PUBSUB", "NUMSUB", *channels, check=is_numsub)
         return {decode_name(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
@@ -468,6 +525,78 @@ class RedisPublisher(Publisher):
 
 
 _PING = encode_command("PING")
+
+_logger = logging.getLogger("tidings")
+
+
+class _Script:
+    """A Lua script, sent by its digest (EVALSHA), by its text after NOSCRIPT."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+#: A durable publish, atomic on the server: XADD (trimmed), then (S)PUBLISH of
+#: "<id> <envelope>". KEYS[1]: the channel, which is also the stream's key (one
+#: hash slot). ARGV: envelope, max_len or "", max_age in ms or "", the publish verb.
+APPEND = _Script(
+    """
+local id
+if ARGV[2] ~= '' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'envelope', ARGV[1])
+else
+  id = redis.call('XADD', KEYS[1], '*', 'envelope', ARGV[1])
+end
+if ARGV[3] ~= '' then
+  local now = redis.call('TIME')
+  local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', oldest - tonumber(ARGV[3])))
+end
+return {id, redis.call(ARGV[4], KEYS[1], id .. ' ' .. ARGV[1])}
+"""
+)
+
+
+def _is_appended(reply: object) -> bool:
+    return (
+        type(reply) is list
+        and len(reply) == 2
+        and type(reply[0]) is bytes
+        and type(reply[1]) is int
+    )
+
+
+def _is_id(reply: object) -> bool:
+    return type(reply) is bytes
+
+
+def _is_optional_id(reply: object) -> bool:
+    return reply is None or type(reply) is bytes
+
+
+def _is_ok(reply: object) -> bool:
+    return reply == b"OK"
+
+
+def _is_entries(reply: object) -> bool:
+    """XRANGE's answer: ``[[id, [field, value, ...]], ...]``."""
+    return type(reply) is list and all(
+        type(entry) is list
+        and len(entry) == 2
+        and type(entry[0]) is bytes
+        and type(entry[1]) is list
+        and all(type(item) is bytes for item in entry[1])
+        for entry in reply
+    )
+
+
+def _envelope(fields: list[bytes]) -> bytes:
+    """The ``envelope`` field of an entry (b"" if it has none: a decode error later)."""
+    for index in range(0, len(fields) - 1, 2):
+        if fields[index] == b"envelope":
+            return fields[index + 1]
+    return b""
 
 
 def _is_pong(reply: object) -> bool:

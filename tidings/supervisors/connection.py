@@ -31,6 +31,7 @@ from ..brokers.base import (
 from ..errors import BrokerError, PublishError, ReplyError, TidingsError
 from ..policies.backoff import Backoff
 from ..policies.status import Reconnect, StatusType
+from ..policies.streams import Retention
 from ..policies.subscriptions import Plan, Subscriptions
 
 __all__ = ["ConnectionSupervisor"]
@@ -39,6 +40,9 @@ T = TypeVar("T")
 OnStatus = Callable[[StatusType, dict[str, Any]], None]
 #: Told which channels and patterns the broker refused (they are no longer wanted).
 OnRefused = Callable[[tuple[str, ...], tuple[str, ...], ReplyError], None]
+#: Told the channels a round just subscribed (the broker confirmed them): anything
+#: published from now on reaches this connection.
+OnSubscribed = Callable[[tuple[str, ...]], None]
 
 
 def describe(exc: BaseException) -> str:
@@ -75,6 +79,7 @@ class ConnectionSupervisor:
         deliver: Deliver,
         on_status: OnStatus,
         on_refused: OnRefused,
+        on_subscribed: OnSubscribed,
         backoff: Backoff,
         connect_timeout: float,
         publish_timeout: float,
@@ -87,6 +92,7 @@ class ConnectionSupervisor:
         self._deliver = deliver
         self._on_status = on_status
         self._on_refused = on_refused
+        self._on_subscribed = on_subscribed
         self._connect_timeout = connect_timeout
         self._publish_timeout = publish_timeout
         self._health_check_interval = health_check_interval
@@ -400,6 +406,8 @@ class ConnectionSupervisor:
             self._refused(step, exc, joined)
             return 0
         self._subscriptions.applied(step)
+        if step.subscribe:
+            self._on_subscribed(tuple(step.subscribe))
         return len(step.subscribe) + len(step.psubscribe)
 
     def _refused(self, step: Plan, error: ReplyError, joined: _Round) -> None:
@@ -426,8 +434,11 @@ class ConnectionSupervisor:
 
     # -- commands ---------------------------------------------------------------------
 
-    async def publish(self, channel: str, payload: bytes) -> int:
-        """Publish, waiting up to ``publish_timeout`` for a connection.
+    async def publish(
+        self, channel: str, payload: bytes, retention: Retention | None = None
+    ) -> int:
+        """Publish, waiting up to ``publish_timeout`` for a connection; with a
+        ``retention``, store it in the channel's log too (a durable channel).
 
         Raises:
             PublishError: no connection in time, closed, or lost while publishing.
@@ -436,7 +447,10 @@ class ConnectionSupervisor:
         if publisher is None:
             publisher = await self._ready(PublishError, f"publish to {channel!r}")
         try:
-            received = await publisher.publish(channel, payload)
+            if retention is None:
+                received = await publisher.publish(channel, payload)
+            else:
+                _, received = await publisher.append(channel, payload, retention)
         except ReplyError as exc:  # refused: the connection itself is fine
             self._stats.publish_errors += 1
             raise PublishError(f"the broker refused the publish to {channel!r}: {exc}") from exc

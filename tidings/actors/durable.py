@@ -1,0 +1,322 @@
+"""The actor of a durable channel: live messages carry log ids; gaps are read back.
+
+A durable channel's live message is ``b"<id> <envelope>"``: the id of the entry its
+publish stored in the channel's log. The actor turns ids into *positions* (ints that
+order like the ids) and keeps, per registration, the position of the last event it
+was given or passed over (``Registration.since``). That one rule gives every
+guarantee: a registration is called for an event only if the event is past its
+position, so nothing reaches it twice or out of order, whichever way the event
+came (live, or read from the log).
+
+Whenever the live stream may have missed something (the subscription was made or
+made again, the mailbox overflowed, a registration starts in the past), the actor
+is given a *catch-up* chore: before any more live messages it reads the log from the
+lowest position of its registrations to the end, and dispatches what it reads. Live
+messages queued meanwhile are then passed over (``superseded``). If the entry it
+last dispatched is no longer in the log, events were lost in between (trimmed past
+retention, the log deleted, or ids went back after a failover): it says so with a
+``gap`` report, never silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from .._stats import Counters
+from ..brokers.base import CONNECTION_ERRORS, Entry
+from ..errors import ReplyError
+from ..policies.streams import parse_id
+from .base import Pending
+from .callbacks import DEAF, Dispatcher, Registration, Unfinished
+from .dispatch import DECODE_ERRORS, Decode, DispatchActor, decode_failed
+from .mailbox import Mailbox
+
+__all__ = ["Checkpoints", "DurableActor", "position", "position_id"]
+
+#: Entries asked for per read of the log.
+READ_COUNT = 1000
+
+_SEQUENCE_BITS = 64
+_SEQUENCE_MASK = (1 << _SEQUENCE_BITS) - 1
+
+
+def position(entry_id: str | bytes) -> int:
+    """A log id as an int that orders like it (``ms << 64 | sequence``).
+
+    Raises:
+        ValueError: not an id.
+    """
+    ms, seq = parse_id(entry_id, "entry id")
+    return ms << _SEQUENCE_BITS | seq
+
+
+def position_id(value: int) -> str:
+    """The log id of a position."""
+    return f"{value >> _SEQUENCE_BITS}-{value & _SEQUENCE_MASK}"
+
+
+#: Told ``(reason, last id, next id or None)`` when events were lost.
+OnGap = Callable[[str, str, str | None], None]
+
+
+class DurableActor(DispatchActor):
+    """Dispatches a durable channel's events in log order, reading back what the
+    live stream missed."""
+
+    __slots__ = ("_on_gap", "_read", "_registrations", "_tail", "last")
+
+    def __init__(
+        self,
+        name: str,
+        mailbox: Mailbox[Any],
+        *,
+        decode: Decode,
+        registrations_for: Callable[[Any, str], tuple[Registration, ...]],
+        registrations: Callable[[], list[Registration]],
+        found: dict[str, tuple[Registration, ...]] | None = None,
+        dispatcher: Dispatcher,
+        stats: Counters,
+        logger: logging.Logger,
+        owner: Any = None,
+        where: Callable[[Any, Any], str] | None = None,
+        read: Callable[[str, int], Awaitable[list[Entry]]],
+        tail: Callable[[], Awaitable[str | None]],
+        on_gap: OnGap,
+    ) -> None:
+        super().__init__(
+            name,
+            mailbox,
+            decode=decode,
+            registrations_for=registrations_for,
+            found=found,
+            dispatcher=dispatcher,
+            stats=stats,
+            logger=logger,
+            owner=owner,
+            where=where,
+            lazy=True,
+        )
+        self._registrations = registrations
+        self._read = read
+        self._tail = tail
+        self._on_gap = on_gap
+        #: The position of the last event dispatched (0: none yet).
+        self.last = 0
+
+    def catch_up(self) -> None:
+        """Read the log before any more live messages (the caller starts a task,
+        or wakes this one, so that it happens)."""
+        self.chores = self._catch_up
+        self.mailbox.wake()
+
+    def overflowed(self, dropped: int) -> bool:
+        """The mailbox refused ``dropped`` live messages: read them from the log."""
+        self._stats.superseded += dropped
+        self.catch_up()
+        return True
+
+    def consume(self) -> Pending | None:
+        batch, stats = self._batch, self._stats
+        while (index := self._next) < len(batch):
+            self._next = index + 1
+            message: bytes = batch[index]
+            entry_id, _, payload = message.partition(b" ")
+            try:
+                at = position(entry_id)
+            except ValueError:
+                where = self.where(self.owner, message) if self.where is not None else self.name
+                decode_failed(
+                    stats, self._logger, where, ValueError(f"no entry id: {message[:80]!r}")
+                )
+                continue
+            if at <= self.last:
+                stats.superseded += 1  # a catch-up read dispatched it already
+                continue
+            pending = self._dispatch(entry_id.decode("ascii"), at, payload)
+            if pending is not None:
+                return pending
+        return None
+
+    def _dispatch(self, entry_id: str, at: int, payload: bytes) -> Pending | None:
+        """Dispatch one event at position ``at`` to the registrations before it."""
+        self.last = at
+        try:
+            key, args = self._decode(self.owner, payload)
+        except DECODE_ERRORS as exc:
+            where = self.where(self.owner, payload) if self.where is not None else self.name
+            decode_failed(self._stats, self._logger, where, exc)
+            self._advance(at)
+            return None
+        self.owner._event_id = entry_id
+        registrations = self._found.get(key)
+        if registrations is None:
+            registrations = self._registrations_for(self.owner, key)
+        unfinished = (
+            self._dispatcher.dispatch(registrations, args, self.name, at) if registrations else None
+        )
+        if not registrations:
+            self._stats.unrouted += 1
+        if unfinished is None:
+            self._advance(at)
+            return None
+        return _ThenAdvance(unfinished, self, at)
+
+    def _advance(self, at: int) -> None:
+        """Every registration has now been given, or passed over, position ``at``."""
+        for registration in self._registrations():
+            if registration.since < at:
+                registration.since = at
+
+    async def _catch_up(self) -> None:
+        """Read the log from the lowest registration's position to its end."""
+        self.chores = None  # set again if asked again meanwhile
+        registrations = self._registrations()
+        for registration in registrations:
+            if registration.cursor is not None:  # starts in the past: from now on
+                registration.since, registration.cursor = registration.cursor, None
+        # From the registration furthest behind (the deaf ones wait for their
+        # subscription, and another catch-up after it).
+        cursor = min((r.since for r in registrations if r.since < DEAF), default=None)
+        if cursor is None:
+            return
+        # Where the live stream stopped: that entry must still be in the log.
+        expect = self.last if self.last and cursor <= self.last else 0
+        self._logger.debug("%s: catch-up after %s", self.name, position_id(cursor))
+        while True:
+            try:
+                entries = await self._read(position_id(cursor), READ_COUNT)
+            except ReplyError as exc:  # not a stream, say: reading again will not help
+                self._logger.error("%s: cannot read the log: %s", self.name, exc)
+                return
+            except CONNECTION_ERRORS as exc:
+                if self.mailbox.closed:
+                    return  # stopping: nothing more to deliver
+                # The connection is gone: the live stream was cut too, and is
+                # resubscribed; read again (waiting for the connection, bounded).
+                self._logger.info("%s: log read failed, retrying: %s", self.name, exc)
+                self.chores = self._catch_up
+                await anyio.sleep(0.01)  # never a busy loop, whatever the error
+                return
+            if expect:
+                reached = next((e for e in entries if position(e[0]) >= expect), None)
+                if reached is not None:
+                    if position(reached[0]) != expect:
+                        self._on_gap("trimmed", position_id(expect), reached[0])
+                    expect = 0
+                elif len(entries) < READ_COUNT:  # the log ends before it
+                    try:
+                        tail = await self._tail()
+                    except CONNECTION_ERRORS:  # read it all again next time
+                        self.chores = self._catch_up
+                        await anyio.sleep(0.01)
+                        return
+                    self._gap(expect, tail)
+                    expect = 0
+            fresh = [
+                (entry_id, at, payload)
+                for entry_id, payload in entries
+                if (at := position(entry_id)) > cursor
+            ]
+            for entry_id, at, payload in fresh:
+                self._stats.replayed += 1
+                pending = self._dispatch(entry_id, at, payload)
+                if pending is not None:
+                    await self._interruptible(pending)
+            if len(entries) < READ_COUNT or not fresh:
+                return
+            cursor = fresh[-1][1]
+
+    def _gap(self, last: int, tail: str | None) -> None:
+        """The log ends (at ``tail``) before the entry last dispatched: say why."""
+        if tail is None:
+            self._on_gap("deleted", position_id(last), None)
+        else:
+            # Ids went back (a failover to a replica that had not seen them): the
+            # log's new events would look old. Start over from its end.
+            self._on_gap("rewound", position_id(last), tail)
+            self.last = position(tail)
+            for registration in self._registrations():
+                registration.since = min(registration.since, self.last)
+
+
+class _ThenAdvance:
+    """An event's unfinished dispatch, then its registrations' positions advance."""
+
+    __slots__ = ("_actor", "_at", "_unfinished")
+
+    def __init__(self, unfinished: Unfinished, actor: DurableActor, at: int) -> None:
+        self._unfinished = unfinished
+        self._actor = actor
+        self._at = at
+
+    async def complete(self) -> None:
+        await self._unfinished.complete()
+        self._actor._advance(self._at)
+
+    def abandon(self) -> None:
+        self._unfinished.abandon()
+
+
+#: Seconds between checkpoints of named consumers' positions.
+CHECKPOINT_INTERVAL = 1.0
+
+
+class Checkpoints:
+    """Saves the positions of named consumers (``consumer=``) about once a second.
+
+    Supervised like an actor (it has no mailbox: ``close`` just ends it). What a
+    restart finds is at most a second old: events after it are delivered again
+    (at least once; ``Event.id`` tells repeats apart).
+    """
+
+    def __init__(
+        self,
+        save: Callable[[str, str, str], Awaitable[None]],
+        logger: logging.Logger,
+        interval: float = CHECKPOINT_INTERVAL,
+    ) -> None:
+        self.name = "checkpoints"
+        self.running = False
+        self._save = save
+        self._logger = logger
+        self._interval = interval
+        #: registration -> [channel, consumer, position saved last]
+        self._watched: dict[Registration, list[Any]] = {}
+        self._closed = anyio.Event()
+
+    def watch(self, registration: Registration, channel: str, consumer: str, saved: int) -> None:
+        """Checkpoint ``registration``'s position as ``consumer`` of ``channel``."""
+        self._watched[registration] = [channel, consumer, saved]
+
+    async def run(self) -> None:
+        while not self._closed.is_set():
+            with anyio.move_on_after(self._interval):
+                await self._closed.wait()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Save every position that moved since it was saved last."""
+        for registration, entry in list(self._watched.items()):
+            if not registration.active:
+                del self._watched[registration]
+                continue
+            at = registration.since
+            if at >= DEAF or at == entry[2]:
+                continue
+            try:
+                await self._save(entry[0], entry[1], position_id(at))
+            except CONNECTION_ERRORS as exc:  # next time, then
+                self._logger.debug("checkpoint of %r not saved: %s", entry[1], exc)
+                return
+            entry[2] = at
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def discard(self) -> int:
+        self._closed.set()
+        return 0

@@ -1,0 +1,119 @@
+"""Durable channels, sans-IO: retention, stream ids, where a reader starts.
+
+A durable channel keeps its events in a log (a Redis stream; an in-process list on
+``memory://``) whose entries have ids ``"<milliseconds>-<sequence>"``, increasing.
+Everything here is pure: parsing and ordering ids, turning ``since=`` into the id a
+reader starts after, and the retention a publish trims to.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DEFAULT_RETENTION",
+    "ORIGIN",
+    "Retention",
+    "StreamId",
+    "parse_id",
+    "start_after",
+]
+
+#: A stream id as ``(milliseconds, sequence)``: tuples order like the ids.
+StreamId = tuple[int, int]
+
+#: Before every entry: ``since="all"`` starts after it.
+ORIGIN = "0-0"
+
+_MAX_SEQUENCE = 2**64 - 1
+
+
+def parse_id(value: Any, what: str = "stream id") -> StreamId:
+    """``"1700000000000-3"`` -> ``(1700000000000, 3)``; a bare ``"1700000000000"`` is
+    sequence 0.
+
+    Raises:
+        ValueError: not a stream id (naming the value).
+    """
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a str like '1700000000000-0', not {value!r}")
+    ms, _, seq = value.partition("-")
+    try:
+        parsed = (int(ms), int(seq) if seq else 0)
+    except ValueError:
+        raise ValueError(f"{what} must look like '1700000000000-0', got {value!r}") from None
+    if not (ms.isdigit() and (not seq or seq.isdigit())) or parsed[1] > _MAX_SEQUENCE:
+        raise ValueError(f"{what} must look like '1700000000000-0', got {value!r}")
+    return parsed
+
+
+def format_id(value: StreamId) -> str:
+    """``(1700000000000, 3)`` -> ``"1700000000000-3"``."""
+    return f"{value[0]}-{value[1]}"
+
+
+def start_after(since: Any, now: StreamId | None = None) -> tuple[str, bool]:
+    """Where a reader registered with ``since`` starts: the id *after* which events
+    are delivered, and whether that id names an entry (then a reader finding it
+    gone from the log knows events were lost in between).
+
+    ``"all"`` starts after :data:`ORIGIN`; an id after that id (an entry the caller
+    has seen); a timezone-aware ``datetime`` at its millisecond (events stored at
+    or after it). ``"new"`` is resolved by the caller (the log's last id when it
+    registers) and is refused here.
+
+    Raises:
+        ValueError: anything else, naming it.
+    """
+    if since == "all":
+        return ORIGIN, False
+    if isinstance(since, _dt.datetime):
+        if since.tzinfo is None:
+            raise ValueError(
+                f"since= takes a timezone-aware datetime (naive ones are ambiguous): {since!r}"
+            )
+        ms = int(since.timestamp() * 1000)
+        return format_id((ms - 1, _MAX_SEQUENCE) if ms > 0 else (0, 0)), False
+    if isinstance(since, str) and since not in ("new", ""):
+        return format_id(parse_id(since, "since=")), True
+    raise ValueError(
+        f"since= takes 'new', 'all', a stream id like '1700000000000-0' or an aware "
+        f"datetime, not {since!r}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much of a durable channel's log the broker keeps.
+
+    ``max_len``: about this many events (Redis trims in whole nodes: ``MAXLEN ~``,
+    so a few more may stay). ``max_age``: events younger than this many seconds
+    (by the server's clock). Both may be set; ``Retention()`` keeps everything,
+    which only suits a channel whose volume is bounded some other way.
+
+    A subscriber away for longer than retention misses what was trimmed; it is told
+    with a ``gap`` event on the status channel, never silently.
+    """
+
+    max_len: int | None = None
+    max_age: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_len is not None and (
+            type(self.max_len) is not int or self.max_len < 1  # bool is not a length
+        ):
+            raise ValueError(f"Retention(max_len=) must be an int >= 1, got {self.max_len!r}")
+        if self.max_age is not None and (
+            isinstance(self.max_age, bool)
+            or not isinstance(self.max_age, int | float)
+            or not self.max_age > 0
+        ):
+            raise ValueError(f"Retention(max_age=) must be > 0 seconds, got {self.max_age!r}")
+
+
+#: Retention of a channel named in ``durable=`` without one of its own.
+DEFAULT_RETENTION = Retention(max_len=10_000)
