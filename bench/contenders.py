@@ -128,13 +128,8 @@ async def receive_tidings(spec: dict[str, Any]) -> dict[str, Any]:
     return counter.result()
 
 
-async def receive_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
-    import redis.asyncio
-
-    counter = Counter(spec["n"])
-    client = redis.asyncio.Redis(port=spec["port"])
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(CHANNEL)
+async def _drain_redis_py(client: Any, pubsub: Any, counter: Counter) -> dict[str, Any]:
+    """Say ready, then decode and check every message until ``counter`` is full."""
     counter.arm()
     say("ready")
     loads = json.loads
@@ -147,6 +142,16 @@ async def receive_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
     await pubsub.aclose()
     await client.aclose()
     return counter.result()
+
+
+async def receive_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
+    import redis.asyncio
+
+    counter = Counter(spec["n"])
+    client = redis.asyncio.Redis(port=spec["port"])
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(CHANNEL)
+    return await _drain_redis_py(client, pubsub, counter)
 
 
 async def receive_coredis(spec: dict[str, Any]) -> dict[str, Any]:
@@ -236,18 +241,7 @@ async def spread_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
         message = await pubsub.get_message(timeout=None)
         if message is not None and message["type"] == "subscribe":
             confirmed += 1
-    counter.arm()
-    say("ready")
-    loads = json.loads
-    while counter.count < counter.n:
-        message = await pubsub.get_message(timeout=None)
-        if message is not None and message["type"] == "message":
-            event = loads(message["data"])
-            if event["event"] == "tick":
-                counter.hit()
-    await pubsub.aclose()
-    await client.aclose()
-    return counter.result()
+    return await _drain_redis_py(client, pubsub, counter)
 
 
 # -- 2. publish throughput ----------------------------------------------------------------

@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -20,6 +21,7 @@ from tests.helpers import (
     MemoryHarness,
     Recorder,
     RedisHarness,
+    StatusLog,
     eventually,
     watched,
 )
@@ -63,6 +65,14 @@ def identity(stats: Stats) -> tuple[int, int]:
     )
 
 
+@dataclass
+class Session:
+    subscriber: Channels
+    producer: Channels
+    received: Ids
+    log: StatusLog
+
+
 class World:
     """A subscriber whose live stream can be cut and kept off, and a producer that
     keeps writing to the log meanwhile, on either broker."""
@@ -98,6 +108,26 @@ class World:
 
     def producer(self) -> Channels:
         return Channels(self.broker.store(), namespace=NS, durable=self.durable, backoff=FAST)
+
+    @asynccontextmanager
+    async def listening(self, channel: str, first: list[Any]) -> AsyncIterator[Session]:
+        """A producer, and a subscriber of ``channel`` that has received ``first``."""
+        async with self.running():
+            received = Ids()
+            subscriber, producer = self.subscriber(), self.producer()
+            log = await watched(subscriber)
+            async with subscriber, producer:
+                await subscriber.register(channel, "*", received)
+                await self.produce(producer, channel, first)
+                await eventually(lambda: received.data == first)
+                yield Session(subscriber, producer, received, log)
+
+    @asynccontextmanager
+    async def away(self, subscriber: Channels) -> AsyncIterator[None]:
+        """:meth:`deaf`, once the subscriber has noticed."""
+        async with self.deaf():
+            await eventually(lambda: subscriber.status.name != "connected")
+            yield
 
     @asynccontextmanager
     async def deaf(self) -> AsyncIterator[None]:
@@ -171,82 +201,59 @@ async def test_since_all_an_id_and_a_datetime(broker: Harness) -> None:
 
 
 async def test_nothing_is_lost_or_repeated_while_the_subscriber_is_away(
-    broker: Harness, caplog: pytest.LogCaptureFixture
+    broker: Harness,
 ) -> None:
     world = World(broker, ["jobs"], Retention(max_len=10_000))
-    async with world.running():
-        received = Ids()
-        subscriber, producer = world.subscriber(), world.producer()
-        log = await watched(subscriber)
-        async with subscriber, producer:
-            await subscriber.register("jobs", "*", received)
-            await world.produce(producer, "jobs", list(range(0, 20)))
-            for round_ in range(3):
-                async with world.deaf():
-                    await eventually(lambda: subscriber.status.name != "connected")
-                    start = 100 * (round_ + 1)
-                    await world.produce(producer, "jobs", list(range(start, start + 50)))
-                await eventually(lambda r=round_: log.names.count("connected") == r + 2)
-            await world.produce(producer, "jobs", list(range(1000, 1020)))
-            expected = [
-                *range(0, 20),
-                *range(100, 150),
-                *range(200, 250),
-                *range(300, 350),
-                *range(1000, 1020),
-            ]
-            await eventually(lambda: len(received.data) >= len(expected))
-            assert received.data == expected
-            assert subscriber.stats().replayed >= 150
-            assert "gap" not in log.names
+    async with world.listening("jobs", list(range(20))) as s:
+        for round_ in range(3):
+            async with world.away(s.subscriber):
+                start = 100 * (round_ + 1)
+                await world.produce(s.producer, "jobs", list(range(start, start + 50)))
+            await eventually(lambda r=round_: s.log.names.count("connected") == r + 2)
+        await world.produce(s.producer, "jobs", list(range(1000, 1020)))
+        expected = [
+            *range(0, 20),
+            *range(100, 150),
+            *range(200, 250),
+            *range(300, 350),
+            *range(1000, 1020),
+        ]
+        await eventually(lambda: len(s.received.data) >= len(expected))
+        assert s.received.data == expected
+        assert s.subscriber.stats().replayed >= 150
+        assert "gap" not in s.log.names
 
 
 async def test_a_subscriber_away_past_retention_gets_a_gap_and_resumes(
     broker: Harness,
 ) -> None:
     world = World(broker, ["feed"], Retention(max_len=5))
-    async with world.running():
-        received = Ids()
-        subscriber, producer = world.subscriber(), world.producer()
-        log = await watched(subscriber)
-        async with subscriber, producer:
-            await subscriber.register("feed", "*", received)
-            await world.produce(producer, "feed", [0, 1])
-            await eventually(lambda: received.data == [0, 1])
-            async with world.deaf():
-                await eventually(lambda: subscriber.status.name != "connected")
-                await world.produce(producer, "feed", list(range(2, 1002)))
-            await eventually(lambda: "gap" in log.names)
-            gap = log.last("gap")
-            assert (gap["channel"], gap["reason"]) == ("feed", "trimmed")
-            assert gap["last_id"]
-            assert gap["next_id"]
-            await eventually(lambda: received.data[-1:] == [1001])
-            kept = received.data[2:]
-            assert kept == sorted(kept)  # the part still retained, in order, once
-            assert len(kept) < 1000
+    async with world.listening("feed", [0, 1]) as s:
+        async with world.away(s.subscriber):
+            await world.produce(s.producer, "feed", list(range(2, 1002)))
+        await eventually(lambda: "gap" in s.log.names)
+        gap = s.log.last("gap")
+        assert (gap["channel"], gap["reason"]) == ("feed", "trimmed")
+        assert gap["last_id"]
+        assert gap["next_id"]
+        await eventually(lambda: s.received.data[-1:] == [1001])
+        kept = s.received.data[2:]
+        assert kept == sorted(kept)  # the part still retained, in order, once
+        assert len(kept) < 1000
 
 
 async def test_a_deleted_log_is_a_gap(broker: Harness) -> None:
     world = World(broker, ["feed"], Retention(max_len=100))
-    async with world.running():
-        received = Ids()
-        subscriber, producer = world.subscriber(), world.producer()
-        log = await watched(subscriber)
-        async with subscriber, producer:
-            await subscriber.register("feed", "*", received)
-            await world.produce(producer, "feed", [0])
-            await eventually(lambda: received.data == [0])
-            async with world.deaf():
-                await eventually(lambda: subscriber.status.name != "connected")
-                if isinstance(broker, MemoryHarness):
-                    broker.hub.delete_log(f"{NS}:feed")
-                else:
-                    broker.client.delete(f"{NS}:feed")
-            await eventually(lambda: "gap" in log.names)
-            assert log.last("gap")["reason"] == "deleted"
-            await world.produce(producer, "feed", [1])  # a new log: events flow again
-            await eventually(lambda: received.data == [0, 1])
+    async with world.listening("feed", [0]) as s:
+        async with world.away(s.subscriber):
+            if isinstance(broker, MemoryHarness):
+                broker.hub.delete_log(f"{NS}:feed")
+            else:
+                broker.client.delete(f"{NS}:feed")
+        await eventually(lambda: "gap" in s.log.names)
+        assert s.log.last("gap")["reason"] == "deleted"
+        await world.produce(s.producer, "feed", [1])  # a new log: events flow again
+        await eventually(lambda: s.received.data == [0, 1])
 
 
 async def test_overflow_reads_back_instead_of_dropping(broker: Harness) -> None:
@@ -321,24 +328,16 @@ async def test_ids_that_go_back_are_a_rewound_gap(redis_server: RedisServer) -> 
     lower than the last one delivered: reported, and delivery starts over."""
     world = World(RedisHarness(redis_server), ["feed"], Retention(max_len=100))
     client = redis_server.client()
-    async with world.running():
-        received = Ids()
-        subscriber, producer = world.subscriber(), world.producer()
-        log = await watched(subscriber)
-        async with subscriber, producer:
-            await subscriber.register("feed", "*", received)
-            await world.produce(producer, "feed", [0])
-            await eventually(lambda: received.data == [0])
-            async with world.deaf():
-                await eventually(lambda: subscriber.status.name != "connected")
-                client.delete(f"{NS}:feed")
-                envelope = json.dumps({"channel": "feed", "event": "e", "data": "old"})
-                client.xadd(f"{NS}:feed", {"envelope": envelope}, id="1-1")
-            await eventually(lambda: "gap" in log.names)
-            gap = log.last("gap")
-            assert (gap["reason"], gap["next_id"]) == ("rewound", "1-1")
-            await world.produce(producer, "feed", [1])
-            await eventually(lambda: received.data == [0, 1])
+    async with world.listening("feed", [0]) as s:
+        async with world.away(s.subscriber):
+            client.delete(f"{NS}:feed")
+            envelope = json.dumps({"channel": "feed", "event": "e", "data": "old"})
+            client.xadd(f"{NS}:feed", {"envelope": envelope}, id="1-1")
+        await eventually(lambda: "gap" in s.log.names)
+        gap = s.log.last("gap")
+        assert (gap["reason"], gap["next_id"]) == ("rewound", "1-1")
+        await world.produce(s.producer, "feed", [1])
+        await eventually(lambda: s.received.data == [0, 1])
 
 
 async def test_scripting_forbidden_falls_back_to_two_commands(
