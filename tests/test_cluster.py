@@ -209,3 +209,86 @@ async def test_concurrent_publishes_open_one_connection_per_node(cluster: RedisC
         connections = [server.port for server, _ in cluster.clients_named("tidings-pub")]
         assert connections
         assert len(connections) == len(set(connections))  # one per node
+
+
+async def migrate_slot(cluster: RedisCluster, key: str) -> RedisServer:
+    """Migrate the slot of ``key`` to another master, its keys with it (what
+    ``redis-cli --cluster reshard`` does); return the new owner once it serves it."""
+    source = cluster.owner_of(key)
+    target = next(
+        s
+        for s in cluster.servers
+        if s is not source and s.client().info("replication")["role"] == "master"
+    )
+    slot = source.client().execute_command("CLUSTER", "KEYSLOT", key)
+    source_id = source.client().execute_command("CLUSTER", "MYID").decode()
+    target_id = target.client().execute_command("CLUSTER", "MYID").decode()
+    target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    keys = source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    if keys:
+        source.client().execute_command(
+            "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
+        )
+    for server in (target, source):
+        server.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    await eventually(lambda: cluster.owner_of(key) is target)
+    return target
+
+
+async def test_a_durable_channel_follows_its_slot_and_log_to_another_node(
+    own_cluster: RedisCluster,
+) -> None:
+    received: list[int] = []
+    url = own_cluster.url(namespace="dm", sharded="1")
+    options = {**OPTIONS, "durable": ["orders"]}
+    async with Channels(url, **options) as sender, Channels(url, **options) as receiver:
+        log = await watched(receiver)
+        await receiver.register("orders", "*", lambda c, e, d: received.append(d))
+        for n in range(10):
+            await sender.publish("orders", "e", n)
+        await eventually(lambda: received == list(range(10)))
+        target = await migrate_slot(own_cluster, "dm:orders")
+        assert own_cluster.owner_of("dm:orders") is target
+        for n in range(10, 20):
+            with anyio.fail_after(10):
+                while True:  # the first publish may meet the old owner's MOVED
+                    with contextlib.suppress(PublishError):
+                        await sender.publish("orders", "e", n)
+                        break
+                    await anyio.sleep(0.05)
+        await eventually(lambda: received[-1:] == [19], limit=10)
+    assert received == list(range(20))  # once each, in order: the log moved with the slot
+    assert "gap" not in log.names
+
+
+async def test_a_durable_channel_after_a_failover_repeats_nothing_and_reports_losses(
+    own_cluster: RedisCluster,
+) -> None:
+    """Replication is asynchronous: a failover may lose the newest entries. What
+    arrives comes once and in order, and what is lost is reported, never silent."""
+    received: list[int] = []
+    url = own_cluster.url(namespace="df", sharded="1")
+    options = {**OPTIONS, "durable": ["orders"]}
+    async with Channels(url, **options) as sender, Channels(url, **options) as receiver:
+        log = await watched(receiver)
+        await receiver.register("orders", "*", lambda c, e, d: received.append(d))
+        for n in range(10):
+            await sender.publish("orders", "e", n)
+        await eventually(lambda: received == list(range(10)))
+        owner = own_cluster.owner_of("df:orders")
+        owner.kill()  # its replica is promoted after the node timeout
+        await eventually(lambda: own_cluster.owner_of("df:orders") is not owner, limit=30)
+        after = list(range(100, 110))
+        for n in after:
+            with anyio.fail_after(20):
+                while True:
+                    with contextlib.suppress(PublishError):
+                        await sender.publish("orders", "e", n)
+                        break
+                    await anyio.sleep(0.1)
+        await eventually(lambda: set(after) <= set(received), limit=20)
+    assert received == sorted(received)  # in order
+    assert len(received) == len(set(received))  # nothing twice
+    if not set(range(10)) <= set(received):
+        assert "gap" in log.names
