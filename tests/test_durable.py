@@ -430,3 +430,22 @@ async def test_consumer_needs_a_durable_channel(store: Any) -> None:
             await channels.register("plain", "*", print, consumer="x")
         with pytest.raises(ValueError, match="consumer name"):
             await channels.register("d", "*", print, consumer="")
+
+
+async def test_events_stored_without_a_live_copy_are_picked_up(broker: Harness) -> None:
+    """A producer that only writes the log (or a live copy lost on the way): an idle
+    durable channel reads its log every ``recheck_interval`` seconds."""
+    received = Ids()
+    options: dict[str, Any] = {"durable": ["x"], "recheck_interval": 0.2}
+    async with Channels(broker.store(), namespace=NS, **options) as channels:
+        await channels.register("x", "*", received)
+        envelope = json.dumps({"channel": "x", "event": "e", "data": "stored"}).encode()
+        if isinstance(broker, MemoryHarness):
+            broker.hub.append(f"{NS}:x", envelope, Retention(), live=False)
+        else:
+            broker.client.xadd(f"{NS}:x", {"envelope": envelope})
+        await eventually(lambda: received.data == ["stored"])
+        assert channels.stats().replayed == 1
+        # Between rechecks an idle channel keeps no task (only the status channel's
+        # actor and the upkeep run).
+        await eventually(lambda: len(channels._runtime.actors) == 2)

@@ -34,6 +34,10 @@ class Options:
             seconds before the crash escalates and ends ``run``.
         restart_window: see ``max_restarts``.
         close_timeout: seconds ``close`` lets actors finish what is queued.
+        recheck_interval: seconds between the reads an idle durable channel makes
+            of its log, to pick up events stored without their live copy (a
+            producer that only writes the stream, or a publish whose live copy
+            was lost); ``Channels`` with durable channels only.
     """
 
     publish_timeout: float = 10.0
@@ -47,6 +51,7 @@ class Options:
     max_restarts: int = 5
     restart_window: float = 10.0
     close_timeout: float = 5.0
+    recheck_interval: float = 5.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -56,6 +61,7 @@ class Options:
             "callback_failure_window",
             "restart_window",
             "close_timeout",
+            "recheck_interval",
         ):
             value = getattr(self, name)
             if (

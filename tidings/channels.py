@@ -24,7 +24,7 @@ from ._runtime import Hooks, Lifecycle
 from ._stats import Counters, Stats
 from .actors.callbacks import DEAF, Dispatcher, Registration, Undelivered
 from .actors.dispatch import DispatchActor, envelope_decoder
-from .actors.durable import Checkpoints, DurableActor, position
+from .actors.durable import DurableActor, Upkeep, position
 from .actors.mailbox import Mailbox
 from .actors.router import Router
 from .brokers.base import Message, Publisher
@@ -255,14 +255,19 @@ class Channels(Lifecycle):
             check_namespace(namespace if namespace is not None else self._store.namespace)
         )
         self._protocol: Codec = protocol if protocol is not None else Json()
+        opts = Options.from_kwargs(options)
         #: Durable channels by broker name, with their retention.
         self._durable = self._durable_channels(durable)
-        self._checkpoints = (
-            Checkpoints(self._save_position, logger or logging.getLogger("tidings"))
+        self._upkeep = (
+            Upkeep(
+                self._save_position,
+                self._recheck,
+                opts.recheck_interval,
+                logger or logging.getLogger("tidings"),
+            )
             if self._durable
             else None
         )
-        opts = Options.from_kwargs(options)
         self._compose(
             self._store.broker,
             opts,
@@ -548,8 +553,8 @@ class Channels(Lifecycle):
                     self._drop(target)
             raise
         for registration, consumer in consumers:
-            assert self._checkpoints is not None
-            self._checkpoints.watch(
+            assert self._upkeep is not None
+            self._upkeep.watch(
                 registration, registration.owner.broker_name, consumer, registration.cursor or 0
             )
         for target in {
@@ -796,6 +801,13 @@ class Channels(Lifecycle):
             if not actor.running:
                 self._runtime.spawn(actor, None)
 
+    def _recheck(self) -> None:
+        """Have the idle durable channels read their logs (events stored without a
+        live copy); the busy ones will, at their next catch-up."""
+        for _, actor in self._router:
+            if isinstance(actor, DurableActor) and not actor.running:
+                self._catch_up(actor.owner)
+
     def _on_subscribed(self, names: tuple[str, ...]) -> None:
         # (Re)subscribed: whatever was published while the live stream was off is
         # in the logs of the durable channels.
@@ -853,8 +865,8 @@ class Channels(Lifecycle):
 
     def _start_actors(self) -> None:
         self._status_actor = self._new_actor(self._status_channel)
-        if self._checkpoints is not None:
-            self._actors.start(self._checkpoints)
+        if self._upkeep is not None:
+            self._actors.start(self._upkeep)
 
     async def _deliver(self, batch: list[Message]) -> None:
         await self._router.deliver(batch)

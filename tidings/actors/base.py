@@ -153,7 +153,6 @@ class Actor(abc.ABC, Generic[T]):
         awaited = False
         while True:
             if self.chores is not None:
-                awaited = True
                 await self.chores()
                 continue  # asked again meanwhile? (a chore may reschedule itself)
             pending, self._pending = self._pending, None

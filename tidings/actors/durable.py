@@ -35,7 +35,7 @@ from .callbacks import DEAF, Dispatcher, Registration, Unfinished
 from .dispatch import DECODE_ERRORS, Decode, DispatchActor, decode_failed
 from .mailbox import Mailbox
 
-__all__ = ["Checkpoints", "DurableActor", "position", "position_id"]
+__all__ = ["DurableActor", "Upkeep", "position", "position_id"]
 
 #: Entries asked for per read of the log.
 READ_COUNT = 1000
@@ -265,25 +265,32 @@ class _ThenAdvance:
 CHECKPOINT_INTERVAL = 1.0
 
 
-class Checkpoints:
-    """Saves the positions of named consumers (``consumer=``) about once a second.
+class Upkeep:
+    """The periodic chores of a handler's durable channels.
 
-    Supervised like an actor (it has no mailbox: ``close`` just ends it). What a
-    restart finds is at most a second old: events after it are delivered again
-    (at least once; ``Event.id`` tells repeats apart).
+    About once a second it saves the positions of named consumers (``consumer=``):
+    what a restart finds is at most a second old, and the events after it are
+    delivered again (at least once; ``Event.id`` tells repeats apart). Every
+    ``recheck_interval`` seconds it has the idle channels read their logs, for
+    events stored without a live copy. Supervised like an actor (it has no mailbox:
+    ``close`` just ends it).
     """
 
     def __init__(
         self,
         save: Callable[[str, str, str], Awaitable[None]],
+        recheck: Callable[[], None],
+        recheck_interval: float,
         logger: logging.Logger,
         interval: float = CHECKPOINT_INTERVAL,
     ) -> None:
-        self.name = "checkpoints"
+        self.name = "durable upkeep"
         self.running = False
         self._save = save
+        self._recheck = recheck
+        self._recheck_every = max(1, round(recheck_interval / interval))
         self._logger = logger
-        self._interval = interval
+        self._interval = min(interval, recheck_interval)
         #: registration -> [channel, consumer, position saved last]
         self._watched: dict[Registration, list[Any]] = {}
         self._closed = anyio.Event()
@@ -293,10 +300,14 @@ class Checkpoints:
         self._watched[registration] = [channel, consumer, saved]
 
     async def run(self) -> None:
+        ticks = 0
         while not self._closed.is_set():
             with anyio.move_on_after(self._interval):
                 await self._closed.wait()
             await self.flush()
+            ticks += 1
+            if ticks % self._recheck_every == 0 and not self._closed.is_set():
+                self._recheck()
 
     async def flush(self) -> None:
         """Save every position that moved since it was saved last."""

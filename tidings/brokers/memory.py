@@ -105,14 +105,19 @@ class Hub:
                     received += len(subscribers)
         return received
 
-    def append(self, channel: str, payload: bytes, retention: Retention) -> tuple[str, int]:
-        """XADD (trimmed to ``retention``) and PUBLISH ``"<id> <payload>"``, at once."""
+    def append(
+        self, channel: str, payload: bytes, retention: Retention, *, live: bool = True
+    ) -> tuple[str, int]:
+        """XADD (trimmed to ``retention``) and PUBLISH ``"<id> <payload>"``, at once
+        (``live=False``: no PUBLISH, as a producer that only writes the stream)."""
         log = self._logs.get(channel)
         if log is None:
             log = self._logs[channel] = _Log()
         now = time.time_ns() // 1_000_000
         entry = log.add(payload, now)
         log.trim(retention, now)
+        if not live:
+            return entry, 0
         return entry, self.publish(channel, b"%s %s" % (entry.encode(), payload))
 
     def read(self, channel: str, start: str, count: int) -> list[Entry]:
