@@ -449,3 +449,24 @@ async def test_events_stored_without_a_live_copy_are_picked_up(broker: Harness) 
         # Between rechecks an idle channel keeps no task (only the status channel's
         # actor and the upkeep run).
         await eventually(lambda: len(channels._runtime.actors) == 2)
+
+
+async def test_starting_after_an_id_no_longer_in_the_log_is_a_missing_gap(
+    broker: Harness,
+) -> None:
+    received = Ids()
+    durable = {"feed": Retention(max_len=5)}
+    async with Channels(broker.store(), namespace=NS, durable=durable) as channels:
+        log = await watched(channels)
+        async with channels.subscribe("feed") as events:
+            await channels.publish("feed", "e", 0)
+            first = (await events.receive()).id
+        for n in range(1, 301):  # past retention (Redis trims whole nodes of ~100)
+            await channels.publish("feed", "e", n)
+        await channels.register("feed", "*", received, since=first)
+        await eventually(lambda: received.data[-1:] == [300])
+        gap = log.last("gap")
+        assert (gap["reason"], gap["last_id"]) == ("missing", first)
+        assert gap["next_id"]
+        assert received.data == list(range(received.data[0], 301))  # what is left, once
+        assert received.data[0] > 1

@@ -43,9 +43,9 @@ __all__ = ["Channel", "Channels", "Event", "Events", "StatusType", "open_channel
 #: Signature of a channel callback: ``callback(channel, event, data)``, sync or async.
 Callback = Callable[["Channel", str, Any], Any]
 #: A checked registration: (broker name, name, event pattern, callback, and on a
-#: durable channel the log position it starts after (None for "new") and the
-#: name of its consumer, if it has one).
-_Item = tuple[str, str, str, Callback, int | None, str | None]
+#: durable channel the log position it starts after with whether that names an
+#: entry (None for "new"), and the name of its consumer, if it has one).
+_Item = tuple[str, str, str, Callback, tuple[int, bool] | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,10 +461,11 @@ class Channels(Lifecycle):
             raise TypeError(
                 f"callback must be callable, not {type(callback).__name__}: {callback!r}"
             )
-        start: int | None = None
+        start: tuple[int, bool] | None = None
         if broker_name in self._durable:
             if not (isinstance(since, str) and since == "new"):
-                start = position(start_after(since)[0])
+                after, exact = start_after(since)
+                start = position(after), exact
         elif not (isinstance(since, str) and since == "new") or consumer is not None:
             what = f"since={since!r}" if consumer is None else f"consumer={consumer!r}"
             raise ValueError(
@@ -498,6 +499,7 @@ class Channels(Lifecycle):
         # and those of named consumers: where they were.
         at_end: list[Registration] = []
         consumers: list[tuple[Registration, str]] = []
+        verify: list[Registration] = []  # since=<id>: that entry must be in the log
         for broker_name, name, event, callback, start, consumer in items:
             target = channels.get(broker_name)
             if target is None:
@@ -518,7 +520,10 @@ class Channels(Lifecycle):
                     consumers.append((registration, consumer))
                 if start is None:
                     at_end.append(registration)
-                registration.cursor = start
+                else:
+                    registration.cursor, exact = start
+                    if exact:
+                        verify.append(registration)
             target._add(registration)
             added.append((target, registration))
             if broker_name in known:
@@ -533,11 +538,14 @@ class Channels(Lifecycle):
         if not added:
             await checkpoint()
             return targets
+        for registration in verify:
+            self._verify(registration, "missing")
         try:
             for registration, consumer in consumers:
                 saved = await self._load_position(registration.owner.broker_name, consumer)
                 if saved is not None:  # it has been here before: on from there
                     registration.cursor = position(saved)
+                    self._verify(registration, "trimmed")
                     if registration in at_end:
                         at_end.remove(registration)
             for registration in at_end:
@@ -772,6 +780,13 @@ class Channels(Lifecycle):
         if local:
             self._actors.start(actor)
         return actor
+
+    def _verify(self, registration: Registration, reason: str) -> None:
+        """The entry ``registration`` starts after must be in the log: its actor's
+        next catch-up checks it, and reports a gap with ``reason`` if it is not."""
+        actor = self._router.get(registration.owner.broker_name)
+        if isinstance(actor, DurableActor) and registration.cursor is not None:
+            actor.verify[registration.cursor] = reason
 
     async def _load_position(self, name: str, consumer: str) -> str | None:
         async def load(publisher: Publisher) -> str | None:

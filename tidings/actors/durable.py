@@ -67,7 +67,7 @@ class DurableActor(DispatchActor):
     """Dispatches a durable channel's events in log order, reading back what the
     live stream missed."""
 
-    __slots__ = ("_on_gap", "_read", "_registrations", "_tail", "last")
+    __slots__ = ("_on_gap", "_read", "_registrations", "_tail", "last", "verify")
 
     def __init__(
         self,
@@ -106,6 +106,10 @@ class DurableActor(DispatchActor):
         self._on_gap = on_gap
         #: The position of the last event dispatched (0: none yet).
         self.last = 0
+        #: Positions registrations start after that name entries (``since=<id>``, a
+        #: consumer's checkpoint): the next catch-up checks they are in the log,
+        #: and reports a gap with the reason given here if not.
+        self.verify: dict[int, str] = {}
 
     def catch_up(self) -> None:
         """Read the log before any more live messages (the caller starts a task,
@@ -183,8 +187,12 @@ class DurableActor(DispatchActor):
         cursor = min((r.since for r in registrations if r.since < DEAF), default=None)
         if cursor is None:
             return
-        # Where the live stream stopped: that entry must still be in the log.
-        expect = self.last if self.last and cursor <= self.last else 0
+        # Entries that must still be in the log: where the live stream stopped, and
+        # the ids registrations asked to start after.
+        expect = {p: reason for p, reason in self.verify.items() if p >= cursor}
+        self.verify.clear()
+        if self.last and cursor <= self.last:
+            expect[self.last] = "trimmed"
         self._logger.debug("%s: catch-up after %s", self.name, position_id(cursor))
         while True:
             try:
@@ -201,21 +209,24 @@ class DurableActor(DispatchActor):
                 self.chores = self._catch_up
                 await anyio.sleep(0.01)  # never a busy loop, whatever the error
                 return
-            if expect:
-                reached = next((e for e in entries if position(e[0]) >= expect), None)
+            for expected, reason in sorted(expect.items()):
+                reached = next((e for e in entries if position(e[0]) >= expected), None)
                 if reached is not None:
-                    if position(reached[0]) != expect:
-                        self._on_gap("trimmed", position_id(expect), reached[0])
-                    expect = 0
+                    if position(reached[0]) != expected:
+                        self._on_gap(reason, position_id(expected), reached[0])
+                    del expect[expected]
                 elif len(entries) < READ_COUNT:  # the log ends before it
-                    try:
-                        tail = await self._tail()
-                    except CONNECTION_ERRORS:  # read it all again next time
-                        self.chores = self._catch_up
-                        await anyio.sleep(0.01)
-                        return
-                    self._gap(expect, tail)
-                    expect = 0
+                    if expected != self.last:  # not ours: the caller's id is not there
+                        self._on_gap("missing", position_id(expected), None)
+                    else:
+                        try:
+                            tail = await self._tail()
+                        except CONNECTION_ERRORS:  # read it all again next time
+                            self.chores = self._catch_up
+                            await anyio.sleep(0.01)
+                            return
+                        self._gap(expected, tail)
+                    del expect[expected]
             fresh = [
                 (entry_id, at, payload)
                 for entry_id, payload in entries
