@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,10 +24,25 @@ SCENARIOS = (
     "receive,receive-spread/1,receive-spread/100,receive-size/10KB,publish/10,"
     "publish-size/1MB,latency,register/10k,memory"
 )
-ONLY = "tidings-trio,redis-py,raw-hiredis,tidings-concurrent,tidings-register_many,trio-channel"
+# The durable-channel scenarios, each with a plain and a durable tidings contender.
+DURABLE = "durable-publish,catch-up,durable-receive,outage"
+ONLY = (
+    "tidings-trio,redis-py,raw-hiredis,tidings-concurrent,tidings-register_many,trio-channel,"
+    "tidings-trio-durable"
+)
 
 
-def test_the_harness_runs_every_scenario(tmp_path: Path) -> None:
+@dataclass
+class Run:
+    stdout: str
+    report: dict[str, Any]
+    out: Path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One harness run for every test here (starting it is most of the time)."""
+    out = tmp_path_factory.mktemp("bench")
     result = subprocess.run(
         [
             sys.executable,
@@ -33,11 +50,11 @@ def test_the_harness_runs_every_scenario(tmp_path: Path) -> None:
             "bench",
             "--quick",
             "--scenarios",
-            SCENARIOS,
+            f"{SCENARIOS},{DURABLE}",
             "--only",
             ONLY,
             "--out",
-            str(tmp_path),
+            str(out),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -46,8 +63,12 @@ def test_the_harness_runs_every_scenario(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads((tmp_path / "results.json").read_text())
-    assert set(report["scenarios"]) == set(SCENARIOS.split(","))
+    return Run(result.stdout, json.loads((out / "results.json").read_text()), out)
+
+
+def test_the_harness_runs_every_scenario(run: Run) -> None:
+    report = run.report
+    assert set(report["scenarios"]) == {*SCENARIOS.split(","), *DURABLE.split(",")}
     receive = report["scenarios"]["receive"]["medians"]
     assert set(receive) == {"tidings-trio", "redis-py", "raw-hiredis"}
     for name in ("receive", "receive-spread/100", "receive-size/10KB", "publish/10"):
@@ -75,6 +96,36 @@ def test_the_harness_runs_every_scenario(tmp_path: Path) -> None:
     names = {t["target"] for t in report["targets"]}
     assert "receive, tidings-trio / redis-py" in names
     assert "receive CPU/msg, tidings-trio, 10k channels / 1" in names
-    assert "median" in result.stdout
-    assert (tmp_path / "chart.png").is_file()
-    assert (tmp_path / "scaling.png").is_file()
+    assert "median" in run.stdout
+    assert (run.out / "chart.png").is_file()
+    assert (run.out / "scaling.png").is_file()
+
+
+def test_the_durable_scenarios_run(run: Run) -> None:
+    scenarios = run.report["scenarios"]
+    publish = scenarios["durable-publish"]
+    assert set(publish["medians"]) == {"tidings-trio", "tidings-trio-durable"}
+    assert publish["peers"]["tidings-trio-durable"] == "tidings-trio"
+    for medians in publish["medians"].values():
+        assert {"rate", "cpu_us_per_msg", "redis_cpu_us_per_msg"} <= set(medians)
+    catch_up = scenarios["catch-up"]
+    assert set(catch_up["medians"]) == {"tidings-trio", "redis-py"}
+    for medians in catch_up["medians"].values():
+        assert medians["events"] == catch_up["n"]
+        assert medians["misplaced"] == 0
+    assert catch_up["medians"]["tidings-trio"]["replayed"] == catch_up["n"]
+    receive = scenarios["durable-receive"]
+    assert set(receive["medians"]) == {"tidings-trio", "tidings-trio-durable"}
+    for medians in receive["medians"].values():
+        assert medians["events"] == receive["n"]
+        assert {"rate", "cpu_us_per_msg"} <= set(medians)
+    outage = scenarios["outage"]
+    assert set(outage["samples"]) == {"tidings-trio", "tidings-trio-durable", "redis-py"}
+    for samples in outage["samples"].values():
+        sample = samples[0]
+        assert sample["events"] == outage["n"]
+        assert sample["cut"] >= 1  # its connections went through the proxy, and were cut
+        assert 0 <= sample["lost"] <= sample["events"]
+    names = {t["target"] for t in run.report["targets"]}
+    assert "durable publish, tidings-trio-durable / plain" in names
+    assert "outage, tidings-trio-durable, lost (worst run)" in names

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +29,7 @@ from tests.helpers import (
 )
 from tests.redis_server import RedisServer
 from tidings import Channel, Channels, Retention, Stats
+from tidings.brokers.redis import APPEND
 from tidings.policies.streams import Retention as _Retention
 
 pytestmark = pytest.mark.anyio
@@ -465,8 +468,122 @@ async def test_starting_after_an_id_no_longer_in_the_log_is_a_missing_gap(
             await channels.publish("feed", "e", n)
         await channels.register("feed", "*", received, since=first)
         await eventually(lambda: received.data[-1:] == [300])
+        await eventually(lambda: "gap" in log.names)  # (status events have a task)
         gap = log.last("gap")
         assert (gap["reason"], gap["last_id"]) == ("missing", first)
         assert gap["next_id"]
         assert received.data == list(range(received.data[0], 301))  # what is left, once
         assert received.data[0] > 1
+
+
+# -- random interleavings: the class of faults the reviews found ------------------------
+
+
+class _Tracked:
+    """A registration under test: what it received, from which event on."""
+
+    def __init__(self, kind: str, since: str, first: int) -> None:
+        self.kind, self.since, self.first = kind, since, first
+        self.settled = first
+        self.got: list[int] = []
+        self.active = True
+
+    def callback(self) -> Any:
+        if self.kind == "sync":
+            return lambda channel, event, data: self.got.append(data)
+
+        async def slow(channel: Channel, event: str, data: int) -> None:
+            for _ in range(data % 3):
+                await anyio.lowlevel.checkpoint()
+            self.got.append(data)
+
+        return slow
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_random_interleavings_deliver_every_event_once_in_order(
+    broker: Harness, seed: int
+) -> None:
+    """A producer elsewhere publishes all along; here registrations come and go (from
+    now or from the start, sync or awaiting callbacks, bursts past a tiny mailbox) and
+    the connections are killed at random: each registration gets its events in
+    order, never twice, and (while it stays) all of them."""
+    rng = random.Random(seed)
+    retention = Retention(max_len=100_000)
+    key = f"{NS}:c"
+    produced: list[int] = []
+    done = anyio.Event()
+
+    def append(n: int) -> None:
+        envelope = json.dumps({"channel": "c", "event": "e", "data": n})
+        if isinstance(broker, MemoryHarness):
+            broker.hub.append(key, envelope.encode(), retention)
+        else:  # another process's publisher: the same script, its own connection
+            client.eval(APPEND.source, 1, key, envelope, "100000", "", "PUBLISH")
+
+    bursts = random.Random(seed + 1000)  # its own: the ops stay the same whatever runs when
+
+    issued = 0  # the next number: what is issued from now on comes after
+
+    async def produce() -> None:
+        nonlocal issued
+        while not done.is_set():
+            for _ in range(bursts.randint(1, 20)):
+                n, issued = issued, issued + 1
+                if isinstance(broker, MemoryHarness):
+                    append(n)
+                else:
+                    await anyio.to_thread.run_sync(append, n)
+                produced.append(n)
+            await anyio.sleep(0.002)
+
+    client = None if isinstance(broker, MemoryHarness) else broker.server.client()
+    tracked: list[tuple[_Tracked, Any]] = []
+    channels = Channels(
+        broker.store(),
+        namespace=NS,
+        durable={"c": retention},
+        max_pending=4,
+        backoff=FAST,
+        publish_timeout=5,
+    )
+    async with channels, anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        for _ in range(25):
+            op = rng.random()
+            if op < 0.35:
+                kind, since = rng.choice(["sync", "async"]), rng.choice(["new", "all"])
+                item = _Tracked(kind, since, len(produced))
+                callback = item.callback()
+                await channels.register("c", "*", callback, since=since)
+                item.settled = issued  # (what the producer did during the call is
+                tracked.append((item, callback))  # on either side of "new")
+            elif op < 0.45 and tracked:
+                item, callback = rng.choice(tracked)
+                if item.active:
+                    item.active = False
+                    await channels.unregister("c", "*", callback)
+            elif op < 0.7:
+                broker.kill_connections()
+            await anyio.sleep(rng.choice((0, 0.005, 0.02)))
+        last = _Tracked("sync", "new", len(produced))  # at least one stays to the end
+        await channels.register("c", "*", last_callback := last.callback())
+        last.settled = issued
+        tracked.append((last, last_callback))
+        done.set()
+        await anyio.sleep(0.01)  # the producer's last burst is in
+        for item, _ in tracked:
+            if item.active:
+                wanted = {n for n in produced if item.since == "all" or n >= item.settled}
+                with contextlib.suppress(TimeoutError):
+                    await eventually(lambda i=item, w=wanted: w <= set(i.got), limit=15)
+                missing = sorted(wanted - set(item.got))
+                assert not missing, (item.kind, item.since, len(missing), missing[:10])
+        stats = channels.stats()
+    for item, _ in tracked:
+        assert item.got == sorted(item.got), (item.kind, item.since)  # in order
+        assert len(item.got) == len(set(item.got)), (item.kind, item.since)  # once
+        if item.since == "new":
+            assert all(n >= item.first for n in item.got)  # nothing from before
+    # (Dropped: a backlog discarded as a channel's last callback left, if any.)
+    assert stats.decode_errors == stats.callback_errors == 0

@@ -69,6 +69,9 @@ class Hooks:
     #: Told the channels a round subscribed (a handler with durable channels
     #: reads back what it may have missed).
     on_subscribed: OnSubscribed = _ignore
+    #: Last words while the connection is still up, on the way to closing
+    #: (shielded, bounded): a handler with named consumers saves their positions.
+    before_close: Callable[[], Awaitable[None]] = checkpoint
 
 
 class Runtime:
@@ -125,7 +128,7 @@ class Runtime:
 
     def spawn(self, actor: Actor[Any], crashed: Exception | None) -> None:
         """Give a lazy actor a task (the router found it needs one)."""
-        if self.actors.running:
+        if self.accepting and self.actors.running:
             self.actors.start(actor, crashed)
         else:  # stopping: nothing runs callbacks any more
             self.stats.dropped += actor.discard()
@@ -145,6 +148,7 @@ class Runtime:
                     await tg.start(self.connection.run)
                     task_status.started()
                     await self._stopping.wait()
+                    await self._last_words()
                     await self.connection.aclose()
                     self.actors.stop_all()
                     with anyio.move_on_after(self.options.close_timeout):
@@ -167,12 +171,17 @@ class Runtime:
             assert self._stopping is not None
             self.accepting = False
             self._stopping.set()
+            await self._last_words()
             await self.connection.aclose()
         elif self.state == "new":
             self.state = "closed"
             await self.connection.aclose()
         else:
             await checkpoint()
+
+    async def _last_words(self) -> None:
+        with anyio.move_on_after(1.0, shield=True):
+            await self._hooks.before_close()
 
     async def enter(self, name: str, run: Callable[..., Coroutine[Any, Any, None]]) -> None:
         """Start running in a task group of its own (``async with``)."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
@@ -29,7 +29,7 @@ from .actors.mailbox import Mailbox
 from .actors.router import Router
 from .brokers.base import Message, Publisher
 from .brokers.urls import display
-from .errors import CallbackError, ReplyError
+from .errors import BrokerError, CallbackError, ReplyError
 from .policies.glob import compile_glob
 from .policies.names import Namespace, check_event, check_namespace
 from .policies.status import StatusType
@@ -42,6 +42,8 @@ __all__ = ["Channel", "Channels", "Event", "Events", "StatusType", "open_channel
 
 #: Signature of a channel callback: ``callback(channel, event, data)``, sync or async.
 Callback = Callable[["Channel", str, Any], Any]
+T = TypeVar("T")
+
 #: A checked registration: (broker name, name, event pattern, callback, and on a
 #: durable channel the log position it starts after with whether that names an
 #: entry (None for "new"), and the name of its consumer, if it has one).
@@ -277,6 +279,7 @@ class Channels(Lifecycle):
                 on_status=self._on_status,
                 on_refused=self._on_refused,
                 on_subscribed=self._on_subscribed,
+                before_close=self._before_close,
                 removed=self._removed,
                 start_actors=self._start_actors,
                 after_run=self._after_run,
@@ -495,11 +498,9 @@ class Channels(Lifecycle):
         added: list[tuple[Channel, Registration]] = []
         new: dict[str, list[Registration]] = {}
         known: dict[str, list[Registration]] = {}
-        # Durable registrations that start at the log's end ("new"): where that is;
-        # and those of named consumers: where they were.
-        at_end: list[Registration] = []
-        consumers: list[tuple[Registration, str]] = []
-        verify: list[Registration] = []  # since=<id>: that entry must be in the log
+        # Durable registrations: where each starts is settled below, before the
+        # subscription (the log's end for "new", a named consumer's checkpoint).
+        durable: list[tuple[Registration, tuple[int, bool] | None, str | None]] = []
         for broker_name, name, event, callback, start, consumer in items:
             target = channels.get(broker_name)
             if target is None:
@@ -515,15 +516,8 @@ class Channels(Lifecycle):
                 target._add(registration)
                 continue
             registration.since = DEAF
-            if target.durable:  # the channel's catch-up read starts it at its cursor
-                if consumer is not None:
-                    consumers.append((registration, consumer))
-                if start is None:
-                    at_end.append(registration)
-                else:
-                    registration.cursor, exact = start
-                    if exact:
-                        verify.append(registration)
+            if target.durable:
+                durable.append((registration, start, consumer))
             target._add(registration)
             added.append((target, registration))
             if broker_name in known:
@@ -538,37 +532,27 @@ class Channels(Lifecycle):
         if not added:
             await checkpoint()
             return targets
-        for registration in verify:
-            self._verify(registration, "missing")
         try:
-            for registration, consumer in consumers:
-                saved = await self._load_position(registration.owner.broker_name, consumer)
-                if saved is not None:  # it has been here before: on from there
-                    registration.cursor = position(saved)
-                    self._verify(registration, "trimmed")
-                    if registration in at_end:
-                        at_end.remove(registration)
-            for registration in at_end:
-                tail = await self._tail(registration.owner.broker_name)
-                if registration.cursor is None:
-                    registration.cursor = position(tail) if tail is not None else 0
+            await self._place(durable)
             for group in (new, known):
                 if group:
                     await self._connection.subscribe(channels=tuple(group), mark=self._mark(group))
         except BaseException:
             for target, registration in added:
+                actor = router.get(target.broker_name)
+                if isinstance(actor, DurableActor) and registration.cursor is not None:
+                    actor.verify.pop(registration.cursor, None)  # nobody starts there now
                 if target._remove(registration.key, registration=registration) and not len(target):
                     self._drop(target)
             raise
-        for registration, consumer in consumers:
-            assert self._upkeep is not None
-            self._upkeep.watch(
-                registration, registration.owner.broker_name, consumer, registration.cursor or 0
-            )
+        for registration, _, consumer in durable:
+            if consumer is not None:
+                assert self._upkeep is not None
+                self._upkeep.watch(registration, registration.owner.broker_name, consumer)
         for target in {
             target.broker_name: target for target, _ in added if target.durable
         }.values():
-            self._catch_up(target)
+            self._catch_up(target, broken=False)  # for the newcomers
         # A channel dropped meanwhile took its registrations along: make them again.
         again = [
             item
@@ -655,7 +639,11 @@ class Channels(Lifecycle):
 
     @asynccontextmanager
     async def _iterate(self, channel: str, event: str, since: Any) -> AsyncIterator[Events]:
-        mailbox: Mailbox[Event] = Mailbox(self._options.max_pending, self._options.overflow)
+        # A durable channel's iterator never drops: a full iterator makes the
+        # channel wait, and what its own mailbox then refuses is read back later.
+        durable = self._namespace.broker_name(channel) in self._durable
+        overflow = "block" if durable else self._options.overflow
+        mailbox: Mailbox[Event] = Mailbox(self._options.max_pending, overflow)
 
         async def put(ch: Channel, name: str, data: Any) -> None:
             if await mailbox.put([Event(ch.name, name, data, ch._event_id)]):
@@ -670,9 +658,7 @@ class Channels(Lifecycle):
                     self._slow_consumer(ch.broker_name, 1)
                 raise Undelivered
 
-        callback: Callable[[Channel, str, Any], Any] = (
-            put if self._options.overflow == "block" else put_nowait
-        )
+        callback: Callable[[Channel, str, Any], Any] = put if overflow == "block" else put_nowait
         self._iterators.add(mailbox)
         try:
             await self.register(channel, event, callback, since=since)
@@ -756,7 +742,7 @@ class Channels(Lifecycle):
                 dispatcher=self._dispatcher,
                 stats=self._stats,
                 logger=self._logger,
-                read=lambda start, count: self._connection.query(
+                read=lambda start, count: self._read_query(
                     f"read the log of {name!r}", lambda p: p.read(name, start, count)
                 ),
                 tail=lambda: self._tail(name),
@@ -781,6 +767,35 @@ class Channels(Lifecycle):
             self._actors.start(actor)
         return actor
 
+    async def _place(
+        self, durable: list[tuple[Registration, tuple[int, bool] | None, str | None]]
+    ) -> None:
+        """Give durable registrations the log position each starts after: a named
+        consumer's checkpoint, else ``since=``, else (``"new"``) the log's end now.
+
+        They stay deaf with no cursor until all are known, so that no catch-up read
+        meanwhile starts one at the wrong place; then each channel's next catch-up
+        takes them there (checking that an entry they start after is in the log).
+        """
+        cursors: list[tuple[Registration, int, str | None]] = []
+        tails: dict[str, int] = {}
+        for registration, start, consumer in durable:
+            name = registration.owner.broker_name
+            saved = await self._load_position(name, consumer) if consumer is not None else None
+            if saved is not None:  # it has been here before: on from there
+                cursors.append((registration, position(saved), "trimmed"))
+            elif start is not None:
+                cursors.append((registration, start[0], "missing" if start[1] else None))
+            else:
+                if name not in tails:
+                    tail = await self._tail(name)
+                    tails[name] = position(tail) if tail is not None else 0
+                cursors.append((registration, tails[name], None))
+        for registration, cursor, reason in cursors:
+            registration.cursor = cursor
+            if reason is not None:
+                self._verify(registration, reason)
+
     def _verify(self, registration: Registration, reason: str) -> None:
         """The entry ``registration`` starts after must be in the log: its actor's
         next catch-up checks it, and reports a gap with ``reason`` if it is not."""
@@ -788,11 +803,21 @@ class Channels(Lifecycle):
         if isinstance(actor, DurableActor) and registration.cursor is not None:
             actor.verify[registration.cursor] = reason
 
+    async def _read_query(self, what: str, command: Callable[[Publisher], Awaitable[T]]) -> T:
+        """A query that only reads: on a connection lost under it (cut a moment
+        ago, not yet noticed), asked once more on the next connection."""
+        try:
+            return await self._connection.query(what, command)
+        except ReplyError:
+            raise
+        except BrokerError:
+            return await self._connection.query(what, command)
+
     async def _load_position(self, name: str, consumer: str) -> str | None:
         async def load(publisher: Publisher) -> str | None:
             return await publisher.load_position(name, consumer)
 
-        return await self._connection.query(f"read the position of {consumer!r}", load)
+        return await self._read_query(f"read the position of {consumer!r}", load)
 
     async def _save_position(self, name: str, consumer: str, entry_id: str) -> None:
         async def save(publisher: Publisher) -> None:
@@ -806,13 +831,14 @@ class Channels(Lifecycle):
         async def tail(publisher: Publisher) -> str | None:
             return await publisher.tail(name)
 
-        return await self._connection.query(f"read the end of {name!r}", tail)
+        return await self._read_query(f"read the end of {name!r}", tail)
 
-    def _catch_up(self, channel: Channel) -> None:
-        """Have a durable channel's actor read its log before more live messages."""
+    def _catch_up(self, channel: Channel, broken: bool = True) -> None:
+        """Have a durable channel's actor read its log before more live messages
+        (see ``DurableActor.catch_up``)."""
         actor = self._router.get(channel.broker_name)
         if isinstance(actor, DurableActor):
-            actor.catch_up()
+            actor.catch_up(broken)
             if not actor.running:
                 self._runtime.spawn(actor, None)
 
@@ -820,7 +846,7 @@ class Channels(Lifecycle):
         """Have the idle durable channels read their logs (events stored without a
         live copy); the busy ones will, at their next catch-up."""
         for _, actor in self._router:
-            if isinstance(actor, DurableActor) and not actor.running:
+            if isinstance(actor, DurableActor) and not actor.mailbox.pending and not actor.backlog:
                 self._catch_up(actor.owner)
 
     def _on_subscribed(self, names: tuple[str, ...]) -> None:
@@ -901,6 +927,17 @@ class Channels(Lifecycle):
 
     def _on_status(self, status: StatusType, data: dict[str, Any]) -> None:
         self._emit(status.name, data)
+        if status is StatusType.disconnected and self._durable:
+            # The live stream is cut: whatever comes next may follow a gap. Each
+            # durable channel reads its log before any live message received from
+            # now on (its read waits for the new connection to be subscribed).
+            for channel in list(self._channels.values()):
+                if channel.durable:
+                    self._catch_up(channel)
+
+    async def _before_close(self) -> None:
+        if self._upkeep is not None:
+            await self._upkeep.flush()
 
     def _emit(self, event: str, data: dict[str, Any]) -> None:
         dropped = self._router.put_nowait(self._status_channel.broker_name, [(event, data)])

@@ -152,12 +152,16 @@ class Actor(abc.ABC, Generic[T]):
         mailbox = self.mailbox
         awaited = False
         while True:
+            # The message in hand first (a chore must not overtake it), then chores.
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                awaited = True
+                await self._interruptible(pending)
+                continue
             if self.chores is not None:
                 await self.chores()
                 continue  # asked again meanwhile? (a chore may reschedule itself)
-            pending, self._pending = self._pending, None
-            if pending is None:
-                pending = self.consume()
+            pending = self.consume()
             if pending is not None:
                 awaited = True
                 await self._interruptible(pending)

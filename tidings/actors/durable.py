@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 
 from .._stats import Counters
-from ..brokers.base import CONNECTION_ERRORS, Entry
+from ..brokers.base import CONNECTION_ERRORS, TRANSIENT_REPLIES, Entry
 from ..errors import ReplyError
 from ..policies.streams import parse_id
 from .base import Pending
@@ -50,8 +50,12 @@ def position(entry_id: str | bytes) -> int:
     Raises:
         ValueError: not an id.
     """
-    ms, seq = parse_id(entry_id, "entry id")
-    return ms << _SEQUENCE_BITS | seq
+    # The hot path (every live message): plain digits, no validation to repeat.
+    ms, _, seq = entry_id.partition(b"-" if type(entry_id) is bytes else "-")  # type: ignore[arg-type]
+    if ms.isdigit() and seq.isdigit() and len(seq) < 20:
+        return int(ms) << _SEQUENCE_BITS | int(seq)
+    parsed = parse_id(entry_id, "entry id")  # the careful way, and its error
+    return parsed[0] << _SEQUENCE_BITS | parsed[1]
 
 
 def position_id(value: int) -> str:
@@ -67,7 +71,18 @@ class DurableActor(DispatchActor):
     """Dispatches a durable channel's events in log order, reading back what the
     live stream missed."""
 
-    __slots__ = ("_on_gap", "_read", "_registrations", "_tail", "last", "verify")
+    __slots__ = (
+        "_broken",
+        "_on_gap",
+        "_only",
+        "_read",
+        "_registrations",
+        "_reported",
+        "_tail",
+        "_until",
+        "last",
+        "verify",
+    )
 
     def __init__(
         self,
@@ -110,10 +125,33 @@ class DurableActor(DispatchActor):
         #: consumer's checkpoint): the next catch-up checks they are in the log,
         #: and reports a gap with the reason given here if not.
         self.verify: dict[int, str] = {}
+        # The mailbox position up to which live messages precede the gap a pending
+        # catch-up is for.
+        self._until = 0
+        # The last position a gap was reported after (its entry is known gone).
+        self._reported = 0
+        # A pending catch-up is for a break in the live stream (all registrations).
+        self._broken = False
+        # The registrations a catch-up under way is for, when not all of them.
+        self._only: set[Registration] | None = None
 
-    def catch_up(self) -> None:
+    def catch_up(self, broken: bool = True) -> None:
         """Read the log before any more live messages (the caller starts a task,
-        or wakes this one, so that it happens)."""
+        or wakes this one, so that it happens).
+
+        ``broken``: the live stream may have missed events (a reconnect, an
+        overflow), and every registration reads on from where it is. Otherwise
+        only registrations that start in the past (``since=``) read the log; the
+        others go on with the live stream, whose messages in hand count.
+
+        The live messages received so far came before whatever may be missing: they
+        are dispatched first, then the log is read from the last of them. (Asked
+        again before it ran, the earlier point stands: messages received after it
+        may come after the gap.)
+        """
+        if self.chores is None:
+            self._until = self.mailbox.routed
+        self._broken = self._broken or broken
         self.chores = self._catch_up
         self.mailbox.wake()
 
@@ -146,8 +184,11 @@ class DurableActor(DispatchActor):
         return None
 
     def _dispatch(self, entry_id: str, at: int, payload: bytes) -> Pending | None:
-        """Dispatch one event at position ``at`` to the registrations before it."""
-        self.last = at
+        """Dispatch one event at position ``at`` to the registrations before it
+        (only those in :attr:`_only`, when a catch-up is for them alone)."""
+        only = self._only
+        if only is None:
+            self.last = at
         try:
             key, args = self._decode(self.owner, payload)
         except DECODE_ERRORS as exc:
@@ -159,6 +200,8 @@ class DurableActor(DispatchActor):
         registrations = self._found.get(key)
         if registrations is None:
             registrations = self._registrations_for(self.owner, key)
+        if only is not None:
+            registrations = tuple(r for r in registrations if r in only)
         unfinished = (
             self._dispatcher.dispatch(registrations, args, self.name, at) if registrations else None
         )
@@ -171,34 +214,76 @@ class DurableActor(DispatchActor):
 
     def _advance(self, at: int) -> None:
         """Every registration has now been given, or passed over, position ``at``."""
-        for registration in self._registrations():
+        for registration in self._only if self._only is not None else self._registrations():
             if registration.since < at:
                 registration.since = at
+
+    async def _consume_until(self, until: int) -> None:
+        """Dispatch the live messages up to mailbox position ``until`` (no further)."""
+        while True:
+            end = until - self._base  # how many of this batch came before it
+            if self._next < min(end, len(self._batch)):
+                batch = self._batch
+                self._batch = batch[:end]
+                try:
+                    pending = self.consume()
+                finally:
+                    self._batch = batch
+                if pending is not None:
+                    await self._interruptible(pending)
+                continue
+            if end <= len(self._batch):
+                return
+            try:
+                self._take(self.mailbox.get_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return
 
     async def _catch_up(self) -> None:
         """Read the log from the lowest registration's position to its end."""
         self.chores = None  # set again if asked again meanwhile
+        broken, self._broken = self._broken, False
+        await self._consume_until(self._until)
         registrations = self._registrations()
+        starting = []
         for registration in registrations:
             if registration.cursor is not None:  # starts in the past: from now on
                 registration.since, registration.cursor = registration.cursor, None
+                starting.append(registration)
+        if not broken:  # the live stream is whole: only the newcomers read the log
+            registrations = starting
         # From the registration furthest behind (the deaf ones wait for their
         # subscription, and another catch-up after it).
         cursor = min((r.since for r in registrations if r.since < DEAF), default=None)
         if cursor is None:
             return
+        self._only = None if broken else set(registrations)
+        try:
+            await self._read_from(cursor, broken)
+        finally:
+            self._only = None
+
+    async def _read_from(self, cursor: int, broken: bool) -> None:
         # Entries that must still be in the log: where the live stream stopped, and
         # the ids registrations asked to start after.
         expect = {p: reason for p, reason in self.verify.items() if p >= cursor}
         self.verify.clear()
-        if self.last and cursor <= self.last:
+        if broken and self.last and cursor <= self.last and self.last != self._reported:
             expect[self.last] = "trimmed"
         self._logger.debug("%s: catch-up after %s", self.name, position_id(cursor))
         while True:
             try:
                 entries = await self._read(position_id(cursor), READ_COUNT)
-            except ReplyError as exc:  # not a stream, say: reading again will not help
+            except ReplyError as exc:
+                if exc.code in TRANSIENT_REPLIES:  # busy, loading, moved: read again
+                    self._logger.info("%s: log read deferred: %s", self.name, exc)
+                    self._retry(broken, expect)
+                    await anyio.sleep(0.1)
+                    return
+                # Not a stream, say: reading again will not help, and what it
+                # held is out of reach.
                 self._logger.error("%s: cannot read the log: %s", self.name, exc)
+                self._report("missing", cursor, None)
                 return
             except CONNECTION_ERRORS as exc:
                 if self.mailbox.closed:
@@ -206,23 +291,23 @@ class DurableActor(DispatchActor):
                 # The connection is gone: the live stream was cut too, and is
                 # resubscribed; read again (waiting for the connection, bounded).
                 self._logger.info("%s: log read failed, retrying: %s", self.name, exc)
-                self.chores = self._catch_up
+                self._retry(broken, expect)
                 await anyio.sleep(0.01)  # never a busy loop, whatever the error
                 return
             for expected, reason in sorted(expect.items()):
                 reached = next((e for e in entries if position(e[0]) >= expected), None)
                 if reached is not None:
                     if position(reached[0]) != expected:
-                        self._on_gap(reason, position_id(expected), reached[0])
+                        self._report(reason, expected, reached[0])
                     del expect[expected]
                 elif len(entries) < READ_COUNT:  # the log ends before it
                     if expected != self.last:  # not ours: the caller's id is not there
-                        self._on_gap("missing", position_id(expected), None)
+                        self._report("missing", expected, None)
                     else:
                         try:
                             tail = await self._tail()
                         except CONNECTION_ERRORS:  # read it all again next time
-                            self.chores = self._catch_up
+                            self._retry(broken, expect)
                             await anyio.sleep(0.01)
                             return
                         self._gap(expected, tail)
@@ -233,6 +318,8 @@ class DurableActor(DispatchActor):
                 if (at := position(entry_id)) > cursor
             ]
             for entry_id, at, payload in fresh:
+                if self.mailbox.closed:
+                    return  # stopping: the rest is not delivered
                 self._stats.replayed += 1
                 pending = self._dispatch(entry_id, at, payload)
                 if pending is not None:
@@ -244,14 +331,25 @@ class DurableActor(DispatchActor):
     def _gap(self, last: int, tail: str | None) -> None:
         """The log ends (at ``tail``) before the entry last dispatched: say why."""
         if tail is None:
-            self._on_gap("deleted", position_id(last), None)
+            self._report("deleted", last, None)
         else:
-            # Ids went back (a failover to a replica that had not seen them): the
-            # log's new events would look old. Start over from its end.
-            self._on_gap("rewound", position_id(last), tail)
-            self.last = position(tail)
-            for registration in self._registrations():
-                registration.since = min(registration.since, self.last)
+            # Ids went back: a failover to a replica that had not seen the latest
+            # entries. Those are lost; new entries get ids from the new master's
+            # clock, after the ones delivered (registrations keep their positions,
+            # so a copy of an old event still in hand is not delivered twice).
+            self._report("rewound", last, tail)
+
+    def _retry(self, broken: bool, expect: dict[int, str]) -> None:
+        """Read again later (what this read still had to check, checked then)."""
+        self._broken = self._broken or broken
+        self.verify.update(expect)
+        self.chores = self._catch_up
+
+    def _report(self, reason: str, last: int, next_id: str | None) -> None:
+        """A gap after position ``last``, reported once (until the channel moves on)."""
+        if last == self.last:
+            self._reported = last
+        self._on_gap(reason, position_id(last), next_id)
 
 
 class _ThenAdvance:
@@ -299,25 +397,27 @@ class Upkeep:
         self.running = False
         self._save = save
         self._recheck = recheck
-        self._recheck_every = max(1, round(recheck_interval / interval))
+        self._recheck_interval = recheck_interval
         self._logger = logger
         self._interval = min(interval, recheck_interval)
         #: registration -> [channel, consumer, position saved last]
         self._watched: dict[Registration, list[Any]] = {}
         self._closed = anyio.Event()
 
-    def watch(self, registration: Registration, channel: str, consumer: str, saved: int) -> None:
-        """Checkpoint ``registration``'s position as ``consumer`` of ``channel``."""
-        self._watched[registration] = [channel, consumer, saved]
+    def watch(self, registration: Registration, channel: str, consumer: str) -> None:
+        """Checkpoint ``registration``'s position as ``consumer`` of ``channel`` (the
+        first save is where it starts: a restart then resumes from there even if
+        nothing came meanwhile)."""
+        self._watched[registration] = [channel, consumer, -1]
 
     async def run(self) -> None:
-        ticks = 0
+        recheck_at = anyio.current_time() + self._recheck_interval
         while not self._closed.is_set():
             with anyio.move_on_after(self._interval):
                 await self._closed.wait()
             await self.flush()
-            ticks += 1
-            if ticks % self._recheck_every == 0 and not self._closed.is_set():
+            if anyio.current_time() >= recheck_at and not self._closed.is_set():
+                recheck_at = anyio.current_time() + self._recheck_interval
                 self._recheck()
 
     async def flush(self) -> None:
@@ -331,6 +431,9 @@ class Upkeep:
                 continue
             try:
                 await self._save(entry[0], entry[1], position_id(at))
+            except ReplyError as exc:  # refused (an ACL?): the others may still go
+                self._logger.warning("checkpoint of consumer %r refused: %s", entry[1], exc)
+                continue
             except CONNECTION_ERRORS as exc:  # next time, then
                 self._logger.debug("checkpoint of %r not saved: %s", entry[1], exc)
                 return

@@ -79,7 +79,8 @@ def start_after(since: Any, now: StreamId | None = None) -> tuple[str, bool]:
         ms = int(since.timestamp() * 1000)
         return format_id((ms - 1, _MAX_SEQUENCE) if ms > 0 else (0, 0)), False
     if isinstance(since, str) and since not in ("new", ""):
-        return format_id(parse_id(since, "since=")), True
+        start = parse_id(since, "since=")
+        return format_id(start), start != (0, 0)  # "0-0" names no entry: "all"
     raise ValueError(
         f"since= takes 'new', 'all', a stream id like '1700000000000-0' or an aware "
         f"datetime, not {since!r}"

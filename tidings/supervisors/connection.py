@@ -229,6 +229,9 @@ class ConnectionSupervisor:
         """Record that the current session's connection failed, and end the session."""
         if connection is not self._subscriber and connection is not self._session_publisher:
             return  # a failure of a connection already replaced
+        if connection is self._publisher:
+            # No command goes to it any more: the next one waits for the next session.
+            self._publisher = None
         if self._lost.record(exc):
             self._logger.warning("connection to %s lost: %s", self.broker.url, describe(exc))
         if self._session_scope is not None:
