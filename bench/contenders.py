@@ -14,13 +14,15 @@ CPU time (``time.process_time()``, all threads) over its timed section, per mess
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import anyio
+from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
 CHANNEL = "bench:chan"
 EVENT = {"channel": "chan", "event": "tick", "data": {"n": 1, "text": "hello world"}}
@@ -277,16 +279,26 @@ def _publish_event(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def publish_tidings(spec: dict[str, Any]) -> dict[str, Any]:
+    """Plain, or durable (``-durable`` contenders: the default retention); with
+    ``redis_cpu``, also the redis-server's CPU time per publish."""
     import tidings
 
-    async with tidings.open_channels(_url(spec), namespace="bench") as ch:
+    if durable(spec):
+        forget_log(spec["port"])
+    options = durable_options(tidings, spec)
+    async with tidings.open_channels(_url(spec), namespace="bench", **options) as ch:
         await ch.connect()
         data = _publish_event(spec)["data"]
 
         async def publish(i: int) -> None:
             await ch.publish("chan", "tick", data)
 
-        return await _publishers(spec["n"], spec.get("publishers", 10), publish)
+        server_cpu = redis_cpu_seconds(spec["port"]) if spec.get("redis_cpu") else None
+        result = await _publishers(spec["n"], spec.get("publishers", 10), publish)
+        if server_cpu is not None:
+            server_cpu = redis_cpu_seconds(spec["port"]) - server_cpu
+            result["redis_cpu_us_per_msg"] = cpu_us(server_cpu, result["events"])
+        return result
 
 
 async def publish_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
@@ -567,6 +579,458 @@ async def memory_trio_channel(spec: dict[str, Any]) -> dict[str, Any]:
     return _in_process(count, seconds, time.process_time() - cpu_started)
 
 
+# -- 6. durable channels ------------------------------------------------------------------
+#
+# A contender named ``...-durable`` declares "chan" durable; its log is the stream
+# CHANNEL (the channel's broker name), emptied when the contender starts.
+
+DURABLE = "-durable"
+
+#: A durable publish as tidings makes it (docs/wire-format.md): XADD, then PUBLISH of
+#: "<id> <envelope>", atomically. KEYS[1]: the channel; ARGV: envelope, max_len.
+APPEND = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'envelope', ARGV[1])
+redis.call('PUBLISH', KEYS[1], id .. ' ' .. ARGV[1])
+return id
+"""
+
+
+def durable(spec: dict[str, Any]) -> bool:
+    return str(spec["contender"]).endswith(DURABLE)
+
+
+def durable_options(
+    tidings: Any, spec: dict[str, Any], max_len: int | None = None
+) -> dict[str, Any]:
+    """``Channels(...)`` keyword arguments: none, or ``durable=`` for a durable contender
+    (``max_len`` events retained; None: tidings's default retention)."""
+    if not durable(spec):
+        return {}
+    retention = tidings.DEFAULT_RETENTION if max_len is None else tidings.Retention(max_len=max_len)
+    return {"durable": {"chan": retention}}
+
+
+def _redis(port: int) -> Any:
+    import redis
+
+    return redis.Redis(port=port)
+
+
+def forget_log(port: int) -> None:
+    """Delete the stream of CHANNEL: each durable run starts with an empty log."""
+    client = _redis(port)
+    try:
+        client.delete(CHANNEL)
+    finally:
+        client.close()
+
+
+def redis_cpu_seconds(port: int) -> float:
+    """The redis-server's CPU time so far (INFO cpu: system + user)."""
+    client = _redis(port)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def publish_durable(port: int, payloads: Iterable[str | bytes], max_len: int) -> int:
+    """Publish to durable CHANNEL as tidings does (the APPEND script), pipelined by
+    1000; return how many."""
+    client = _redis(port)
+    try:
+        sha = client.script_load(APPEND)
+        count = 0
+        pipe = client.pipeline(transaction=False)
+        for payload in payloads:
+            pipe.evalsha(sha, 1, CHANNEL, payload, max_len)
+            count += 1
+            if count % 1000 == 0:
+                pipe.execute()
+                pipe = client.pipeline(transaction=False)
+        pipe.execute()
+    finally:
+        client.close()
+    return count
+
+
+def fill_log(port: int, n: int) -> None:
+    """A fresh log of n events ``{"s": i}`` on CHANNEL: XADD only, nothing published."""
+    client = _redis(port)
+    try:
+        client.delete(CHANNEL)
+        dumps = json.dumps
+        for start in range(0, n, 1000):
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, min(n, start + 1000)):
+                envelope = dumps(
+                    {"channel": "chan", "event": "tick", "data": {"s": i}}, separators=(",", ":")
+                )
+                pipe.xadd(CHANNEL, {"envelope": envelope})
+            pipe.execute()
+        assert client.xlen(CHANNEL) == n
+    finally:
+        client.close()
+
+
+async def live_tidings(spec: dict[str, Any]) -> dict[str, Any]:
+    """The receive scenario's consumer, plain or durable. Before ``ready``, one event
+    of its own has come back live: the durable channel's first catch-up read is over,
+    and what follows is the live path only."""
+    import tidings
+
+    if durable(spec):
+        forget_log(spec["port"])
+    counter = Counter(spec["n"])
+    warm = anyio.Event()
+    async with tidings.open_channels(
+        _url(spec), namespace="bench", max_pending=10**7, **durable_options(tidings, spec)
+    ) as channels:
+
+        def on_event(channel: Any, event: str, data: Any) -> None:
+            if event == "tick":
+                counter.hit()
+            elif event == "warm":
+                warm.set()
+
+        await channels.register("chan", "*", on_event)
+        await channels.publish("chan", "warm", None)
+        await warm.wait()
+        counter.arm()
+        say("ready")
+        await counter.done.wait()
+        stats = channels.stats()
+        assert stats.dropped == 0
+    result = counter.result()
+    result.update(replayed=stats.replayed, superseded=stats.superseded)
+    return result
+
+
+async def catch_up_tidings(spec: dict[str, Any]) -> dict[str, Any]:
+    """n events in the log; a fresh handler registers with ``since="all"``: the time
+    from the call until the n-th callback returned, and the CPU time over it."""
+    import tidings
+
+    n = spec["n"]
+    if not hasattr(tidings, "Retention"):
+        return {"skipped": "this tidings has no durable channels"}
+    fill_log(spec["port"], n)
+    counter = Counter(n)
+    misplaced = 0
+    durable_ = {"chan": tidings.Retention(max_len=n)}
+    async with tidings.open_channels(
+        _url(spec), namespace="bench", durable=durable_, max_pending=10**7
+    ) as channels:
+        await channels.connect()
+
+        def on_tick(channel: Any, event: str, data: Any) -> None:
+            nonlocal misplaced
+            if data["s"] != counter.count:
+                misplaced += 1
+            counter.hit()
+
+        counter.arm()
+        started = time.perf_counter()
+        await channels.register("chan", "tick", on_tick, since="all")
+        returned = time.perf_counter() - started
+        await counter.done.wait()
+        stats = channels.stats()
+    return _caught_up(counter, started, misplaced) | {
+        "register_returned_s": returned,
+        "replayed": stats.replayed,
+    }
+
+
+def _caught_up(counter: Counter, started: float, misplaced: int) -> dict[str, Any]:
+    seconds = counter.last - started
+    return {
+        "events": counter.count,
+        "seconds": seconds,
+        "rate": counter.count / seconds,
+        "cpu_us_per_msg": cpu_us(counter.cpu_last - counter.cpu_start, counter.count),
+        "misplaced": misplaced,
+    }
+
+
+async def catch_up_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
+    """The same read by hand: XRANGE by 1000 with redis-py, JSON-decoded, one call each."""
+    import redis.asyncio
+
+    n = spec["n"]
+    fill_log(spec["port"], n)
+    counter = Counter(n)
+    misplaced = 0
+    client = redis.asyncio.Redis(port=spec["port"])
+    await client.ping()
+
+    def on_tick(channel: Any, event: str, data: Any) -> None:
+        nonlocal misplaced
+        if data["s"] != counter.count:
+            misplaced += 1
+        counter.hit()
+
+    loads = json.loads
+    counter.arm()
+    started = time.perf_counter()
+    start: bytes = b"-"
+    while counter.count < n:
+        entries: Any = await client.xrange(CHANNEL, min=start, max="+", count=1000)
+        if not entries:
+            break
+        for _entry_id, fields in entries:
+            event = loads(fields[b"envelope"])
+            on_tick(event["channel"], event["event"], event["data"])
+        start = b"(" + entries[-1][0]
+    await client.aclose()
+    return _caught_up(counter, started, misplaced)
+
+
+class Proxy:
+    """A TCP proxy to the Redis server that can cut every connection through it, and
+    refuse new ones (accept and close at once) for a while: an outage of the network
+    between one client and Redis, whose side of each connection closes too."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self.down = False
+        self.cuts = 0  # connections cut
+        self.refused = 0  # connections refused while down
+        self._open: set[anyio.CancelScope] = set()
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        async with listener:
+            self.port = listener.extra(SocketAttribute.local_port)
+            task_status.started()
+            await listener.serve(self._handle)
+
+    async def outage(self, seconds: float) -> None:
+        self.down = True
+        for scope in list(self._open):
+            scope.cancel()
+            self.cuts += 1
+        await anyio.sleep(seconds)
+        self.down = False
+
+    async def _handle(self, client: SocketStream) -> None:
+        async with client:
+            if self.down:
+                self.refused += 1
+                return
+            with anyio.CancelScope() as scope:
+                self._open.add(scope)
+                try:
+                    upstream = await anyio.connect_tcp("127.0.0.1", self.target)
+                    async with upstream, anyio.create_task_group() as tg:
+                        tg.start_soon(self._pump, client, upstream, scope)
+                        tg.start_soon(self._pump, upstream, client, scope)
+                except OSError:
+                    pass
+                finally:
+                    self._open.discard(scope)
+
+    @staticmethod
+    async def _pump(source: SocketStream, sink: SocketStream, scope: anyio.CancelScope) -> None:
+        try:
+            async for chunk in source:
+                await sink.send(chunk)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        scope.cancel()  # one side is gone: close both
+
+
+class Tally:
+    """Which of the events ``{"s": 0 .. n-1}`` arrived, how often, in what order."""
+
+    def __init__(self, n: int, cut_at: int) -> None:
+        self.seen = bytearray(n)
+        self.arrivals = 0
+        self.distinct = 0
+        self.out_of_order = 0
+        self.highest = -1
+        self.changed = time.monotonic()
+        self.cut_at = cut_at
+        self.cut = anyio.Event()
+        self.back: float | None = None  # the first arrival after the outage
+        self.stats: Callable[[], Any] | None = None
+
+    def hit(self, s: int) -> None:
+        self.arrivals += 1
+        self.changed = time.monotonic()
+        if self.back is None and not self.seen[s] and self.cut.is_set():
+            self.back = time.perf_counter()
+        if self.seen[s]:
+            return
+        self.seen[s] = 1
+        self.distinct += 1
+        if s < self.highest:
+            self.out_of_order += 1
+        else:
+            self.highest = s
+        if self.arrivals >= self.cut_at:
+            self.cut.set()
+
+    async def settle(self, published: int, quiet: float) -> None:
+        """Until every published event came, or none for ``quiet`` seconds."""
+        deadline = time.monotonic() + 30
+        while self.distinct < published and time.monotonic() < deadline:
+            if time.monotonic() - self.changed > quiet:
+                break
+            await anyio.sleep(0.01)
+
+
+Listen = Callable[..., Coroutine[Any, Any, None]]  # (port, tally, *, task_status)
+
+
+async def _outage(spec: dict[str, Any], listen: Listen) -> dict[str, Any]:
+    """Subscribe through a :class:`Proxy`; after 30% of the events, cut it for a
+    quarter of the publishing time (``down``: 1 s at 5k/s for 4 s); once the harness
+    writes how many were published (stdin), count what came."""
+    n, rate = spec["n"], spec["rate"]
+    down = n / rate / 4
+    proxy = Proxy(spec["port"])
+    tally = Tally(n, cut_at=int(n * 0.3))
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.serve)
+        await tg.start(listen, proxy.port, tally)
+        say("ready")
+        with anyio.fail_after(60):
+            await tally.cut.wait()
+        cut_after = tally.arrivals
+        await proxy.outage(down)
+        up = time.perf_counter()
+        tally.back = None  # what came during the outage was on its way before it
+        line = await anyio.to_thread.run_sync(sys.stdin.readline)
+        published = int(json.loads(line)["published"])
+        await tally.settle(published, quiet=max(0.3, min(1.0, down)))
+        stats = tally.stats() if tally.stats is not None else None
+        tg.cancel_scope.cancel()
+    lost = published - tally.distinct
+    result = {
+        "events": published,
+        "lost": lost,
+        "duplicated": tally.arrivals - tally.distinct,
+        "out_of_order": tally.out_of_order,
+        "lost_ms": lost / rate * 1e3,
+        "down_ms": down * 1e3,
+        "back_ms": None if tally.back is None else (tally.back - up) * 1e3,
+        "cut_after": cut_after,
+        "cut": proxy.cuts,
+        "refused": proxy.refused,
+    }
+    if stats is not None:
+        result.update(
+            reconnects=stats.reconnects, replayed=stats.replayed, superseded=stats.superseded
+        )
+    return result
+
+
+async def outage_tidings(spec: dict[str, Any]) -> dict[str, Any]:
+    import tidings
+
+    # The outage is the point: its reconnection warnings would only fill the output.
+    logging.getLogger("tidings").setLevel(logging.ERROR)
+
+    async def listen(
+        port: int, tally: Tally, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        warm = anyio.Event()
+        async with tidings.open_channels(
+            f"redis://127.0.0.1:{port}",
+            namespace="bench",
+            max_pending=10**6,
+            backoff=tidings.Backoff(initial=0.05, cap=0.2),
+            **durable_options(tidings, spec, max_len=10 * spec["n"]),
+        ) as channels:
+
+            def on_event(channel: Any, event: str, data: Any) -> None:
+                if event == "tick":
+                    tally.hit(data["s"])
+                elif event == "warm":
+                    warm.set()
+
+            await channels.register("chan", "*", on_event)
+            await channels.publish("chan", "warm", None)
+            await warm.wait()
+            tally.stats = channels.stats
+            task_status.started()
+            await anyio.sleep_forever()
+
+    if durable(spec):
+        forget_log(spec["port"])
+    return await _outage(spec, listen)
+
+
+async def outage_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
+    """redis-py's PubSub, read as its documentation shows, retried after an error
+    (redis-py reconnects and subscribes again by itself), with the same back-off
+    between attempts as the tidings contenders (50 ms doubling to 200 ms, jittered)."""
+    import redis.asyncio
+    import redis.asyncio.retry
+    import redis.backoff
+    import redis.exceptions
+
+    async def listen(
+        port: int, tally: Tally, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        backoff = redis.backoff.ExponentialWithJitterBackoff(cap=0.2, base=0.05)
+        retry = redis.asyncio.retry.Retry(backoff, retries=1000)
+        client = redis.asyncio.Redis(port=port, retry=retry)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(CHANNEL)
+        task_status.started()
+        loads = json.loads
+        try:
+            while True:
+                try:
+                    message = await pubsub.get_message(timeout=None)
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                    await anyio.sleep(0.05)
+                    continue
+                if message is not None and message["type"] == "message":
+                    event = loads(message["data"])
+                    if event["event"] == "tick":
+                        tally.hit(event["data"]["s"])
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()
+                await client.aclose()
+
+    return await _outage(spec, listen)
+
+
+def pace_outage(spec: dict[str, Any]) -> dict[str, Any]:
+    """Publish n events ``{"s": i}`` at a steady rate with redis-py, plain or (with
+    ``durable``) as tidings does on a durable channel."""
+    import redis
+
+    client = redis.Redis(port=spec["port"])
+    rate, n = spec["rate"], spec["n"]
+    sha = client.script_load(APPEND) if spec["durable"] else None
+    per_tick = max(1, round(rate * 0.002))
+    dumps = json.dumps
+    started = time.perf_counter()
+    sent = 0
+    while sent < n:
+        pipe = client.pipeline(transaction=False)
+        for s in range(sent, min(n, sent + per_tick)):
+            envelope = dumps({"channel": "chan", "event": "tick", "data": {"s": s}})
+            if sha is None:
+                pipe.publish(CHANNEL, envelope)
+            else:
+                pipe.evalsha(sha, 1, CHANNEL, envelope, 10 * n)
+            sent += 1
+        pipe.execute()
+        delay = started + sent / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    seconds = time.perf_counter() - started
+    client.close()
+    return {"published": sent, "seconds": seconds, "rate": sent / seconds}
+
+
 CONTENDERS: dict[tuple[str, str], tuple[Callable[..., Any], str]] = {
     ("receive", "tidings-trio"): (receive_tidings, "trio"),
     ("receive", "tidings-asyncio"): (receive_tidings, "asyncio"),
@@ -595,6 +1059,20 @@ CONTENDERS: dict[tuple[str, str], tuple[Callable[..., Any], str]] = {
     ("memory", "tidings-asyncio"): (memory_tidings, "asyncio"),
     ("memory", "broadcaster"): (memory_broadcaster, "asyncio"),
     ("memory", "trio-channel"): (memory_trio_channel, "trio"),
+    ("durable-publish", "tidings-trio"): (publish_tidings, "trio"),
+    ("durable-publish", "tidings-trio-durable"): (publish_tidings, "trio"),
+    ("durable-publish", "tidings-asyncio"): (publish_tidings, "asyncio"),
+    ("durable-publish", "tidings-asyncio-durable"): (publish_tidings, "asyncio"),
+    ("catch-up", "tidings-trio"): (catch_up_tidings, "trio"),
+    ("catch-up", "tidings-asyncio"): (catch_up_tidings, "asyncio"),
+    ("catch-up", "redis-py"): (catch_up_redis_py, "asyncio"),
+    ("durable-receive", "tidings-trio"): (live_tidings, "trio"),
+    ("durable-receive", "tidings-trio-durable"): (live_tidings, "trio"),
+    ("durable-receive", "tidings-asyncio"): (live_tidings, "asyncio"),
+    ("durable-receive", "tidings-asyncio-durable"): (live_tidings, "asyncio"),
+    ("outage", "tidings-trio"): (outage_tidings, "trio"),
+    ("outage", "tidings-trio-durable"): (outage_tidings, "trio"),
+    ("outage", "redis-py"): (outage_redis_py, "asyncio"),
 }
 
 
@@ -611,6 +1089,8 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     if spec["scenario"] == "pace":
         result = pace(spec)
+    elif spec["scenario"] == "pace-outage":
+        result = pace_outage(spec)
     else:
         function, backend = CONTENDERS[spec["scenario"], spec["contender"]]
         if spec["scenario"] == "register":

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.contenders import CHANNEL, PAYLOAD, SPREAD_PREFIX, sized_payload
+from bench.contenders import (
+    CHANNEL,
+    DURABLE,
+    PAYLOAD,
+    SPREAD_PREFIX,
+    publish_durable,
+    sized_payload,
+)
 from tests.redis_server import RedisServer
 
 HERE = Path(__file__).parent
@@ -51,6 +58,7 @@ class Scenario:
     cases: list[Case]
     metric: str  # the number compared across contenders
     peer: str  # ratios are against this contender
+    peers: dict[str, str] = field(default_factory=dict)  # ... or, for these, against another
     higher_is_better: bool = True
     unit: str = "events/s"
     fill: str | None = None  # how the harness publishes while the consumer is paused
@@ -62,9 +70,18 @@ class Scenario:
     def entry(self, case: Case) -> str:
         return f"{self.name}/{case.label}" if case.label else self.name
 
+    def peer_of(self, contender: str) -> str:
+        base = BASE if contender.endswith(BASE) else ""
+        peer = self.peers.get(contender.removesuffix(BASE))
+        return self.peer if peer is None else peer + base
+
 
 TIDINGS = ["tidings-trio", "tidings-asyncio"]
 PUBLISHERS = [*TIDINGS, "redis-py"]  # coredis too with 10 publishers only
+# Durable channels: each tidings contender plain and durable, the durable one compared
+# with the plain one.
+PLAIN_AND_DURABLE = [c for name in TIDINGS for c in (name, name + DURABLE)]
+DURABLE_PEERS = {name + DURABLE: name for name in TIDINGS}
 
 SCENARIOS = [
     Scenario(
@@ -167,6 +184,45 @@ SCENARIOS = [
         metric="rate",
         peer="broadcaster",
     ),
+    Scenario(
+        "durable-publish",
+        "9. durable vs plain publish, 10 concurrent publishers (default retention)",
+        PLAIN_AND_DURABLE,
+        [Case("", n=50_000, quick_n=200, params={"publishers": 10, "redis_cpu": True})],
+        metric="rate",
+        peer="tidings-trio",
+        peers=DURABLE_PEERS,
+    ),
+    Scenario(
+        "catch-up",
+        '10. catch-up: a new registration reads a durable channel\'s log of n events (since="all")',
+        [*TIDINGS, "redis-py"],
+        [Case("", n=100_000, quick_n=1_000)],
+        metric="rate",
+        peer="redis-py",
+    ),
+    Scenario(
+        "durable-receive",
+        "11. live receive, durable vs plain (pipelined publishes, consumer drains)",
+        PLAIN_AND_DURABLE,
+        [Case("", n=200_000, quick_n=500)],
+        metric="rate",
+        peer="tidings-trio",
+        peers=DURABLE_PEERS,
+        fill="durable",
+    ),
+    Scenario(
+        "outage",
+        "12. events lost to an outage of the subscriber's connections "
+        "(a quarter of the publishing: 1 s of 4 s at 5,000 events/s)",
+        ["tidings-trio", "tidings-trio-durable", "redis-py"],
+        [Case("", n=20_000, quick_n=2_000, params={"rate": 5000})],
+        metric="lost",
+        peer="redis-py",
+        higher_is_better=False,
+        unit="events",
+        fill="outage",
+    ),
 ]
 
 
@@ -213,11 +269,15 @@ def _placed(tree: Path | None) -> tuple[Path, dict[str, str] | None]:
     return tree, {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
-def _child(spec: dict[str, Any], tree: Path | None = None) -> subprocess.Popen[str]:
-    """``python -m bench.contenders SPEC`` from this tree, or from ``tree``."""
+def _child(
+    spec: dict[str, Any], tree: Path | None = None, stdin: bool = False
+) -> subprocess.Popen[str]:
+    """``python -m bench.contenders SPEC`` from this tree, or from ``tree`` (with
+    ``stdin``, its standard input is a pipe from here)."""
     cwd, env = _placed(tree)
     return subprocess.Popen(
         [sys.executable, "-m", "bench.contenders", json.dumps(spec)],
+        stdin=subprocess.PIPE if stdin else None,
         stdout=subprocess.PIPE,
         text=True,
         cwd=cwd,
@@ -332,9 +392,9 @@ def run_one(
         **({"trace": True} if trace else {}),
         **({"baseline": True} if at_base else {}),
     }
-    process = _child(spec, baseline if at_base else None)
+    process = _child(spec, baseline if at_base else None, stdin=scenario.fill == "outage")
     try:
-        return _drive(scenario, case, process, server, n)
+        return _drive(scenario, case, name, process, server, n)
     except RuntimeError as exc:
         raise RuntimeError(f"{scenario.entry(case)}, {contender}: {exc}") from None
     finally:
@@ -347,6 +407,7 @@ def run_one(
 def _drive(
     scenario: Scenario,
     case: Case,
+    contender: str,
     process: subprocess.Popen[str],
     server: RedisServer,
     n: int,
@@ -363,6 +424,23 @@ def _drive(
         )
         _result(pacer)
         return _result(process)
+    if scenario.fill == "outage":
+        # Steady publishing; the contender cuts its own connections meanwhile, and
+        # is then told how many events it should have had.
+        pacer = _child(
+            {
+                "scenario": "pace-outage",
+                "port": server.port,
+                "n": n,
+                "rate": case.params["rate"],
+                "durable": contender.endswith(DURABLE),
+            }
+        )
+        published = _result(pacer)["published"]
+        assert process.stdin is not None
+        process.stdin.write(json.dumps({"published": published}) + "\n")
+        process.stdin.flush()
+        return _result(process)
     # The consumer sleeps while everything is published into Redis's output
     # buffer, then drains it: this times the consumer, not the publisher.
     os.kill(process.pid, signal.SIGSTOP)
@@ -374,6 +452,11 @@ def _drive(
             _redis_benchmark(server.port, n, f"{SPREAD_PREFIX}__rand_int__", "-r", str(k))
     elif scenario.fill == "pipeline":
         _publish_pipelined(server.port, n, sized_payload(case.params["size"]))
+    elif scenario.fill == "durable":  # as tidings publishes on a durable channel, or not
+        if contender.endswith(DURABLE):
+            publish_durable(server.port, (PAYLOAD for _ in range(n)), max_len=n)
+        else:
+            _publish_pipelined(server.port, n, PAYLOAD)
     else:
         raise ValueError(f"unknown fill {scenario.fill!r}")
     os.kill(process.pid, signal.SIGCONT)
@@ -488,6 +571,7 @@ def _run_case(
         "unit": scenario.unit,
         "higher_is_better": scenario.higher_is_better,
         "peer": scenario.peer,
+        "peers": {c: scenario.peer_of(c) for c in contenders},
         "samples": {c: rs for c, rs in samples.items() if rs},
         "medians": {c: _medians(rs) for c, rs in samples.items() if rs},
         "skipped": skipped,
@@ -504,12 +588,47 @@ def _fmt(scenario: Scenario, result: dict[str, Any]) -> str:
         text = f"p50 {result['p50_ms']:.2f} ms   p99 {result['p99_ms']:.2f} ms"
     elif scenario.name == "register":
         text = f"{result['seconds']:.3f} s   {_memory(result)}"
+    elif scenario.name == "outage":
+        return f"lost {result['lost']:>6,}   " + _outage(result)
     else:
         text = f"{result['rate']:>12,.0f} {scenario.unit}"
     cpu = _cpu(result)
     if cpu is not None:
         per = "channel" if scenario.name == "register" else "msg"
         text += f"   {cpu:.2f} µs CPU/{per}"
+    detail = "" if scenario.name in ("latency", "register") else _detail(scenario.name, result)
+    return f"{text}   {detail}" if detail else text
+
+
+def _detail(scenario: str, values: dict[str, Any]) -> str:
+    """What the table shows beside a scenario's metric."""
+    if scenario == "register":
+        return _memory(values)
+    if scenario == "latency":
+        return f"p50 {values['p50_ms']:.3f} ms"
+    if scenario == "durable-publish" and "redis_cpu_us_per_msg" in values:
+        return f"redis-server {values['redis_cpu_us_per_msg']:.2f} µs CPU/msg"
+    if scenario == "catch-up":
+        text = f"all in {values['seconds']:.3f} s"
+        if "register_returned_s" in values:
+            text += f" (register returned after {values['register_returned_s']:.3f} s)"
+        return text
+    if scenario == "durable-receive" and "replayed" in values:
+        return f"replayed {values['replayed']:,.0f}, superseded {values['superseded']:,.0f}"
+    if scenario == "outage":
+        return _outage(values)
+    return ""
+
+
+def _outage(values: dict[str, Any]) -> str:
+    text = (
+        f"duplicated {values['duplicated']:,.0f}, out of order {values['out_of_order']:,.0f}; "
+        f"lost {values['lost_ms']:,.0f} ms of events, cut {values['down_ms']:,.0f} ms"
+    )
+    if values.get("back_ms") is not None:
+        text += f", events again {values['back_ms']:,.0f} ms after"
+    if "reconnects" in values:
+        text += f"; reconnects {values['reconnects']:.0f}, replayed {values['replayed']:,.0f}"
     return text
 
 
@@ -555,6 +674,18 @@ def _full(
     if value is None or scenarios[entry]["n"] != nominal:
         return None
     return value * scale
+
+
+def _at_n(scenarios: dict[str, Any], entry: str, contender: str, key: str, n: int) -> float | None:
+    """A median from an entry run with n events (None at other sizes)."""
+    value = _get(scenarios, entry, contender, key)
+    return value if value is not None and scenarios[entry]["n"] == n else None
+
+
+def _worst(scenarios: dict[str, Any], entry: str, contender: str, key: str) -> float | None:
+    """The largest value over the entry's runs."""
+    samples = scenarios.get(entry, {}).get("samples", {}).get(contender)
+    return max(float(s[key]) for s in samples) if samples else None
 
 
 def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
@@ -620,6 +751,33 @@ def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
         "<=",
         1.0,
     )
+    # Durable channels.
+    for name in TIDINGS:
+        check(
+            f"durable publish, {name}-durable / plain",
+            _ratio(scenarios, "durable-publish", name + DURABLE, name, "rate"),
+            ">=",
+            0.75,
+        )
+        check(
+            f"durable receive, {name}-durable / plain",
+            _ratio(scenarios, "durable-receive", name + DURABLE, name, "rate"),
+            ">=",
+            0.9,
+        )
+        check(
+            f"catch-up of 100k events, {name}, s",
+            _at_n(scenarios, "catch-up", name, "seconds", 100_000),
+            "<",
+            0.5,
+        )
+    for key in ("lost", "duplicated"):
+        check(
+            f"outage, tidings-trio-durable, {key} (worst run)",
+            _worst(scenarios, "outage", "tidings-trio" + DURABLE, key),
+            "<=",
+            0,
+        )
     # Absolute goals: only at the full counts (not --quick).
     for entry, seconds, megabytes in (("10k", 1, None), ("100k", 10, 200)):
         for mode in ("concurrent", "register_many"):
@@ -641,7 +799,7 @@ def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
 def _shown(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    return f"{value:,.0f} {unit}" if unit == "events/s" else f"{value:.3f} {unit}"
+    return f"{value:,.0f} {unit}" if unit.startswith("events") else f"{value:.3f} {unit}"
 
 
 def _x(value: float | None) -> str:
@@ -658,8 +816,9 @@ def print_table(report: dict[str, Any]) -> None:
     print("-" * rule)
     for name, data in report["scenarios"].items():
         metric, unit, medians = data["metric"], data["unit"], data["medians"]
-        peer = medians.get(data["peer"], {}).get(metric)
+        peers = data.get("peers", {})
         for contender, values in medians.items():
+            peer = medians.get(peers.get(contender, data["peer"]), {}).get(metric)
             value = values.get(metric)
             cpu = _cpu(values)
             vs_peer = value / peer if value is not None and peer else None
@@ -671,11 +830,13 @@ def print_table(report: dict[str, Any]) -> None:
                 base_cpu = _cpu(base)
                 if cpu is not None and base_cpu:
                     cpu_base = cpu / base_cpu
-            detail = ""
-            if data["scenario"] == "register":
-                detail = _memory(values)
-            elif data["scenario"] == "latency":
-                detail = f"p50 {values['p50_ms']:.3f} ms"
+            detail = _detail(data["scenario"], values)
+            if data["scenario"] == "outage":
+                samples = data["samples"][contender]
+                detail += (
+                    f"; worst run: lost {max(s['lost'] for s in samples):,}"
+                    f", duplicated {max(s['duplicated'] for s in samples):,}"
+                )
             print(
                 f"{name:<20} {contender:<24} {_shown(value, unit):>18} "
                 f"{'' if cpu is None else f'{cpu:.2f}':>8} {_x(vs_peer):>8} "
@@ -729,6 +890,8 @@ def _print_spread(scenarios: dict[str, Any]) -> None:
 COLOURS = {
     "tidings-trio": "#2a7ab9",
     "tidings-asyncio": "#3aa17e",
+    "tidings-trio-durable": "#15456b",
+    "tidings-asyncio-durable": "#1f6149",
     "tidings-concurrent": "#2a7ab9",
     "tidings-sequential": "#7b4fa0",
     "tidings-register_many": "#d9822b",
