@@ -121,7 +121,16 @@ class Channel:
     counts the event patterns registered; ``pattern in channel`` tests one.
     """
 
-    __slots__ = ("_cache", "_event_id", "_patterns", "broker_name", "durable", "local", "name")
+    __slots__ = (
+        "_all",
+        "_cache",
+        "_event_id",
+        "_patterns",
+        "broker_name",
+        "durable",
+        "local",
+        "name",
+    )
 
     def __init__(
         self, name: str, broker_name: str, *, local: bool = False, durable: bool = False
@@ -136,6 +145,8 @@ class Channel:
         self.durable = durable
         # The log id of the event being dispatched (durable channels), for iterators.
         self._event_id: str | None = None
+        # Every registration, made when asked (a durable channel asks per event).
+        self._all: tuple[Registration, ...] | None = None
         # Mutated only by the Channels facade, synchronously; the actor only reads
         # the tuples of the cache, so a change never disturbs a dispatch under way.
         # Pattern -> callback (see _key) -> registration: finding a duplicate is one
@@ -184,6 +195,7 @@ class Channel:
             return False
         registrations[key] = registration
         self._cache.clear()
+        self._all = None
         return True
 
     def _remove(
@@ -204,10 +216,15 @@ class Channel:
         if not registrations:
             del self._patterns[pattern]
         self._cache.clear()
+        self._all = None
         return True
 
-    def _registrations(self) -> list[Registration]:
-        return [r for registrations in self._patterns.values() for r in registrations.values()]
+    def _registrations(self) -> tuple[Registration, ...]:
+        if self._all is None:
+            self._all = tuple(
+                r for registrations in self._patterns.values() for r in registrations.values()
+            )
+        return self._all
 
 
 class Channels(Lifecycle):

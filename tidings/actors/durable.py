@@ -21,7 +21,7 @@ retention, the log deleted, or ids went back after a failover): it says so with 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -91,7 +91,7 @@ class DurableActor(DispatchActor):
         *,
         decode: Decode,
         registrations_for: Callable[[Any, str], tuple[Registration, ...]],
-        registrations: Callable[[], list[Registration]],
+        registrations: Callable[[], Sequence[Registration]],
         found: dict[str, tuple[Registration, ...]] | None = None,
         dispatcher: Dispatcher,
         stats: Counters,
