@@ -66,8 +66,10 @@ async def publish_until_received(
             await anyio.sleep(0.1)
 
 
-async def move_slot(cluster: RedisCluster, key: str) -> RedisServer:
-    """Migrate the (empty) slot of ``key`` to another master; return it once it serves it."""
+async def move_slot(cluster: RedisCluster, key: str, *, with_keys: bool = False) -> RedisServer:
+    """Migrate the slot of ``key`` to another master (its keys with it, as
+    ``redis-cli --cluster reshard`` does, when asked); return the new owner once it
+    serves it."""
     source = cluster.owner_of(key)
     target = next(
         s
@@ -79,6 +81,11 @@ async def move_slot(cluster: RedisCluster, key: str) -> RedisServer:
     target_id = target.client().execute_command("CLUSTER", "MYID").decode()
     target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
     source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    keys = source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    if with_keys and keys:
+        source.client().execute_command(
+            "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
+        )
     for server in (target, source):
         server.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
     await eventually(lambda: cluster.owner_of(key) is target)
@@ -211,31 +218,6 @@ async def test_concurrent_publishes_open_one_connection_per_node(cluster: RedisC
         assert len(connections) == len(set(connections))  # one per node
 
 
-async def migrate_slot(cluster: RedisCluster, key: str) -> RedisServer:
-    """Migrate the slot of ``key`` to another master, its keys with it (what
-    ``redis-cli --cluster reshard`` does); return the new owner once it serves it."""
-    source = cluster.owner_of(key)
-    target = next(
-        s
-        for s in cluster.servers
-        if s is not source and s.client().info("replication")["role"] == "master"
-    )
-    slot = source.client().execute_command("CLUSTER", "KEYSLOT", key)
-    source_id = source.client().execute_command("CLUSTER", "MYID").decode()
-    target_id = target.client().execute_command("CLUSTER", "MYID").decode()
-    target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-    source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-    keys = source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
-    if keys:
-        source.client().execute_command(
-            "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
-        )
-    for server in (target, source):
-        server.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-    await eventually(lambda: cluster.owner_of(key) is target)
-    return target
-
-
 async def test_a_durable_channel_follows_its_slot_and_log_to_another_node(
     own_cluster: RedisCluster,
 ) -> None:
@@ -248,7 +230,7 @@ async def test_a_durable_channel_follows_its_slot_and_log_to_another_node(
         for n in range(10):
             await sender.publish("orders", "e", n)
         await eventually(lambda: received == list(range(10)))
-        target = await migrate_slot(own_cluster, "dm:orders")
+        target = await move_slot(own_cluster, "dm:orders", with_keys=True)
         assert own_cluster.owner_of("dm:orders") is target
         for n in range(10, 20):
             with anyio.fail_after(10):
