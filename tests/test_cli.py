@@ -41,6 +41,10 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, t
     assert "Traceback" not in result.stderr
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def listener(redis_server: RedisServer) -> Any:
     """Start `tidings listen`, wait until it is subscribed, stop it with Ctrl-C."""
@@ -52,6 +56,9 @@ def listener(redis_server: RedisServer) -> Any:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # A test suite started in the background (`make test &`, a CI runner)
+            # ignores SIGINT, and a child inherits that: Ctrl-C would never reach it.
+            preexec_fn=_interruptible,
         )
         started.append(process)
         client = redis_server.client()
