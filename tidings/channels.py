@@ -780,7 +780,7 @@ class Channels(Lifecycle):
                 lazy=not local,
             )
         self._router.add(channel.broker_name, actor)
-        if local:
+        if local and self._actors.running:  # (not when cancelled while starting)
             self._actors.start(actor)
         return actor
 
@@ -923,7 +923,7 @@ class Channels(Lifecycle):
 
     def _start_actors(self) -> None:
         self._status_actor = self._new_actor(self._status_channel)
-        if self._upkeep is not None:
+        if self._upkeep is not None and self._actors.running:
             self._actors.start(self._upkeep)
 
     async def _deliver(self, batch: list[Message]) -> None:

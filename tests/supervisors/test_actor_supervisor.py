@@ -134,3 +134,29 @@ async def test_an_actor_started_while_stopping_drains_and_ends() -> None:
         supervisor.start(actor)
     assert actor.closed.is_set()
     assert actor.runs == 1
+
+
+async def test_cancelled_while_starting_it_takes_no_actor() -> None:
+    """Cancelled right after it started, while an actor still winds down: its task
+    group is closing, and a start then is refused as "not running" (what its callers
+    check), not with a closed nursery's error."""
+
+    class Lingering(Stub):
+        async def run(self) -> None:
+            with anyio.CancelScope(shield=True):  # takes its time to wind down
+                await self.closed.wait()
+
+    supervisor, _ = make()
+    lingering = Lingering("lingering")
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        supervisor.start(lingering)
+        tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await anyio.wait_all_tasks_blocked()  # it ran into the cancellation
+            try:
+                assert not supervisor.running
+                with pytest.raises(RuntimeError, match="not running"):
+                    supervisor.start(Stub("late"))
+            finally:
+                lingering.close()

@@ -55,13 +55,14 @@ class ActorSupervisor:
         # Only this supervisor's tasks and the owning handler touch this dict.
         self._children: dict[str, tuple[Supervised, anyio.CancelScope]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._open = True
         self._stopping: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
 
     @property
     def running(self) -> bool:
         """True while actors can be started."""
-        return self._tg is not None
+        return self._tg is not None and self._open
 
     def __contains__(self, name: str) -> bool:
         return name in self._children
@@ -74,13 +75,19 @@ class ActorSupervisor:
     ) -> None:
         """Supervise until :meth:`stop_all`; then let every actor drain and return."""
         self._stopping, self._stopped = anyio.Event(), anyio.Event()
+        self._open = True
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 task_status.started()
-                await self._stopping.wait()
-                for actor, _ in self._children.values():
-                    actor.close()
+                try:
+                    await self._stopping.wait()
+                    for actor, _ in self._children.values():
+                        actor.close()
+                finally:
+                    # Past this point the task group takes no new task (cancelled
+                    # while starting up, it never took one).
+                    self._open = False
         finally:
             self._tg = None
             self._stopped.set()
@@ -91,7 +98,7 @@ class ActorSupervisor:
         ``crashed``: what it raised while handled outside a task; supervised like a
         crash of ``run`` (restarted, or escalated past the restart intensity).
         """
-        if self._tg is None:
+        if self._tg is None or not self._open:
             raise RuntimeError("the actor supervisor is not running")
         if actor.name in self._children:
             raise RuntimeError(f"an actor named {actor.name!r} is already running")
