@@ -277,16 +277,6 @@ class Channels(Lifecycle):
         opts = Options.from_kwargs(options)
         #: Durable channels by broker name, with their retention.
         self._durable = self._durable_channels(durable)
-        self._upkeep = (
-            Upkeep(
-                self._save_position,
-                self._recheck,
-                opts.recheck_interval,
-                logger or logging.getLogger("tidings"),
-            )
-            if self._durable
-            else None
-        )
         self._compose(
             self._store.broker,
             opts,
@@ -303,6 +293,11 @@ class Channels(Lifecycle):
             ),
         )
         self._dispatcher = self._runtime.new_dispatcher(self._stats)
+        self._upkeep = (
+            Upkeep(self._save_position, self._recheck, opts.recheck_interval, self._logger)
+            if self._durable
+            else None
+        )
         # Status events are counted apart from the broker's messages.
         self._status_counters = Counters()
         self._status_dispatcher = self._runtime.new_dispatcher(self._status_counters)
@@ -745,39 +740,38 @@ class Channels(Lifecycle):
         """
         local, name = channel.local, channel.broker_name
         mailbox: Mailbox[Any] = Mailbox(self._options.max_pending, self._options.overflow)
+        dispatch: dict[str, Any] = {
+            "owner": channel,
+            "where": _channel_where,
+            "registrations_for": Channel.registrations_for,
+            "found": channel._cache,
+            "logger": self._logger,
+        }
         actor: DispatchActor
         if channel.durable:
             actor = DurableActor(
                 name,
                 mailbox,
-                owner=channel,
-                where=_channel_where,
-                decode=self._decode_event,
-                registrations_for=Channel.registrations_for,
                 registrations=channel._registrations,
-                found=channel._cache,
-                dispatcher=self._dispatcher,
-                stats=self._stats,
-                logger=self._logger,
                 read=lambda start, count: self._read_query(
                     f"read the log of {name!r}", lambda p: p.read(name, start, count)
                 ),
                 tail=lambda: self._tail(name),
                 on_gap=lambda reason, last, next_: self._gap(channel, reason, last, next_),
+                decode=self._decode_event,
+                dispatcher=self._dispatcher,
+                stats=self._stats,
+                **dispatch,
             )
         else:
             actor = DispatchActor(
                 name,
                 mailbox,
-                owner=channel,
-                where=_channel_where,
                 decode=_status_decode if local else self._decode_event,
-                registrations_for=Channel.registrations_for,
-                found=channel._cache,
                 dispatcher=self._dispatcher_of(channel),
                 stats=self._status_counters if local else self._stats,
-                logger=self._logger,
                 lazy=not local,
+                **dispatch,
             )
         self._router.add(channel.broker_name, actor)
         if local and self._actors.running:  # (not when cancelled while starting)

@@ -26,13 +26,12 @@ from typing import Any
 
 import anyio
 
-from .._stats import Counters
 from ..brokers.base import CONNECTION_ERRORS, TRANSIENT_REPLIES, Entry
 from ..errors import ReplyError
 from ..policies.streams import parse_id
 from .base import Pending
-from .callbacks import DEAF, Dispatcher, Registration, Unfinished
-from .dispatch import DECODE_ERRORS, Decode, DispatchActor, decode_failed
+from .callbacks import DEAF, Registration, Unfinished
+from .dispatch import DECODE_ERRORS, DispatchActor, decode_failed
 from .mailbox import Mailbox
 
 __all__ = ["DurableActor", "Upkeep", "position", "position_id"]
@@ -89,32 +88,14 @@ class DurableActor(DispatchActor):
         name: str,
         mailbox: Mailbox[Any],
         *,
-        decode: Decode,
-        registrations_for: Callable[[Any, str], tuple[Registration, ...]],
         registrations: Callable[[], Sequence[Registration]],
-        found: dict[str, tuple[Registration, ...]] | None = None,
-        dispatcher: Dispatcher,
-        stats: Counters,
-        logger: logging.Logger,
-        owner: Any = None,
-        where: Callable[[Any, Any], str] | None = None,
         read: Callable[[str, int], Awaitable[list[Entry]]],
         tail: Callable[[], Awaitable[str | None]],
         on_gap: OnGap,
+        **dispatch: Any,
     ) -> None:
-        super().__init__(
-            name,
-            mailbox,
-            decode=decode,
-            registrations_for=registrations_for,
-            found=found,
-            dispatcher=dispatcher,
-            stats=stats,
-            logger=logger,
-            owner=owner,
-            where=where,
-            lazy=True,
-        )
+        """``dispatch``: the arguments of :class:`DispatchActor` (it is lazy)."""
+        super().__init__(name, mailbox, lazy=True, **dispatch)
         self._registrations = registrations
         self._read = read
         self._tail = tail

@@ -81,7 +81,7 @@ class Router:
                 try:
                     rest = actor.handle_now([payload])
                 except Exception as exc:
-                    rest = self._crashed(actor, exc)
+                    rest = crashed_in_place(actor, exc, self._spawn)
                 if rest is not None:
                     await self._hand_over(name, actor, rest)
             else:
@@ -105,16 +105,11 @@ class Router:
                 try:
                     rest = actor.handle_now(payloads)
                 except Exception as exc:
-                    rest = self._crashed(actor, exc)
+                    rest = crashed_in_place(actor, exc, self._spawn)
                 if rest is not None:
                     await self._hand_over(name, actor, rest)
             else:
                 await self._put(name, actor, payloads)
-
-    def _crashed(self, actor: Actor[Any], exc: Exception) -> list[Any]:
-        rest = actor.give_back()
-        self._spawn(actor, exc)
-        return rest
 
     async def _hand_over(self, name: str, actor: Actor[Any], rest: list[Any]) -> None:
         """The actor needs a task (unless it crashed, it has none yet); then its
@@ -156,9 +151,15 @@ def handle_in_place(actor: Actor[Any], items: list[Any], spawn: Spawn) -> list[A
     try:
         rest = actor.handle_now(items)
     except Exception as exc:
-        rest = actor.give_back()
-        spawn(actor, exc)
-    else:
-        if rest is not None:
-            spawn(actor, None)
+        return crashed_in_place(actor, exc, spawn)
+    if rest is not None:
+        spawn(actor, None)
+    return rest
+
+
+def crashed_in_place(actor: Actor[Any], exc: Exception, spawn: Spawn) -> list[Any]:
+    """An actor crashed handling a batch in place: its supervisor takes the crash
+    (restart or escalate); return the rest of the batch, for its mailbox."""
+    rest = actor.give_back()
+    spawn(actor, exc)
     return rest
