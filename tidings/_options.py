@@ -38,6 +38,11 @@ class Options:
             of its log, to pick up events stored without their live copy (a
             producer that only writes the stream, or a publish whose live copy
             was lost); ``Channels`` with durable channels only.
+        ack_wait: seconds a consumer group's member may hold an event without
+            acknowledging it; past that, any member may claim it and it is
+            delivered again (consumer groups only).
+        max_deliver: deliveries of an event of a consumer group before one that
+            still fails moves to the dead-letter stream (consumer groups only).
     """
 
     publish_timeout: float = 10.0
@@ -52,6 +57,8 @@ class Options:
     restart_window: float = 10.0
     close_timeout: float = 5.0
     recheck_interval: float = 5.0
+    ack_wait: float = 30.0
+    max_deliver: int = 5
 
     def __post_init__(self) -> None:
         for name in (
@@ -62,6 +69,7 @@ class Options:
             "restart_window",
             "close_timeout",
             "recheck_interval",
+            "ack_wait",
         ):
             value = getattr(self, name)
             if (
@@ -71,7 +79,12 @@ class Options:
                 or math.isnan(value)
             ):
                 raise ValueError(f"option {name} must be a number of seconds > 0, got {value!r}")
-        for name, low in (("max_pending", 1), ("callback_failure_limit", 0), ("max_restarts", 0)):
+        for name, low in (
+            ("max_pending", 1),
+            ("callback_failure_limit", 0),
+            ("max_restarts", 0),
+            ("max_deliver", 1),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"option {name} must be an int >= {low}, got {value!r}")

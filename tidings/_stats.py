@@ -33,12 +33,16 @@ class Stats:
             whose event matched no registered pattern.
         status_events: status-channel events delivered to callbacks.
         replayed: events of durable channels read from their log (after a
-            reconnect, an overflow, or for ``since=``), not received live; their
+            reconnect, an overflow, for ``since=``, or by a consumer group, each
+            delivery counted), not received live; their
             callback calls are counted in ``delivered`` like any other.
         superseded: live messages of durable channels not dispatched because
             their entry was (or is to be) delivered from the log instead: a live
             copy of an event a catch-up read already delivered, or one a full
-            mailbox refused and the next read recovers.
+            mailbox refused and the next read recovers; and the live copy of an
+            event that only consumer groups take (they read it from the log).
+        acked: events of consumer groups acknowledged (their callbacks returned).
+        dead_lettered: events of consumer groups moved to the dead-letter stream.
 
     With one callback (or iterator) per message, every message received ends as
     exactly one of: ``received == delivered + callback_errors + dropped + unrouted
@@ -60,6 +64,8 @@ class Stats:
     status_events: int = 0
     replayed: int = 0
     superseded: int = 0
+    acked: int = 0
+    dead_lettered: int = 0
 
 
 _NAMES = tuple(f.name for f in fields(Stats))
@@ -89,6 +95,8 @@ class Counters:
     status_events: int
     replayed: int
     superseded: int
+    acked: int
+    dead_lettered: int
 
     def __init__(self) -> None:
         for name in _NAMES:

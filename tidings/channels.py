@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
+from ._groups import Groups
 from ._options import Options
 from ._runtime import Hooks, Lifecycle
 from ._stats import Counters, Stats
 from .actors.callbacks import DEAF, Dispatcher, Registration, Undelivered
 from .actors.dispatch import DispatchActor, envelope_decoder
-from .actors.durable import DurableActor, Upkeep, position
+from .actors.durable import DurableActor, Upkeep, position, position_id
 from .actors.mailbox import Mailbox
 from .actors.router import Router
 from .brokers.base import Message, Publisher
@@ -46,8 +47,8 @@ T = TypeVar("T")
 
 #: A checked registration: (broker name, name, event pattern, callback, and on a
 #: durable channel the log position it starts after with whether that names an
-#: entry (None for "new"), and the name of its consumer, if it has one).
-_Item = tuple[str, str, str, Callback, tuple[int, bool] | None, str | None]
+#: entry (None for "new"), the name of its consumer and its group, if it has them).
+_Item = tuple[str, str, str, Callback, tuple[int, bool] | None, str | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +62,16 @@ class Event:
         id: on a durable channel, the id of the event's entry in the channel's log
             (``"1700000000000-0"``; pass it as ``since=`` to resume after it);
             None on other channels.
+        deliveries: in a consumer group, how many times the event has been
+            delivered, this time included (more than 1: an earlier delivery failed
+            or was not acknowledged in time); None outside groups.
     """
 
     channel: str
     event: str
     data: Any
     id: str | None = None
+    deliveries: int | None = None
 
 
 class Events:
@@ -90,6 +95,10 @@ class Events:
         Raises:
             anyio.EndOfStream: the channels closed and every event was taken.
         """
+        event: Event = await self._take()
+        return event
+
+    async def _take(self) -> Any:
         if self._next < len(self._batch):
             await checkpoint()  # a checkpoint either way, as a receive should be
         else:
@@ -97,9 +106,9 @@ class Events:
                 self._batch, self._next = await self._mailbox.get(), 0
             except anyio.ClosedResourceError:  # the subscription is over
                 raise anyio.EndOfStream from None
-        event = self._batch[self._next]
+        item = self._batch[self._next]
         self._next += 1
-        return event
+        return item
 
     def __aiter__(self) -> Events:
         return self
@@ -114,6 +123,59 @@ class Events:
         return f"<Events {self._mailbox!r}>"
 
 
+class _Job:
+    """An event of a consumer group in an iterator's hands, until it is done."""
+
+    __slots__ = ("done", "error", "event")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.done = anyio.Event()
+        self.error: Exception | None = None
+
+    def finish(self, error: Exception | None = None) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+class _GroupEvents(Events):
+    """The events of a ``subscribe(..., group=...)``: each is acknowledged when the
+    consumer takes the next one, or leaves the ``async with`` block normally; one
+    in hand when the block raises is handed back, to be delivered again."""
+
+    __slots__ = ("_current",)
+
+    def __init__(self, mailbox: Mailbox[Any]) -> None:
+        super().__init__(mailbox)
+        self._current: _Job | None = None
+
+    async def receive(self) -> Event:
+        current, self._current = self._current, None
+        if current is not None:
+            current.finish()  # done with it: acknowledged
+        job: _Job = await self._take()
+        self._current = job
+        return job.event
+
+    def _end(self, exc: BaseException | None) -> None:
+        """The block is left (raising ``exc``): settle the event in hand, and hand
+        back those never taken."""
+        current, self._current = self._current, None
+        if current is not None:
+            # A failure of the consumer's is a failed delivery; a cancellation is not.
+            current.finish(exc if isinstance(exc, Exception) or exc is None else Undelivered())
+        pending: list[Any] = self._batch[self._next :]
+        self._batch, self._next = [], 0
+        while True:
+            try:
+                pending.extend(self._mailbox.get_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        for job in pending:
+            job.finish(Undelivered())
+
+
 class Channel:
     """A named channel and the callbacks registered on it, by event pattern.
 
@@ -124,6 +186,7 @@ class Channel:
     __slots__ = (
         "_all",
         "_cache",
+        "_deliveries",
         "_event_id",
         "_patterns",
         "broker_name",
@@ -143,8 +206,10 @@ class Channel:
         self.local = local
         #: True for a channel named in ``durable=``: its events are kept in a log.
         self.durable = durable
-        # The log id of the event being dispatched (durable channels), for iterators.
+        # The log id of the event being dispatched (durable channels), and its
+        # delivery count (consumer groups), for iterators.
         self._event_id: str | None = None
+        self._deliveries: int | None = None
         # Every registration, made when asked (a durable channel asks per event).
         self._all: tuple[Registration, ...] | None = None
         # Mutated only by the Channels facade, synchronously; the actor only reads
@@ -152,7 +217,8 @@ class Channel:
         # Pattern -> callback (see _key) -> registration: finding a duplicate is one
         # lookup, however many callbacks a pattern has.
         self._patterns: dict[str, dict[object, Registration]] = {}
-        self._cache: dict[str, tuple[Registration, ...]] = {}
+        # Event -> registrations (outside groups); (group, event) -> a group's.
+        self._cache: dict[Any, tuple[Registration, ...]] = {}
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -169,28 +235,51 @@ class Channel:
         return f"<Channel {self.name!r} events={list(self._patterns)!r}>"
 
     def registrations_for(self, event: str) -> tuple[Registration, ...]:
-        """The registrations whose pattern matches ``event``, in registration order."""
+        """The registrations whose pattern matches ``event``, in registration order
+        (those of consumer groups aside: see :meth:`group_registrations_for`)."""
         found = self._cache.get(event)
         if found is None:
-            found = tuple(
-                registration
-                for pattern, registrations in self._patterns.items()
-                if compile_glob(pattern)(event)
-                for registration in registrations.values()
-            )
+            found = self._matching(event, None)
             # Event names are open-ended: the cache is bounded, and once full it
             # keeps what it has (clearing it would make a busy channel thrash).
             if len(self._cache) < 1024:
                 self._cache[event] = found
         return found
 
-    def _has(self, pattern: str, callback: Callable[..., Any]) -> bool:
+    def group_registrations_for(self, group: str, event: str) -> tuple[Registration, ...]:
+        """The registrations of consumer group ``group`` whose pattern matches ``event``."""
+        found = self._cache.get((group, event))
+        if found is None:
+            found = self._matching(event, group)
+            if len(self._cache) < 1024:
+                self._cache[group, event] = found
+        return found
+
+    def _matching(self, event: str, group: str | None) -> tuple[Registration, ...]:
+        return tuple(
+            registration
+            for pattern, registrations in self._patterns.items()
+            if compile_glob(pattern)(event)
+            for registration in registrations.values()
+            if registration.group == group
+        )
+
+    def _group_names(self) -> set[str]:
+        """The consumer groups with registrations here."""
+        return {
+            registration.group
+            for registrations in self._patterns.values()
+            for registration in registrations.values()
+            if registration.group is not None
+        }
+
+    def _has(self, pattern: str, callback: Callable[..., Any], group: str | None = None) -> bool:
         registrations = self._patterns.get(pattern)
-        return registrations is not None and _key(callback) in registrations
+        return registrations is not None and _key(callback, group) in registrations
 
     def _add(self, registration: Registration) -> bool:
         registrations = self._patterns.setdefault(registration.key, {})
-        key = _key(registration.callback)
+        key = _key(registration.callback, registration.group)
         if key in registrations:
             return False
         registrations[key] = registration
@@ -203,11 +292,15 @@ class Channel:
         pattern: str,
         callback: Callable[..., Any] | None = None,
         registration: Registration | None = None,
+        group: str | None = None,
     ) -> bool:
         registrations = self._patterns.get(pattern)
         if registrations is None:
             return False
-        key = _key(registration.callback if registration is not None else callback)
+        if registration is not None:
+            key = _key(registration.callback, registration.group)
+        else:
+            key = _key(callback, group)
         candidate = registrations.get(key)
         if candidate is None or (registration is not None and candidate is not registration):
             return False
@@ -220,9 +313,13 @@ class Channel:
         return True
 
     def _registrations(self) -> tuple[Registration, ...]:
+        """Every registration, those of consumer groups aside."""
         if self._all is None:
             self._all = tuple(
-                r for registrations in self._patterns.values() for r in registrations.values()
+                r
+                for registrations in self._patterns.values()
+                for r in registrations.values()
+                if r.group is None
             )
         return self._all
 
@@ -305,7 +402,19 @@ class Channels(Lifecycle):
         self._channels: dict[str, Channel] = {}
         self._router = Router(self._stats, self._slow_consumer, self._runtime.spawn)
         self._decode_event = envelope_decoder(self._protocol)
-        self._iterators: set[Mailbox[Event]] = set()
+        self._groups = Groups(
+            query=self._connection.query,
+            actors=self._actors,
+            router=self._router,
+            options=opts,
+            stats=self._stats,
+            logger=self._logger,
+            decode=self._decode_event,
+            emit=self._emit,
+            removed=self._removed,
+            retention=lambda name: self._durable.get(name, DEFAULT_RETENTION),
+        )
+        self._iterators: set[Mailbox[Any]] = set()
         self._status_actor: DispatchActor | None = None
         self._status_channel = self._new_channel(
             status_channel if status_channel is not None else "server", local=True
@@ -395,6 +504,7 @@ class Channels(Lifecycle):
         *,
         since: Any = "new",
         consumer: str | None = None,
+        group: str | None = None,
     ) -> Channel:
         """Call ``callback(channel, event, data)`` for events matching ``event``.
 
@@ -418,17 +528,26 @@ class Channels(Lifecycle):
         after a restart resumes after it (``since`` applies only the first time).
         Events after the last save are delivered again; ``Event.id`` tells them.
 
+        ``group="name"`` (durable channels) makes the callback a worker of a work
+        queue: each event goes to one member of the group, across processes, and is
+        acknowledged once the callback returns. One that raises, or is not
+        acknowledged within ``ack_wait`` seconds, is delivered again (to any
+        member), up to ``max_deliver`` times; then it moves to the dead-letter
+        stream ``<channel>:dead`` and a ``dead_letter`` status event names it. At
+        least once, in no order across members: make the callback idempotent.
+        ``since`` says where a group that does not exist yet starts.
+
         Raises:
             ValueError: an empty or non-str channel name or event pattern, or a
-                ``since`` other than ``"new"`` or a ``consumer`` on a channel that is
-                not durable.
+                ``since`` other than ``"new"``, a ``consumer`` or a ``group`` on a
+                channel that is not durable (or ``consumer`` with ``group``).
             TypeError: ``callback`` is not callable.
             RuntimeError: not running, or closed.
             ReplyError: the broker refused the subscription (nothing was registered).
             BrokerError: a durable channel's log could not be reached.
         """
         [target] = await self._register(
-            [self._checked(channel, event, callback, since, consumer)], "register"
+            [self._checked(channel, event, callback, since, consumer, group)], "register"
         )
         return target
 
@@ -469,6 +588,7 @@ class Channels(Lifecycle):
         callback: Callback,
         since: Any = "new",
         consumer: str | None = None,
+        group: str | None = None,
     ) -> _Item:
         broker_name, name = self._namespace.names(channel)
         check_event(event, "event pattern")
@@ -481,15 +601,32 @@ class Channels(Lifecycle):
             if not (isinstance(since, str) and since == "new"):
                 after, exact = start_after(since)
                 start = position(after), exact
-        elif not (isinstance(since, str) and since == "new") or consumer is not None:
-            what = f"since={since!r}" if consumer is None else f"consumer={consumer!r}"
+        elif (
+            not (isinstance(since, str) and since == "new")
+            or consumer is not None
+            or group is not None
+        ):
+            what = (
+                f"group={group!r}"
+                if group is not None
+                else f"consumer={consumer!r}"
+                if consumer is not None
+                else f"since={since!r}"
+            )
             raise ValueError(
                 f"{what} needs a durable channel, and {name!r} is not one "
                 "(name it in Channels(durable=...))"
             )
         if consumer is not None:
             check_event(consumer, "consumer name")
-        return broker_name, name, event, callback, start, consumer
+        if group is not None:
+            check_event(group, "group name")
+            if consumer is not None:
+                raise ValueError(
+                    f"consumer={consumer!r} and group={group!r} do not go together: a "
+                    "group keeps its members' place itself"
+                )
+        return broker_name, name, event, callback, start, consumer, group
 
     async def _register(self, items: list[_Item], what: str) -> list[Channel]:
         """Register checked items; return once the broker has confirmed them."""
@@ -513,12 +650,14 @@ class Channels(Lifecycle):
         # Durable registrations: where each starts is settled below, before the
         # subscription (the log's end for "new", a named consumer's checkpoint).
         durable: list[tuple[Registration, tuple[int, bool] | None, str | None]] = []
-        for broker_name, name, event, callback, start, consumer in items:
+        # Consumer groups to join, with where each starts if it is created.
+        groups: dict[tuple[str, str], str] = {}
+        for broker_name, name, event, callback, start, consumer, group in items:
             target = channels.get(broker_name)
             if target is None:
                 target = self._new_channel(name)
             targets.append(target)
-            if target._has(event, callback):
+            if target._has(event, callback, group):
                 continue
             registration = self._dispatcher_of(target).registration(event, callback, target)
             if target.local:
@@ -528,7 +667,12 @@ class Channels(Lifecycle):
                 target._add(registration)
                 continue
             registration.since = DEAF
-            if target.durable:
+            if group is not None:
+                registration.group = group
+                groups.setdefault(
+                    (broker_name, group), "$" if start is None else position_id(start[0])
+                )
+            elif target.durable:
                 durable.append((registration, start, consumer))
             target._add(registration)
             added.append((target, registration))
@@ -546,9 +690,12 @@ class Channels(Lifecycle):
             return targets
         try:
             await self._place(durable)
-            for group in (new, known):
-                if group:
-                    await self._connection.subscribe(channels=tuple(group), mark=self._mark(group))
+            await self._groups.create(groups)
+            for subscribing in (new, known):
+                if subscribing:
+                    await self._connection.subscribe(
+                        channels=tuple(subscribing), mark=self._mark(subscribing)
+                    )
         except BaseException:
             for target, registration in added:
                 actor = router.get(target.broker_name)
@@ -561,6 +708,9 @@ class Channels(Lifecycle):
             if consumer is not None:
                 assert self._upkeep is not None
                 self._upkeep.watch(registration, registration.owner.broker_name, consumer)
+        for target, registration in added:
+            if registration.group is not None and registration.active:
+                self._groups.join(target, registration.group)
         for target in {
             target.broker_name: target for target, _ in added if target.durable
         }.values():
@@ -593,10 +743,15 @@ class Channels(Lifecycle):
 
         return mark
 
-    async def unregister(self, channel: str, event: str, callback: Callback) -> Channel | None:
-        """Remove a callback registered with :meth:`register`.
+    async def unregister(
+        self, channel: str, event: str, callback: Callback, *, group: str | None = None
+    ) -> Channel | None:
+        """Remove a callback registered with :meth:`register` (with the same
+        ``group``, if it was given one).
 
-        A channel left without callbacks is unsubscribed and dropped.
+        A channel left without callbacks is unsubscribed and dropped. A group left
+        without callbacks here is left: the event in hand is finished, those taken
+        and not started are handed back to the group at once.
 
         Returns:
             The channel, or ``None`` when no such channel exists.
@@ -616,7 +771,9 @@ class Channels(Lifecycle):
         # Applied at once, before any wait: cancelled afterwards, while the broker
         # confirms, the callback is still gone and the unsubscription still made.
         await checkpoint_if_cancelled()
-        removed = target._remove(event, callback)
+        removed = target._remove(event, callback, group=group)
+        if removed and group is not None and group not in target._group_names():
+            self._groups.leave(target, [group])
         if removed and not len(target) and not target.local:
             self._drop(target)
             await self._connection.unsubscribe()
@@ -625,7 +782,7 @@ class Channels(Lifecycle):
         return target
 
     def subscribe(
-        self, channel: str, event: str = "*", *, since: Any = "new"
+        self, channel: str, event: str = "*", *, since: Any = "new", group: str | None = None
     ) -> AbstractAsyncContextManager[Events]:
         """Iterate over the events of a channel.
 
@@ -642,11 +799,20 @@ class Channels(Lifecycle):
         On a durable channel, ``since`` is where the events start (as for
         :meth:`register`), and each :class:`Event` carries its ``id``.
 
+        With ``group="name"`` the iterator is a worker of a work queue (see
+        :meth:`register`): it holds one event at a time, acknowledged when the next
+        one is taken or the block is left normally; if the block raises, the event
+        in hand is delivered again (to any member). Events carry ``deliveries``.
+
         Raises:
             ValueError: an empty or non-str channel name or event pattern, or a
-                ``since`` other than ``"new"`` on a channel that is not durable.
+                ``since`` other than ``"new"`` or a ``group`` on a channel that is
+                not durable.
         """
-        self._checked(channel, event, print, since)  # the same checks, before any I/O
+        # The same checks as register, before any I/O.
+        self._checked(channel, event, print, since, None, group)
+        if group is not None:
+            return self._work(channel, event, since, group)
         return self._iterate(channel, event, since)
 
     @asynccontextmanager
@@ -683,6 +849,38 @@ class Channels(Lifecycle):
             if self._runtime.state == "running":
                 with anyio.move_on_after(1.0, shield=True):
                     await self.unregister(channel, event, callback)
+
+    @asynccontextmanager
+    async def _work(
+        self, channel: str, event: str, since: Any, group: str
+    ) -> AsyncIterator[Events]:
+        # One event at a time: the member waits for the consumer to be done with it.
+        mailbox: Mailbox[_Job] = Mailbox(1, "block")
+        events = _GroupEvents(mailbox)
+
+        async def take(ch: Channel, name: str, data: Any) -> None:
+            job = _Job(Event(ch.name, name, data, ch._event_id, ch._deliveries))
+            if await mailbox.put([job]):
+                raise Undelivered  # the consumer is gone: another member takes it
+            await job.done.wait()
+            if job.error is not None:
+                raise job.error
+
+        self._iterators.add(mailbox)
+        try:
+            await self.register(channel, event, take, since=since, group=group)
+            try:
+                yield events
+            except BaseException as exc:
+                events._end(exc)
+                raise
+            events._end(None)
+        finally:
+            self._iterators.discard(mailbox)
+            mailbox.discard()
+            if self._runtime.state == "running":
+                with anyio.move_on_after(1.0, shield=True):
+                    await self.unregister(channel, event, take, group=group)
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -868,6 +1066,7 @@ class Channels(Lifecycle):
                 channel = self._channels.get(name)
                 if channel is not None and channel.durable:
                     self._catch_up(channel)
+            self._groups.wake(names)
 
     def _gap(self, channel: Channel, reason: str, last: str, next_: str | None) -> None:
         self._logger.warning(
@@ -890,6 +1089,7 @@ class Channels(Lifecycle):
         if self._channels.get(name) is not channel:
             return
         del self._channels[name]
+        self._groups.leave(channel)
         actor = self._router.remove(name)
         if actor is not None:
             self._stats.dropped += self._actors.stop(actor)
@@ -899,6 +1099,9 @@ class Channels(Lifecycle):
         """The dispatcher removed a failing (or finished) callback."""
         channel: Channel = registration.owner
         removed = channel._remove(registration.key, registration=registration)
+        group = registration.group
+        if removed and group is not None and group not in channel._group_names():
+            self._groups.leave(channel, [group])
         if removed and not len(channel) and not channel.local:
             self._drop(channel)
 
@@ -947,6 +1150,7 @@ class Channels(Lifecycle):
                     self._catch_up(channel)
 
     async def _before_close(self) -> None:
+        await self._groups.leave_all()
         if self._upkeep is not None:
             await self._upkeep.flush()
 
@@ -1001,13 +1205,14 @@ class _Unhashable:
         return 0
 
 
-def _key(callback: object) -> object:
-    """How a channel finds a callback among those of a pattern."""
+def _key(callback: object, group: str | None = None) -> object:
+    """How a channel finds a callback among those of a pattern (a callback of a
+    consumer group is another registration than the same one outside it)."""
     try:
         hash(callback)
     except TypeError:
-        return _Unhashable(callback)
-    return callback
+        callback = _Unhashable(callback)
+    return callback if group is None else (group, callback)
 
 
 def _channel_where(channel: Channel, message: Any) -> str:

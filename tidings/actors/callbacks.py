@@ -37,7 +37,7 @@ class Undelivered(Exception):
 class Registration:
     """One callback registered under one key (an event pattern, or a client)."""
 
-    __slots__ = ("active", "callback", "cursor", "failures", "key", "owner", "since")
+    __slots__ = ("active", "callback", "cursor", "failures", "group", "key", "owner", "since")
 
     def __init__(self, key: str, callback: Callable[..., Any], owner: Any = None) -> None:
         self.key = key
@@ -56,6 +56,8 @@ class Registration:
         #: Durable channels: where a registration that starts in the past (``since=``)
         #: starts, until the channel's catch-up read takes it there.
         self.cursor: int | None = None
+        #: The consumer group it belongs to (a work queue), or None.
+        self.group: str | None = None
 
     def __repr__(self) -> str:
         return f"<Registration {self.key!r} {self.callback!r}>"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -66,6 +66,13 @@ def position_id(value: int) -> str:
 OnGap = Callable[[str, str, str | None], None]
 
 
+class Wakeable(Protocol):
+    """What a durable channel tells of new entries (a consumer group's member)."""
+
+    def wake(self) -> None:
+        """New entries may be in the log."""
+
+
 class DurableActor(DispatchActor):
     """Dispatches a durable channel's events in log order, reading back what the
     live stream missed."""
@@ -79,6 +86,7 @@ class DurableActor(DispatchActor):
         "_reported",
         "_tail",
         "_until",
+        "groups",
         "last",
         "verify",
     )
@@ -115,6 +123,9 @@ class DurableActor(DispatchActor):
         self._broken = False
         # The registrations a catch-up under way is for, when not all of them.
         self._only: set[Registration] | None = None
+        #: The consumer groups this handler is a member of on the channel: woken
+        #: by every live message (they read the entries themselves).
+        self.groups: list[Wakeable] = []
 
     def catch_up(self, broken: bool = True) -> None:
         """Read the log before any more live messages (the caller starts a task,
@@ -159,6 +170,13 @@ class DurableActor(DispatchActor):
             if at <= self.last:
                 stats.superseded += 1  # a catch-up read dispatched it already
                 continue
+            if self.groups:
+                for member in self.groups:  # new entries: theirs to read
+                    member.wake()
+                if not self._registrations():
+                    self.last = at
+                    stats.superseded += 1  # only groups take it, from the log
+                    continue
             pending = self._dispatch(entry_id.decode("ascii"), at, payload)
             if pending is not None:
                 return pending

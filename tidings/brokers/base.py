@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import anyio
 
@@ -28,11 +29,14 @@ __all__ = [
     "CONNECTION_ERRORS",
     "TRANSIENT_REPLIES",
     "Broker",
+    "Claimed",
     "Deliver",
     "Entry",
+    "Job",
     "Message",
     "Publisher",
     "Subscriber",
+    "dead_key",
     "position_key",
 ]
 
@@ -41,6 +45,29 @@ Message = tuple[str, bytes]
 
 #: ``(id, payload)``: one entry of a durable channel's log.
 Entry = tuple[str, bytes]
+
+
+#: ``(id, payload, deliveries)``: an entry a consumer group handed to a member, and
+#: how many times it has been handed out so far (this time included).
+Job = tuple[str, bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What one claim of a consumer group's stalled entries found."""
+
+    #: The entries claimed (pending longer than asked), with their delivery counts.
+    jobs: list[Job]
+    #: Pending ids whose entries are gone from the log (trimmed or deleted): no
+    #: longer pending, and lost.
+    lost: list[str]
+    #: Where the next claim scans from; ``"0-0"`` once the scan went round.
+    next: str
+
+
+def dead_key(channel: str) -> str:
+    """The dead-letter stream of a durable channel's consumer groups."""
+    return f"{channel}:dead"
 
 
 def position_key(channel: str, consumer: str) -> str:
@@ -161,6 +188,61 @@ class Publisher(abc.ABC):
     @abc.abstractmethod
     async def save_position(self, channel: str, consumer: str, entry_id: str) -> None:
         """Checkpoint the id a named consumer of a durable channel has reached."""
+
+    # -- consumer groups (work queues) on a durable channel's log -----------------------
+
+    @abc.abstractmethod
+    async def group_create(self, channel: str, group: str, start: str) -> bool:
+        """Create consumer group ``group`` of a channel's log (the log too, if there is
+        none), delivering the entries after id ``start`` (``"$"``: after the last).
+
+        Returns:
+            False when the group existed already (it is left as it is).
+        """
+
+    @abc.abstractmethod
+    async def group_read(self, channel: str, group: str, consumer: str, count: int) -> list[Entry]:
+        """Up to ``count`` entries the group has not handed out yet, now pending for
+        ``consumer``; never waits for more.
+
+        Raises:
+            ReplyError: ``NOGROUP`` when the group (or the log) no longer exists.
+        """
+
+    @abc.abstractmethod
+    async def group_claim(
+        self, channel: str, group: str, consumer: str, min_idle: float, start: str, count: int
+    ) -> Claimed:
+        """Take over up to ``count`` entries pending for longer than ``min_idle``
+        seconds (for any member), scanning from id ``start``; each claim counts as
+        a delivery."""
+
+    @abc.abstractmethod
+    async def group_ack(self, channel: str, group: str, ids: Sequence[str]) -> int:
+        """Acknowledge entries: they are done, and no longer pending."""
+
+    @abc.abstractmethod
+    async def group_release(
+        self, channel: str, group: str, consumer: str, ids: Sequence[str], idle: float
+    ) -> None:
+        """Hand entries back: they stay pending, as if idle for ``idle`` seconds, so
+        that the next claim by any member takes them (their delivery count is left
+        as it is)."""
+
+    @abc.abstractmethod
+    async def group_leave(self, channel: str, group: str, consumer: str) -> bool:
+        """Remove ``consumer`` from the group if nothing is pending for it.
+
+        Returns:
+            True if it was removed (or was not there).
+        """
+
+    @abc.abstractmethod
+    async def add_dead(
+        self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
+    ) -> str:
+        """Append an entry to the channel's dead-letter stream (:func:`dead_key`),
+        trimmed to ``retention``; return its id."""
 
     @abc.abstractmethod
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:

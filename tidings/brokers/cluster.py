@@ -32,10 +32,12 @@ from ..policies.streams import Retention
 from .base import (
     CONNECTION_ERRORS,
     Broker,
+    Claimed,
     Deliver,
     Entry,
     Publisher,
     Subscriber,
+    dead_key,
     position_key,
 )
 from .connection import (
@@ -322,6 +324,44 @@ class ClusterPublisher(Publisher):
     async def save_position(self, channel: str, consumer: str, entry_id: str) -> None:
         key = position_key(channel, consumer)
         await self._on_owner(key, lambda p: p.save_position(channel, consumer, entry_id))
+
+    # A consumer group lives with its stream; the dead-letter stream is a key of
+    # its own, on its own slot's owner (the same node when the name has a hash tag).
+
+    async def group_create(self, channel: str, group: str, start: str) -> bool:
+        return await self._on_owner(channel, lambda p: p.group_create(channel, group, start))
+
+    async def group_read(self, channel: str, group: str, consumer: str, count: int) -> list[Entry]:
+        return await self._on_owner(
+            channel, lambda p: p.group_read(channel, group, consumer, count)
+        )
+
+    async def group_claim(
+        self, channel: str, group: str, consumer: str, min_idle: float, start: str, count: int
+    ) -> Claimed:
+        return await self._on_owner(
+            channel, lambda p: p.group_claim(channel, group, consumer, min_idle, start, count)
+        )
+
+    async def group_ack(self, channel: str, group: str, ids: Sequence[str]) -> int:
+        return await self._on_owner(channel, lambda p: p.group_ack(channel, group, ids))
+
+    async def group_release(
+        self, channel: str, group: str, consumer: str, ids: Sequence[str], idle: float
+    ) -> None:
+        await self._on_owner(
+            channel, lambda p: p.group_release(channel, group, consumer, ids, idle)
+        )
+
+    async def group_leave(self, channel: str, group: str, consumer: str) -> bool:
+        return await self._on_owner(channel, lambda p: p.group_leave(channel, group, consumer))
+
+    async def add_dead(
+        self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
+    ) -> str:
+        return await self._on_owner(
+            dead_key(channel), lambda p: p.add_dead(channel, fields, retention)
+        )
 
     async def _on_owner(self, channel: str, command: Callable[[RedisPublisher], Awaitable[T]]) -> T:
         """Run ``command`` on the connection to the owner of the slot of ``channel``

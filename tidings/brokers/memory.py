@@ -22,6 +22,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
@@ -29,7 +30,18 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if
 from ..errors import ReplyError
 from ..policies.glob import compile_glob
 from ..policies.streams import Retention, StreamId, format_id, parse_id
-from .base import Broker, Deliver, Entry, Message, Publisher, Subscriber, position_key
+from .base import (
+    Broker,
+    Claimed,
+    Deliver,
+    Entry,
+    Job,
+    Message,
+    Publisher,
+    Subscriber,
+    dead_key,
+    position_key,
+)
 
 __all__ = ["DEFAULT_MAX_BUFFERED", "Hub", "MemoryBroker"]
 
@@ -56,6 +68,8 @@ class Hub:
         self._channels: dict[str, set[_MemorySubscriber]] = {}
         #: The logs of durable channels (Redis: one stream per channel).
         self._logs: dict[str, _Log] = {}
+        #: Dead-letter streams, by key.
+        self._dead: dict[str, _Log] = {}
         #: Named consumers' checkpoints (Redis: plain keys), by key.
         self.positions: dict[str, str] = {}
         self._patterns: dict[str, tuple[Callable[[str], bool], set[_MemorySubscriber]]] = {}
@@ -141,6 +155,129 @@ class Hub:
             drop = max(len(log.ids) - keep, 0)
             del log.ids[:drop]
             del log.payloads[:drop]
+
+    # Consumer groups, as Redis keeps them: a group's position in the log, and its
+    # pending entries (id -> [consumer, when handed out (ms), deliveries]).
+
+    def _group(self, channel: str, group: str) -> _Group:
+        log = self._logs.get(channel)
+        found = log.groups.get(group) if log is not None else None
+        if found is None:
+            raise ReplyError(
+                f"memory://{self.name}: NOGROUP No such key {channel!r} or consumer group "
+                f"{group!r}",
+                "NOGROUP",
+            )
+        return found
+
+    def group_create(self, channel: str, group: str, start: str) -> bool:
+        """XGROUP CREATE channel group start MKSTREAM."""
+        log = self._logs.get(channel)
+        if log is None:
+            log = self._logs[channel] = _Log()
+        if group in log.groups:
+            return False
+        tail = log.ids[-1] if log.ids else (0, 0)
+        log.groups[group] = _Group(tail if start == "$" else parse_id(start))
+        return True
+
+    def group_read(self, channel: str, group: str, consumer: str, count: int) -> list[Entry]:
+        """XREADGROUP GROUP group consumer COUNT count STREAMS channel >."""
+        found = self._group(channel, group)
+        log = self._logs[channel]
+        entries = log.read_after(found.last, count)
+        now = _now()
+        for entry_id, _ in entries:
+            found.pending[parse_id(entry_id)] = [consumer, now, 1]
+        if entries:
+            found.last = parse_id(entries[-1][0])
+        found.consumers.add(consumer)
+        return entries
+
+    def group_claim(
+        self, channel: str, group: str, consumer: str, min_idle: float, start: str, count: int
+    ) -> Claimed:
+        """XAUTOCLAIM channel group consumer min_idle start COUNT count, with each
+        claimed entry's delivery count."""
+        found = self._group(channel, group)
+        log = self._logs[channel]
+        due = _now() - round(min_idle * 1000)
+        jobs: list[Job] = []
+        lost: list[str] = []
+        ids = sorted(i for i in found.pending if i >= parse_id(start))
+        for entry_id in ids:
+            if len(jobs) == count:
+                return Claimed(jobs, lost, format_id(entry_id))
+            state = found.pending[entry_id]
+            if state[1] > due:
+                continue
+            payload = log.get(entry_id)
+            if payload is None:
+                del found.pending[entry_id]
+                lost.append(format_id(entry_id))
+                continue
+            state[0], state[1], state[2] = consumer, _now(), state[2] + 1
+            jobs.append((format_id(entry_id), payload, state[2]))
+        found.consumers.add(consumer)
+        return Claimed(jobs, lost, "0-0")
+
+    def group_ack(self, channel: str, group: str, ids: Sequence[str]) -> int:
+        """XACK channel group id..."""
+        log = self._logs.get(channel)
+        found = log.groups.get(group) if log is not None else None
+        if found is None:
+            return 0
+        return sum(found.pending.pop(parse_id(i), None) is not None for i in ids)
+
+    def group_release(
+        self, channel: str, group: str, consumer: str, ids: Sequence[str], idle: float
+    ) -> None:
+        """XCLAIM channel group consumer 0 id... IDLE idle JUSTID."""
+        found = self._group(channel, group)
+        for entry_id in ids:
+            state = found.pending.get(parse_id(entry_id))
+            if state is not None:
+                state[0], state[1] = consumer, _now() - round(idle * 1000)
+
+    def group_leave(self, channel: str, group: str, consumer: str) -> bool:
+        """XGROUP DELCONSUMER, if nothing is pending for the consumer."""
+        log = self._logs.get(channel)
+        found = log.groups.get(group) if log is not None else None
+        if found is None:
+            return True
+        if any(state[0] == consumer for state in found.pending.values()):
+            return False
+        found.consumers.discard(consumer)
+        return True
+
+    def pending(self, channel: str, group: str) -> dict[str, tuple[str, int]]:
+        """A group's pending entries: id -> (consumer, deliveries) (for tests)."""
+        return {
+            format_id(i): (state[0], state[2])
+            for i, state in sorted(self._group(channel, group).pending.items())
+        }
+
+    def consumers(self, channel: str, group: str) -> set[str]:
+        """The consumers a group knows (for tests)."""
+        return set(self._group(channel, group).consumers)
+
+    def add_dead(
+        self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
+    ) -> str:
+        """XADD <channel>:dead (trimmed to ``retention``) with these fields."""
+        key = dead_key(channel)
+        log = self._dead.get(key)
+        if log is None:
+            log = self._dead[key] = _Log()
+        now = _now()
+        entry = log.add(dict(fields), now)
+        log.trim(retention, now)
+        return entry
+
+    def dead_letters(self, channel: str) -> list[tuple[str, dict[str, bytes]]]:
+        """The entries of a channel's dead-letter stream, oldest first."""
+        log = self._dead.get(dead_key(channel))
+        return [] if log is None else log.read((0, 0), len(log.ids))
 
     def numsub(self, channels: Sequence[str]) -> dict[str, int]:
         """PUBSUB NUMSUB."""
@@ -415,6 +552,48 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
         self.hub.positions[position_key(channel, consumer)] = entry_id
         await cancel_shielded_checkpoint()
 
+    async def group_create(self, channel: str, group: str, start: str) -> bool:
+        await self._command((channel,))
+        return self.hub.group_create(channel, group, start)
+
+    async def group_read(self, channel: str, group: str, consumer: str, count: int) -> list[Entry]:
+        await self._command((channel,))
+        return self.hub.group_read(channel, group, consumer, count)
+
+    async def group_claim(
+        self, channel: str, group: str, consumer: str, min_idle: float, start: str, count: int
+    ) -> Claimed:
+        await self._command((channel,))
+        return self.hub.group_claim(channel, group, consumer, min_idle, start, count)
+
+    async def group_ack(self, channel: str, group: str, ids: Sequence[str]) -> int:
+        await self._command((channel,))
+        return self.hub.group_ack(channel, group, ids)
+
+    async def group_release(
+        self, channel: str, group: str, consumer: str, ids: Sequence[str], idle: float
+    ) -> None:
+        await self._command((channel,))
+        self.hub.group_release(channel, group, consumer, ids, idle)
+
+    async def group_leave(self, channel: str, group: str, consumer: str) -> bool:
+        await self._command((channel,))
+        return self.hub.group_leave(channel, group, consumer)
+
+    async def add_dead(
+        self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
+    ) -> str:
+        await self._command((dead_key(channel),))
+        return self.hub.add_dead(channel, fields, retention)
+
+    async def _command(self, keys: Sequence[str]) -> None:
+        """Before a command on keys: a checkpoint, then fail as Redis would (a lost
+        connection, or keys outside ``allowed_channels``)."""
+        await checkpoint()
+        self.check()
+        if self.hub.allowed_channels is not None:
+            self.hub.check_allowed(keys)
+
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
         await checkpoint()
         self.check()
@@ -431,16 +610,49 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
         return self.hub.active_channels(pattern)
 
 
+def _now() -> int:
+    """The wall clock in milliseconds, as Redis tells idle times."""
+    return time.time_ns() // 1_000_000
+
+
+class _Group:
+    """One consumer group of a log."""
+
+    __slots__ = ("consumers", "last", "pending")
+
+    def __init__(self, last: StreamId) -> None:
+        #: The id of the last entry handed out.
+        self.last = last
+        #: id -> [consumer, when handed out (ms), deliveries]
+        self.pending: dict[StreamId, list[Any]] = {}
+        self.consumers: set[str] = set()
+
+
 class _Log:
     """One durable channel's entries, oldest first (a Redis stream, in process)."""
 
-    __slots__ = ("ids", "payloads")
+    __slots__ = ("groups", "ids", "payloads")
 
     def __init__(self) -> None:
         self.ids: list[StreamId] = []
-        self.payloads: list[bytes] = []
+        self.payloads: list[Any] = []
+        self.groups: dict[str, _Group] = {}
 
-    def add(self, payload: bytes, now: int) -> str:
+    def get(self, entry_id: StreamId) -> Any:
+        """The payload of an entry, None if it is not (or no longer) in the log."""
+        index = bisect.bisect_left(self.ids, entry_id)
+        if index < len(self.ids) and self.ids[index] == entry_id:
+            return self.payloads[index]
+        return None
+
+    def read_after(self, last: StreamId, count: int) -> list[Entry]:
+        first = bisect.bisect_right(self.ids, last)
+        return [
+            (format_id(self.ids[i]), self.payloads[i])
+            for i in range(first, min(first + count, len(self.ids)))
+        ]
+
+    def add(self, payload: Any, now: int) -> str:
         if self.ids and self.ids[-1][0] >= now:  # ids never go back, like Redis's
             last = self.ids[-1]
             entry = (last[0], last[1] + 1)
@@ -461,7 +673,7 @@ class _Log:
             del self.ids[:drop]
             del self.payloads[:drop]
 
-    def read(self, start: StreamId, count: int) -> list[Entry]:
+    def read(self, start: StreamId, count: int) -> list[Any]:
         first = bisect.bisect_left(self.ids, start)
         return [
             (format_id(self.ids[i]), self.payloads[i])

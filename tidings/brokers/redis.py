@@ -29,7 +29,17 @@ import hiredis
 
 from ..errors import BrokerError, ReplyError
 from ..policies.streams import Retention
-from .base import Broker, Deliver, Entry, Message, Publisher, Subscriber, position_key
+from .base import (
+    Broker,
+    Claimed,
+    Deliver,
+    Entry,
+    Message,
+    Publisher,
+    Subscriber,
+    dead_key,
+    position_key,
+)
 from .connection import (
     INCOMPLETE,
     Connection,
@@ -427,12 +437,30 @@ class RedisPublisher(Publisher):
     async def _execute(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> Any:
         if self._error is not None:
             raise lost(self._connection.url, self._error)
-        awaited = self._queue(command, check, what)
+        return await self._reply(self._queue(command, check, what))
+
+    async def _reply(self, awaited: _Reply) -> Any:
         while not awaited.done:
             await self._replied.wait()
         if awaited.error is not None:
             raise awaited.error
         return awaited.value
+
+    async def execute_all(
+        self, commands: Sequence[tuple[Sequence[bytes | str | int], Callable[[Any], bool]]]
+    ) -> list[Any]:
+        """Send commands in one go (one round trip) and return their replies, in order.
+
+        Raises:
+            ReplyError: the first command the server refused (the replies after it
+                are read and discarded, as a cancelled caller's are).
+        """
+        if self._error is not None:
+            raise lost(self._connection.url, self._error)
+        queued = [
+            self._queue(encode_command(*args), check, str(args[0])) for args, check in commands
+        ]
+        return [await self._reply(awaited) for awaited in queued]
 
     def _queue(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> _Reply:
         """Queue a command for the writer; return where its reply will land."""
@@ -494,7 +522,7 @@ class RedisPublisher(Publisher):
 
     async def read(self, channel: str, start: str, count: int) -> list[Entry]:
         reply = await self.execute("XRANGE", channel, start, "+", "COUNT", count, check=_is_entries)
-        return [(entry_id.decode("ascii"), _envelope(fields)) for entry_id, fields in reply]
+        return _entries(reply)
 
     async def tail(self, channel: str) -> str | None:
         reply = await self.execute("XREVRANGE", channel, "+", "-", "COUNT", 1, check=_is_entries)
@@ -506,6 +534,102 @@ class RedisPublisher(Publisher):
 
     async def save_position(self, channel: str, consumer: str, entry_id: str) -> None:
         await self.execute("SET", position_key(channel, consumer), entry_id, check=_is_ok)
+
+    async def group_create(self, channel: str, group: str, start: str) -> bool:
+        try:
+            await self.execute("XGROUP", "CREATE", channel, group, start, "MKSTREAM", check=_is_ok)
+        except ReplyError as exc:
+            if exc.code == "BUSYGROUP":
+                return False
+            raise
+        return True
+
+    async def group_read(self, channel: str, group: str, consumer: str, count: int) -> list[Entry]:
+        reply = await self.execute(
+            "XREADGROUP",
+            "GROUP",
+            group,
+            consumer,
+            "COUNT",
+            count,
+            "STREAMS",
+            channel,
+            ">",
+            check=_is_streams,
+        )
+        return [] if reply is None else _entries(reply[0][1])
+
+    async def group_claim(
+        self, channel: str, group: str, consumer: str, min_idle: float, start: str, count: int
+    ) -> Claimed:
+        reply = await self.execute(
+            "XAUTOCLAIM",
+            channel,
+            group,
+            consumer,
+            _ms(min_idle),
+            start,
+            "COUNT",
+            count,
+            check=_is_autoclaimed,
+        )
+        entries = _entries([entry for entry in reply[1] if entry is not None])
+        counts = await self.execute_all(
+            [(("XPENDING", channel, group, i, i, 1, consumer), _is_pending) for i, _ in entries]
+        )
+        jobs = [
+            (entry_id, payload, found[0][3])
+            for (entry_id, payload), found in zip(entries, counts, strict=True)
+            if found  # acknowledged meanwhile (by the member that was late): done
+        ]
+        lost = [i.decode("ascii") for i in reply[2]] if len(reply) == 3 else []
+        return Claimed(jobs, lost, reply[0].decode("ascii"))
+
+    async def group_ack(self, channel: str, group: str, ids: Sequence[str]) -> int:
+        acked: int = await self.execute("XACK", channel, group, *ids, check=is_int)
+        return acked
+
+    async def group_release(
+        self, channel: str, group: str, consumer: str, ids: Sequence[str], idle: float
+    ) -> None:
+        await self.execute(
+            "XCLAIM",
+            channel,
+            group,
+            consumer,
+            0,
+            *ids,
+            "IDLE",
+            _ms(idle),
+            "JUSTID",
+            check=_is_ids,
+        )
+
+    async def group_leave(self, channel: str, group: str, consumer: str) -> bool:
+        try:
+            pending = await self.execute(
+                "XPENDING", channel, group, "-", "+", 1, consumer, check=_is_pending
+            )
+            if pending:
+                return False
+            await self.execute("XGROUP", "DELCONSUMER", channel, group, consumer, check=is_int)
+        except ReplyError as exc:
+            if exc.code == "NOGROUP":
+                return True
+            raise
+        return True
+
+    async def add_dead(
+        self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
+    ) -> str:
+        key = dead_key(channel)
+        trim = ("MAXLEN", "~", retention.max_len) if retention.max_len is not None else ()
+        flat = [item for pair in fields for item in pair]
+        entry: bytes = await self.execute("XADD", key, *trim, "*", *flat, check=_is_id)
+        if retention.max_age is not None:
+            oldest = time.time_ns() // 1_000_000 - _ms(retention.max_age)
+            await self.execute("XTRIM", key, "MINID", "~", oldest, check=is_int)
+        return entry.decode("ascii")
 
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
         reply = await self.execute("PUBSUB", "NUMSUB", *channels, check=is_numsub)
@@ -589,6 +713,55 @@ def _is_entries(reply: object) -> bool:
         and all(type(item) is bytes for item in entry[1])
         for entry in reply
     )
+
+
+def _is_streams(reply: object) -> bool:
+    """XREADGROUP's answer for one stream: nil, or ``[[key, entries]]``."""
+    return reply is None or (
+        type(reply) is list
+        and len(reply) == 1
+        and type(reply[0]) is list
+        and len(reply[0]) == 2
+        and _is_entries(reply[0][1])
+    )
+
+
+def _is_autoclaimed(reply: object) -> bool:
+    """XAUTOCLAIM's answer: ``[next id, entries, deleted ids]`` (Redis 7; 6.2 has
+    no deleted ids, and a nil in place of each deleted entry)."""
+    return (
+        type(reply) is list
+        and len(reply) in (2, 3)
+        and type(reply[0]) is bytes
+        and type(reply[1]) is list
+        and _is_entries([entry for entry in reply[1] if entry is not None])
+        and (len(reply) == 2 or _is_ids(reply[2]))
+    )
+
+
+def _is_ids(reply: object) -> bool:
+    return type(reply) is list and all(type(item) is bytes for item in reply)
+
+
+def _is_pending(reply: object) -> bool:
+    """XPENDING's extended answer: ``[[id, consumer, idle ms, deliveries], ...]``."""
+    return type(reply) is list and all(
+        type(item) is list
+        and len(item) == 4
+        and type(item[0]) is bytes
+        and type(item[1]) is bytes
+        and type(item[2]) is int
+        and type(item[3]) is int
+        for item in reply
+    )
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+def _entries(reply: list[list[Any]]) -> list[Entry]:
+    return [(entry_id.decode("ascii"), _envelope(fields)) for entry_id, fields in reply]
 
 
 def _envelope(fields: list[bytes]) -> bytes:
