@@ -158,21 +158,24 @@ class _GroupEvents(Events):
         self._current = job
         return job.event
 
-    def _end(self, exc: BaseException | None) -> None:
-        """The block is left (raising ``exc``): settle the event in hand, and hand
-        back those never taken."""
+    def _unread(self) -> list[_Job]:
+        """Take the events queued and never received."""
+        unread: list[Any] = self._batch[self._next :]
+        self._batch, self._next = [], 0
+        while True:
+            try:
+                unread.extend(self._mailbox.get_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return unread
+
+    def _settle(self, exc: BaseException | None, unread: list[_Job]) -> None:
+        """The block was left (raising ``exc``): the event in hand is done, or failed;
+        those never received are handed back."""
         current, self._current = self._current, None
         if current is not None:
             # A failure of the consumer's is a failed delivery; a cancellation is not.
             current.finish(exc if isinstance(exc, Exception) or exc is None else Undelivered())
-        pending: list[Any] = self._batch[self._next :]
-        self._batch, self._next = [], 0
-        while True:
-            try:
-                pending.extend(self._mailbox.get_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                break
-        for job in pending:
+        for job in unread:
             job.finish(Undelivered())
 
 
@@ -771,15 +774,23 @@ class Channels(Lifecycle):
         # Applied at once, before any wait: cancelled afterwards, while the broker
         # confirms, the callback is still gone and the unsubscription still made.
         await checkpoint_if_cancelled()
+        if self._unregister_now(target, event, callback, group):
+            await self._connection.unsubscribe()
+        else:
+            await cancel_shielded_checkpoint()
+        return target
+
+    def _unregister_now(
+        self, target: Channel, event: str, callback: Callback, group: str | None
+    ) -> bool:
+        """Remove a registration, at once; True if its channel is to be unsubscribed."""
         removed = target._remove(event, callback, group=group)
         if removed and group is not None and group not in target._group_names():
             self._groups.leave(target, [group])
         if removed and not len(target) and not target.local:
             self._drop(target)
-            await self._connection.unsubscribe()
-        else:
-            await cancel_shielded_checkpoint()
-        return target
+            return True
+        return False
 
     def subscribe(
         self, channel: str, event: str = "*", *, since: Any = "new", group: str | None = None
@@ -867,20 +878,27 @@ class Channels(Lifecycle):
                 raise job.error
 
         self._iterators.add(mailbox)
+        failed: BaseException | None = None
         try:
-            await self.register(channel, event, take, since=since, group=group)
+            target = await self.register(channel, event, take, since=since, group=group)
             try:
                 yield events
             except BaseException as exc:
-                events._end(exc)
+                failed = exc
                 raise
-            events._end(None)
         finally:
             self._iterators.discard(mailbox)
+            unread = events._unread()
             mailbox.discard()
-            if self._runtime.state == "running":
+            # Unregistered before the events in hand are settled: one handed back
+            # must not come straight back to this iterator.
+            unsubscribe = self._runtime.state == "running" and self._unregister_now(
+                target, event, take, group
+            )
+            events._settle(failed, unread)
+            if unsubscribe:
                 with anyio.move_on_after(1.0, shield=True):
-                    await self.unregister(channel, event, take, group=group)
+                    await self._connection.unsubscribe()
 
     # -- publishing ---------------------------------------------------------------------
 

@@ -260,8 +260,8 @@ class GroupMember:
     async def _work(self, jobs: list[Job]) -> None:
         """Handle entries in order; hand back those not started when leaving."""
         for index, job in enumerate(jobs):
-            if self._leaving:
-                await self._release([entry_id for entry_id, _, _ in jobs[index:]])
+            if self._leaving:  # not started: those deliveries did not take place
+                await self._release([(i, deliveries - 1) for i, _, deliveries in jobs[index:]])
                 break
             started = anyio.current_time()
             await self._handle(job)
@@ -327,7 +327,7 @@ class GroupMember:
         if failed and deliveries >= self.max_deliver:
             await self._bury(job, f"{type(error).__name__}: {error}")
         elif failed or handed_back:
-            await self._release([entry_id])
+            await self._release([(entry_id, deliveries if failed else deliveries - 1)])
             self._claim_at = anyio.current_time()  # redeliver it soon, not in ack_wait
         else:
             self._acks.append(entry_id)
@@ -349,12 +349,13 @@ class GroupMember:
             return
         self._stats.acked += len(ids)
 
-    async def _release(self, ids: list[str]) -> None:
-        """Hand entries back for the next claim, by any member."""
+    async def _release(self, jobs: list[tuple[str, int]]) -> None:
+        """Hand entries back for the next claim, by any member: ``(id, the delivery
+        count it keeps)``."""
         try:
             await self._command(
                 lambda p: p.group_release(
-                    self.channel, self.group, self.consumer, ids, self.ack_wait
+                    self.channel, self.group, self.consumer, jobs, self.ack_wait
                 )
             )
         except CONNECTION_ERRORS as exc:  # claimed after ack_wait anyway

@@ -223,11 +223,12 @@ class Publisher(abc.ABC):
 
     @abc.abstractmethod
     async def group_release(
-        self, channel: str, group: str, consumer: str, ids: Sequence[str], idle: float
+        self, channel: str, group: str, consumer: str, jobs: Sequence[tuple[str, int]], idle: float
     ) -> None:
         """Hand entries back: they stay pending, as if idle for ``idle`` seconds, so
-        that the next claim by any member takes them (their delivery count is left
-        as it is)."""
+        that the next claim by any member takes them. ``jobs``: ``(id, deliveries)``,
+        the delivery count each is to have (less than its own when a delivery did
+        not take place: an entry taken and never started)."""
 
     @abc.abstractmethod
     async def group_leave(self, channel: str, group: str, consumer: str) -> bool:

@@ -347,10 +347,10 @@ class ClusterPublisher(Publisher):
         return await self._on_owner(channel, lambda p: p.group_ack(channel, group, ids))
 
     async def group_release(
-        self, channel: str, group: str, consumer: str, ids: Sequence[str], idle: float
+        self, channel: str, group: str, consumer: str, jobs: Sequence[tuple[str, int]], idle: float
     ) -> None:
         await self._on_owner(
-            channel, lambda p: p.group_release(channel, group, consumer, ids, idle)
+            channel, lambda p: p.group_release(channel, group, consumer, jobs, idle)
         )
 
     async def group_leave(self, channel: str, group: str, consumer: str) -> bool:

@@ -230,14 +230,14 @@ class Hub:
         return sum(found.pending.pop(parse_id(i), None) is not None for i in ids)
 
     def group_release(
-        self, channel: str, group: str, consumer: str, ids: Sequence[str], idle: float
+        self, channel: str, group: str, consumer: str, jobs: Sequence[tuple[str, int]], idle: float
     ) -> None:
-        """XCLAIM channel group consumer 0 id... IDLE idle JUSTID."""
+        """XCLAIM channel group consumer 0 id... IDLE idle RETRYCOUNT n JUSTID."""
         found = self._group(channel, group)
-        for entry_id in ids:
+        for entry_id, deliveries in jobs:
             state = found.pending.get(parse_id(entry_id))
             if state is not None:
-                state[0], state[1] = consumer, _now() - round(idle * 1000)
+                state[0], state[1], state[2] = consumer, _now() - round(idle * 1000), deliveries
 
     def group_leave(self, channel: str, group: str, consumer: str) -> bool:
         """XGROUP DELCONSUMER, if nothing is pending for the consumer."""
@@ -571,10 +571,10 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
         return self.hub.group_ack(channel, group, ids)
 
     async def group_release(
-        self, channel: str, group: str, consumer: str, ids: Sequence[str], idle: float
+        self, channel: str, group: str, consumer: str, jobs: Sequence[tuple[str, int]], idle: float
     ) -> None:
         await self._command((channel,))
-        self.hub.group_release(channel, group, consumer, ids, idle)
+        self.hub.group_release(channel, group, consumer, jobs, idle)
 
     async def group_leave(self, channel: str, group: str, consumer: str) -> bool:
         await self._command((channel,))

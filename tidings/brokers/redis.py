@@ -590,19 +590,24 @@ class RedisPublisher(Publisher):
         return acked
 
     async def group_release(
-        self, channel: str, group: str, consumer: str, ids: Sequence[str], idle: float
+        self, channel: str, group: str, consumer: str, jobs: Sequence[tuple[str, int]], idle: float
     ) -> None:
-        await self.execute(
-            "XCLAIM",
-            channel,
-            group,
-            consumer,
-            0,
-            *ids,
-            "IDLE",
-            _ms(idle),
-            "JUSTID",
-            check=_is_ids,
+        by_count: dict[int, list[str]] = {}
+        for entry_id, deliveries in jobs:
+            by_count.setdefault(deliveries, []).append(entry_id)
+        idle_ms = _ms(idle)
+
+        def options(count: int) -> tuple[str | int, ...]:
+            return ("IDLE", idle_ms, "RETRYCOUNT", count, "JUSTID")
+
+        await self.execute_all(
+            [
+                (
+                    (*("XCLAIM", channel, group, consumer, 0), *ids, *options(count)),
+                    _is_ids,
+                )
+                for count, ids in by_count.items()
+            ]
         )
 
     async def group_leave(self, channel: str, group: str, consumer: str) -> bool:

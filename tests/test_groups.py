@@ -1,0 +1,391 @@
+"""Work queues: consumer groups on durable channels (one member per handler).
+
+Each event goes to one member; it is acknowledged after the callback returns; a
+failure or a member gone quiet past ``ack_wait`` gets it delivered again, up to
+``max_deliver`` times, then it is dead-lettered. On memory:// and on a real Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.helpers import (
+    FAST,
+    Harness,
+    MemoryHarness,
+    RedisHarness,
+    StatusLog,
+    assert_follows_the_state_machine,
+    eventually,
+    watched,
+)
+from tidings import Channel, Channels, Retention
+
+pytestmark = pytest.mark.anyio
+
+NS = "g"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_namespace() -> None:
+    """Streams and groups outlive a test on the shared redis-server."""
+    global NS
+    NS = f"g{uuid.uuid4().hex[:8]}"
+
+
+def handler(broker: Harness, **options: Any) -> Channels:
+    options.setdefault("durable", {"jobs": Retention(max_len=100_000)})
+    options.setdefault("backoff", FAST)
+    return Channels(broker.store(), namespace=NS, **options)
+
+
+def pending(broker: Harness, channel: str = "jobs", group: str = "workers") -> int:
+    """How many entries the group has handed out and not had acknowledged."""
+    key = f"{NS}:{channel}"
+    if isinstance(broker, MemoryHarness):
+        return len(broker.hub.pending(key, group))
+    assert isinstance(broker, RedisHarness)
+    return int(broker.server.client().xpending(key, group)["pending"])
+
+
+def dead_letters(broker: Harness, channel: str = "jobs") -> list[dict[str, bytes]]:
+    key = f"{NS}:{channel}"
+    if isinstance(broker, MemoryHarness):
+        return [fields for _, fields in broker.hub.dead_letters(key)]
+    assert isinstance(broker, RedisHarness)
+    return [
+        {k.decode(): v for k, v in fields.items()}
+        for _, fields in broker.server.client().xrange(f"{key}:dead")
+    ]
+
+
+def consumers(broker: Harness, channel: str = "jobs", group: str = "workers") -> int:
+    key = f"{NS}:{channel}"
+    if isinstance(broker, MemoryHarness):
+        return len(broker.hub.consumers(key, group))
+    assert isinstance(broker, RedisHarness)
+    return len(broker.server.client().xinfo_consumers(key, group))
+
+
+class Worker:
+    """A member's callback: records what it got; fails on the data it is told to."""
+
+    def __init__(self, fail: Any = None, times: int = 1_000_000) -> None:
+        self.done: list[Any] = []
+        self.fail = fail
+        self.failures = 0
+        self.times = times
+        self.ids: list[str | None] = []
+
+    def __call__(self, channel: Channel, event: str, data: Any) -> None:
+        if data == self.fail and self.failures < self.times:
+            self.failures += 1
+            raise RuntimeError(f"cannot do {data!r}")
+        self.done.append(data)
+
+
+@asynccontextmanager
+async def members(broker: Harness, count: int, **options: Any) -> AsyncIterator[list[Channels]]:
+    async with AsyncExitStack() as stack:
+        handlers = [
+            await stack.enter_async_context(handler(broker, **options)) for _ in range(count)
+        ]
+        yield handlers
+
+
+async def test_each_event_goes_to_one_member_and_is_acknowledged(broker: Harness) -> None:
+    workers = [Worker() for _ in range(3)]
+    async with members(broker, 3) as handlers, handler(broker) as producer:
+        for member, worker in zip(handlers, workers, strict=True):
+            await member.register("jobs", "*", worker, group="workers")
+        for n in range(300):
+            await producer.publish("jobs", "job", n)
+        await eventually(lambda: sum(len(w.done) for w in workers) >= 300)
+        await eventually(lambda: sum(m.stats().acked for m in handlers) == 300)
+        assert pending(broker) == 0
+    done = [n for w in workers for n in w.done]
+    assert sorted(done) == list(range(300))  # each once, none lost
+    # Each member handles its own share in publish order.
+    for worker in workers:
+        assert worker.done == sorted(worker.done)
+
+
+async def test_a_failed_delivery_is_delivered_again(broker: Harness) -> None:
+    flaky = Worker(fail=3, times=2)  # fails twice on 3, then does it
+    async with handler(broker, max_deliver=5) as member, handler(broker) as producer:
+        log = await watched(member)
+        await member.register("jobs", "*", flaky, group="workers")
+        for n in range(6):
+            await producer.publish("jobs", "job", n)
+        await eventually(lambda: sorted(flaky.done) == list(range(6)))
+        await eventually(lambda: member.stats().acked == 6)
+        assert pending(broker) == 0
+        assert flaky.failures == 2
+        stats = member.stats()
+        assert stats.callback_errors == 2
+        assert stats.dead_lettered == 0
+        assert "dead_letter" not in log.names
+    assert dead_letters(broker) == []
+
+
+async def test_a_poison_event_is_dead_lettered_and_does_not_block_the_rest(
+    broker: Harness,
+) -> None:
+    poisoned = Worker(fail="poison")
+    async with handler(broker, max_deliver=3) as member, handler(broker) as producer:
+        log = await watched(member)
+        await member.register("jobs", "*", poisoned, group="workers")
+        await producer.publish("jobs", "job", "poison")
+        for n in range(20):
+            await producer.publish("jobs", "job", n)
+        await eventually(lambda: "dead_letter" in log.names)
+        await eventually(lambda: sorted(poisoned.done) == list(range(20)))
+        await eventually(lambda: pending(broker) == 0)
+        assert poisoned.failures == 3
+        dead = log.last("dead_letter")
+        assert dead["channel"] == "jobs"
+        assert dead["group"] == "workers"
+        assert dead["deliveries"] == 3
+        assert "cannot do 'poison'" in dead["error"]
+        assert member.stats().dead_lettered == 1
+    [letter] = dead_letters(broker)
+    assert json.loads(letter["envelope"])["data"] == "poison"
+    assert letter["id"].decode() == dead["id"]
+    assert letter["group"] == b"workers"
+    assert letter["deliveries"] == b"3"
+    assert b"RuntimeError" in letter["error"]
+
+
+async def test_an_undecodable_entry_is_dead_lettered_at_once(broker: Harness) -> None:
+    worker = Worker()
+    async with handler(broker) as member, handler(broker) as producer:
+        log = await watched(member)
+        await member.register("jobs", "*", worker, group="workers")
+        key = f"{NS}:jobs"
+        if isinstance(broker, MemoryHarness):
+            broker.hub.append(key, b"{not json", Retention())
+        else:
+            assert isinstance(broker, RedisHarness)
+            broker.server.client().xadd(key, {"envelope": b"{not json"})
+        await producer.publish("jobs", "job", "fine")
+        await eventually(lambda: "dead_letter" in log.names and worker.done == ["fine"])
+        assert log.last("dead_letter")["deliveries"] == 1
+        assert member.stats().decode_errors == 1
+        await eventually(lambda: pending(broker) == 0)
+    [letter] = dead_letters(broker)
+    assert letter["envelope"] == b"{not json"
+
+
+async def test_a_member_gone_quiet_has_its_events_claimed_after_ack_wait(
+    broker: Harness,
+) -> None:
+    """A member that dies holding events (cancelled here, without leaving the
+    group: as a killed process) has them delivered to another after ack_wait."""
+    stuck = anyio.Event()
+    taken: list[Any] = []
+
+    async def hangs(channel: Channel, event: str, data: Any) -> None:
+        taken.append(data)
+        await stuck.wait()
+
+    survivor = Worker()
+    async with handler(broker) as producer:
+        with anyio.CancelScope() as dying:
+            async with handler(broker, ack_wait=0.3) as doomed:
+                for n in range(3):
+                    await producer.publish("jobs", "job", n)
+                # It takes all three at once, and hangs on the first.
+                await doomed.register("jobs", "*", hangs, group="workers", since="all")
+                await eventually(lambda: taken == [0])
+                dying.cancel()  # no goodbye: its events stay pending
+        assert pending(broker) == 3
+        async with handler(broker, ack_wait=0.3) as member:
+            log = await watched(member)
+            await member.register("jobs", "*", survivor, group="workers")
+            await eventually(lambda: sorted(survivor.done) == [0, 1, 2])
+            await eventually(lambda: pending(broker) == 0)
+            assert member.stats().acked == 3
+            assert "dead_letter" not in log.names
+
+
+async def test_iterator_acknowledges_when_the_next_event_is_taken(broker: Harness) -> None:
+    async with handler(broker, ack_wait=0.3) as member, handler(broker) as producer:
+        for n in range(3):
+            await producer.publish("jobs", "job", n)
+        async with member.subscribe("jobs", group="workers", since="all") as jobs:
+            first = await jobs.receive()
+            assert (first.data, first.deliveries) == (0, 1)
+            assert first.id is not None
+            assert pending(broker) >= 1  # in hand: not acknowledged yet
+            second = await jobs.receive()
+            assert second.data == 1
+            await eventually(lambda: member.stats().acked == 1)
+        # Left normally: the one in hand is done too.
+        await eventually(lambda: member.stats().acked == 2)
+        third = None
+        with pytest.raises(LookupError):  # noqa: PT012 (the block fails with an event in hand)
+            async with member.subscribe("jobs", group="workers") as jobs:
+                third = await jobs.receive()
+                {}[third.data]
+        assert third is not None
+        assert third.data == 2
+        # Handed back: delivered again, counted.
+        async with member.subscribe("jobs", group="workers") as jobs:
+            again = await jobs.receive()
+            assert (again.data, again.deliveries, again.id) == (2, 2, third.id)
+        await eventually(lambda: pending(broker) == 0)
+
+
+async def test_since_places_a_new_group_and_an_existing_one_keeps_its_place(
+    broker: Harness,
+) -> None:
+    async with handler(broker) as producer:
+        for n in range(5):
+            await producer.publish("jobs", "job", n)
+        old, new, later = Worker(), Worker(), Worker()
+        async with handler(broker) as member:
+            await member.register("jobs", "*", old, group="replay", since="all")
+            await member.register("jobs", "*", new, group="fresh")
+            await eventually(lambda: old.done == [0, 1, 2, 3, 4])
+            await producer.publish("jobs", "job", 5)
+            await eventually(lambda: old.done == list(range(6)) and new.done == [5])
+        async with handler(broker) as member:
+            # The group exists: it goes on from where it is; since= does not move it.
+            await member.register("jobs", "*", later, group="replay", since="all")
+            await producer.publish("jobs", "job", 6)
+            await eventually(lambda: later.done == [6])
+
+
+async def test_groups_and_plain_registrations_share_a_channel(broker: Harness) -> None:
+    audit, a, b = Worker(), Worker(), Worker()
+    async with members(broker, 2) as (one, two), handler(broker) as producer:
+        await one.register("jobs", "*", audit)  # sees everything
+        await one.register("jobs", "*", a, group="workers")
+        await two.register("jobs", "*", b, group="workers")
+        for n in range(50):
+            await producer.publish("jobs", "job", n)
+        await eventually(lambda: len(audit.done) == 50 and len(a.done) + len(b.done) == 50)
+        assert audit.done == list(range(50))
+        assert sorted(a.done + b.done) == list(range(50))
+        # Two groups each get every event.
+        other = Worker()
+        await two.register("jobs", "*", other, group="others", since="all")
+        await eventually(lambda: sorted(other.done) == list(range(50)))
+
+
+async def test_patterns_pick_what_a_member_does_and_the_rest_is_acknowledged(
+    broker: Harness,
+) -> None:
+    created = Worker()
+    async with handler(broker) as member, handler(broker) as producer:
+        await member.register("jobs", "created", created, group="workers")
+        await producer.publish("jobs", "created", 1)
+        await producer.publish("jobs", "deleted", 2)
+        await producer.publish("jobs", "created", 3)
+        await eventually(lambda: created.done == [1, 3])
+        await eventually(lambda: member.stats().acked == 3)
+        assert member.stats().unrouted == 1
+        assert pending(broker) == 0
+
+
+async def test_unregister_and_close_leave_the_group(broker: Harness) -> None:
+    worker = Worker()
+    async with handler(broker) as member:
+        await member.register("jobs", "*", worker, group="workers")
+        await member.publish("jobs", "job", 1)
+        await eventually(lambda: worker.done == [1])
+        assert await member.unregister("jobs", "*", worker, group="workers") is not None
+        assert "jobs" not in member
+        await eventually(lambda: consumers(broker) == 0)
+        await member.register("jobs", "*", worker, group="workers")
+        await member.publish("jobs", "job", 2)
+        await eventually(lambda: worker.done == [1, 2])
+    assert consumers(broker) == 0  # closed: left, nothing pending
+
+
+async def test_callback_error_unregisters_from_the_group(broker: Harness) -> None:
+    from tidings import CallbackError
+
+    seen: list[Any] = []
+
+    def once(channel: Channel, event: str, data: Any) -> None:
+        seen.append(data)
+        raise CallbackError
+
+    async with handler(broker) as member:
+        await member.register("jobs", "*", once, group="workers")
+        await member.publish("jobs", "job", 1)
+        await eventually(lambda: "jobs" not in member)
+        assert seen == [1]
+        assert member.stats().acked == 1  # done with it: acknowledged
+        await eventually(lambda: consumers(broker) == 0)
+
+
+async def test_bad_group_arguments_fail_before_any_io(broker: Harness) -> None:
+    async with handler(broker) as member:
+        with pytest.raises(ValueError, match="group='w' needs a durable channel"):
+            await member.register("plain", "*", print, group="w")
+        with pytest.raises(ValueError, match="group name"):
+            await member.register("jobs", "*", print, group="")
+        with pytest.raises(ValueError, match="do not go together"):
+            await member.register("jobs", "*", print, group="w", consumer="c")
+        with pytest.raises(ValueError, match="group='w' needs a durable channel"):
+            member.subscribe("plain", group="w")
+        assert "plain" not in member
+        assert "jobs" not in member
+    with pytest.raises(ValueError, match="max_deliver"):
+        handler(broker, max_deliver=0)
+    with pytest.raises(ValueError, match="ack_wait"):
+        handler(broker, ack_wait=-1)
+
+
+async def test_a_refused_group_rolls_the_registration_back(hub: Any) -> None:
+    """An ACL that forbids the stream: register raises, nothing stays registered."""
+    from tidings import ReplyError, Store
+    from tidings.brokers.memory import MemoryBroker
+
+    hub.allowed_channels = "g:other*"
+    async with Channels(Store(MemoryBroker(hub)), namespace="g", durable=["jobs"]) as member:
+        with pytest.raises(ReplyError) as refused:
+            await member.register("jobs", "*", print, group="workers")
+        assert refused.value.code == "NOPERM"
+        assert "jobs" not in member
+
+
+async def test_counts_add_up(broker: Harness) -> None:
+    """received + replayed == delivered + ... + superseded, with groups too."""
+    worker = Worker(fail=7, times=1)
+    async with handler(broker) as member, handler(broker) as producer:
+        await member.register("jobs", "*", worker, group="workers")
+        for n in range(20):
+            await producer.publish("jobs", "job", n)
+        await eventually(lambda: sorted(worker.done) == list(range(20)))
+        await eventually(lambda: member.stats().acked == 20)
+        s = member.stats()
+        assert s.received + s.replayed == (
+            s.delivered
+            + s.callback_errors
+            + s.dropped
+            + s.unrouted
+            + s.decode_errors
+            + s.superseded
+        )
+        assert s.replayed == 21  # 20 events, one delivered twice
+
+
+async def test_dead_letter_reports_sit_between_the_status_events(broker: Harness) -> None:
+    async with handler(broker, max_deliver=1) as member:
+        log: StatusLog = await watched(member)
+        await member.register("jobs", "*", Worker(fail=0), group="workers")
+        await member.publish("jobs", "job", 0)
+        await eventually(lambda: "dead_letter" in log.names)
+    assert Counter(log.names)["dead_letter"] == 1
+    assert_follows_the_state_machine(log.names)
