@@ -215,6 +215,46 @@ async def test_durable_channels_keep_their_logs_on_each_slot_owner(
     assert len(owners) > 1  # the logs really are on several nodes
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_consumer_groups_share_work_and_dead_letter_on_a_cluster(
+    cluster: RedisCluster, mode: dict[str, str]
+) -> None:
+    """Groups of channels on several slot owners; the dead-letter stream of a
+    hash-tagged name on its channel's node, of a plain name wherever its slot is."""
+    namespace = f"grp{uuid.uuid4().hex[:8]}"
+    url = cluster.url(namespace=namespace, **mode)
+    names = ["{jobs}", "mail", "sms"]
+    options = {**OPTIONS, "durable": names, "max_deliver": 2}
+    done: dict[str, list[Any]] = {name: [] for name in names}
+
+    def work(channel: Any, event: str, data: Any) -> None:
+        if data == "poison":
+            raise RuntimeError("poison")
+        done[channel.name].append(data)
+
+    async with Channels(url, **options) as one, Channels(url, **options) as two:
+        log = await watched(one)
+        log_two = await watched(two)
+        for member in (one, two):
+            for name in names:
+                await member.register(name, "*", work, group="workers")
+        for n in range(30):
+            await one.publish(names[n % 3], "e", n)
+        await one.publish("{jobs}", "e", "poison")
+        await one.publish("mail", "e", "poison")
+        await eventually(lambda: sum(map(len, done.values())) == 30, limit=10)
+        await eventually(lambda: (log.names + log_two.names).count("dead_letter") == 2, limit=10)
+    for index, name in enumerate(names):
+        assert sorted(done[name]) == list(range(index, 30, 3))
+    for name in ("{jobs}", "mail"):
+        key = f"{namespace}:{name}"
+        [(_, fields)] = cluster.owner_of(f"{key}:dead").client().xrange(f"{key}:dead")
+        assert fields[b"deliveries"] == b"2"
+        assert cluster.owner_of(key).client().xpending(key, "workers")["pending"] == 0
+    tagged = f"{namespace}:{{jobs}}"
+    assert cluster.owner_of(f"{tagged}:dead") is cluster.owner_of(tagged)
+
+
 async def test_concurrent_publishes_open_one_connection_per_node(cluster: RedisCluster) -> None:
     """Callers racing to a node nobody published to yet share the one connection
     the first of them opens (they each opened one, and all but one leaked)."""

@@ -13,7 +13,7 @@ from anyio.lowlevel import checkpoint
 from tests.helpers import FAST, eventually
 from tidings import ReplyError
 from tidings._stats import Counters
-from tidings.brokers.base import Broker, Deliver, Entry, Publisher, Subscriber
+from tidings.brokers.base import Broker, Claimed, Deliver, Entry, Publisher, Subscriber
 from tidings.policies.status import StatusType
 from tidings.policies.streams import Retention
 from tidings.supervisors.connection import ConnectionSupervisor
@@ -85,6 +85,35 @@ class StubPublisher(Publisher):
 
     async def save_position(self, channel: str, consumer: str, entry_id: str) -> None:
         await checkpoint()
+
+    # The supervisor never calls the consumer-group commands.
+
+    async def group_create(self, channel: str, group: str, start: str) -> bool:
+        raise NotImplementedError
+
+    async def group_read(self, channel: str, group: str, consumer: str, count: int) -> list[Entry]:
+        raise NotImplementedError
+
+    async def group_claim(
+        self, channel: str, group: str, consumer: str, min_idle: float, start: str, count: int
+    ) -> Claimed:
+        raise NotImplementedError
+
+    async def group_ack(self, channel: str, group: str, ids: Sequence[str]) -> int:
+        raise NotImplementedError
+
+    async def group_release(
+        self, channel: str, group: str, consumer: str, jobs: Sequence[tuple[str, int]], idle: float
+    ) -> None:
+        raise NotImplementedError
+
+    async def group_leave(self, channel: str, group: str, consumer: str) -> bool:
+        raise NotImplementedError
+
+    async def add_dead(
+        self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
+    ) -> str:
+        raise NotImplementedError
 
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
         return {}
