@@ -8,11 +8,13 @@ failure or a member gone quiet past ``ack_wait`` gets it delivered again, up to
 from __future__ import annotations
 
 import json
+import logging
+import random
 import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -548,3 +550,80 @@ async def test_pending_jobs_survive_a_redis_restart_with_aof(
             assert done == list(range(10))  # nothing delivered twice
     finally:
         server.close()
+
+
+async def test_cancellation_matrix_of_group_operations(
+    broker: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Group registrations, unregistrations and iterators cancelled at random
+    points: afterwards the members are exactly the groups with callbacks, each takes
+    every new event once, and closing leaves no consumer behind, without a warning."""
+    rng = random.Random(14)
+    names = ["jobs", "mail"]
+    workers = [Worker() for _ in range(2)]
+    member = handler(broker, durable=names, ack_wait=0.5)
+
+    async def register() -> None:
+        await member.register(rng.choice(names), "*", rng.choice(workers), group=rng.choice("ab"))
+
+    async def unregister() -> None:
+        await member.unregister(rng.choice(names), "*", rng.choice(workers), group=rng.choice("ab"))
+
+    async def iterate() -> None:
+        async with member.subscribe(rng.choice(names), group=rng.choice("ab")) as jobs:
+            with anyio.move_on_after(0.002):
+                await jobs.receive()
+
+    async def publish() -> None:
+        await member.publish(rng.choice(names), "e", -1)
+
+    operations: list[Callable[[], Awaitable[None]]] = [
+        register,
+        register,
+        unregister,
+        iterate,
+        publish,
+    ]
+    with caplog.at_level(logging.WARNING, "tidings"):
+        async with member:
+            for _ in range(200):
+                with anyio.move_on_after(rng.choice((0, 0, 0.0001, 0.0005, 0.002))):
+                    await rng.choice(operations)()
+            standing = {
+                (channel.name, registration.group)
+                for channel in member
+                for registrations in channel._patterns.values()
+                for registration in registrations.values()
+                if registration.group is not None
+            }
+            assert standing  # the matrix left some standing
+            assert {(f"{NS}:{c}", g) for c, g in standing} == set(member._groups._members)
+            for worker in workers:
+                worker.done.clear()
+            for n, name in enumerate(names):
+                await member.publish(name, "e", n)
+            # Once per group, to each of the group's callbacks here.
+            calls = {
+                name: sum(
+                    registration.group is not None
+                    for registrations in member.channel(name)._patterns.values()  # type: ignore[union-attr]
+                    for registration in registrations.values()
+                )
+                if name in member
+                else 0
+                for name in names
+            }
+            for n, name in enumerate(names):
+                await eventually(
+                    lambda n=n, w=calls[name]: sum(x.done.count(n) for x in workers) >= w
+                )
+            await anyio.sleep(0.1)  # (a second copy would come now)
+            for n, name in enumerate(names):
+                assert sum(x.done.count(n) for x in workers) == calls[name]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    # What it held when it closed was handed back: a new member takes all of it.
+    async with handler(broker, durable=names) as successor:
+        for name, group in standing:
+            await successor.register(name, "*", Worker(), group=group)
+        for name, group in standing:
+            await eventually(lambda n=name, g=group: pending(broker, n, g) == 0)

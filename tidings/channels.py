@@ -713,6 +713,7 @@ class Channels(Lifecycle):
                 self._upkeep.watch(registration, registration.owner.broker_name, consumer)
         for target, registration in added:
             if registration.group is not None and registration.active:
+                registration.since = 0  # registered: its group may call it now
                 self._groups.join(target, registration.group)
         for target in {
             target.broker_name: target for target, _ in added if target.durable
@@ -877,15 +878,14 @@ class Channels(Lifecycle):
             if job.error is not None:
                 raise job.error
 
+        target = await self.register(channel, event, take, since=since, group=group)
         self._iterators.add(mailbox)
         failed: BaseException | None = None
         try:
-            target = await self.register(channel, event, take, since=since, group=group)
-            try:
-                yield events
-            except BaseException as exc:
-                failed = exc
-                raise
+            yield events
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             self._iterators.discard(mailbox)
             unread = events._unread()

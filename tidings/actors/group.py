@@ -37,7 +37,7 @@ from .._stats import Counters
 from ..brokers.base import CONNECTION_ERRORS, TRANSIENT_REPLIES, Claimed, Entry, Job, Publisher
 from ..errors import CallbackError, ReplyError
 from ..policies.streams import Retention
-from .callbacks import Registration, Undelivered
+from .callbacks import DEAF, Registration, Undelivered
 from .dispatch import DECODE_ERRORS, Decode, decode_failed
 
 __all__ = ["READ_COUNT", "GroupMember"]
@@ -290,8 +290,8 @@ class GroupMember:
         called = failed = handed_back = False
         error: Exception | None = None
         for registration in self._registrations_for(key):
-            if not registration.active:
-                continue
+            if not registration.active or registration.since == DEAF:
+                continue  # removed, or its register() has not returned yet
             called = True
             owner._event_id, owner._deliveries = entry_id, deliveries
             try:
