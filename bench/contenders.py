@@ -5,7 +5,9 @@ parameters (``channels``, ``publishers``, ``size``, ``mode``, ``trace``). The pr
 prints ``ready`` when it is subscribed (where that applies) and, at the end, one JSON
 line with its measurements, or ``{"skipped": reason}`` when the library it imports
 lacks what the contender needs. Every result from a process that imported tidings
-names the file it came from (``tidings``): the evidence of which tree ran.
+names the file it came from (``tidings``): the evidence of which tree ran. A member
+of the work-queue scenario (``jobs``) is one of several such processes, driven by the
+harness through its standard input (see section 7).
 
 Every contender that reports a rate also reports ``cpu_us_per_msg``: the process's
 CPU time (``time.process_time()``, all threads) over its timed section, per message.
@@ -655,21 +657,23 @@ def publish_durable(port: int, payloads: Iterable[str | bytes], max_len: int) ->
     return count
 
 
-def fill_log(port: int, n: int) -> None:
-    """A fresh log of n events ``{"s": i}`` on CHANNEL: XADD only, nothing published."""
+def fill_log(port: int, n: int, channel: str = "chan") -> None:
+    """A fresh log of n events ``{"s": i}`` on ``channel`` (CHANNEL by default): XADD
+    only, nothing published."""
+    key = f"bench:{channel}"
     client = _redis(port)
     try:
-        client.delete(CHANNEL)
+        client.delete(key)
         dumps = json.dumps
         for start in range(0, n, 1000):
             pipe = client.pipeline(transaction=False)
             for i in range(start, min(n, start + 1000)):
                 envelope = dumps(
-                    {"channel": "chan", "event": "tick", "data": {"s": i}}, separators=(",", ":")
+                    {"channel": channel, "event": "tick", "data": {"s": i}}, separators=(",", ":")
                 )
-                pipe.xadd(CHANNEL, {"envelope": envelope})
+                pipe.xadd(key, {"envelope": envelope})
             pipe.execute()
-        assert client.xlen(CHANNEL) == n
+        assert client.xlen(key) == n
     finally:
         client.close()
 
@@ -1031,6 +1035,140 @@ def pace_outage(spec: dict[str, Any]) -> dict[str, Any]:
     return {"published": sent, "seconds": seconds, "rate": sent / seconds}
 
 
+# -- 7. work queues (consumer groups) -----------------------------------------------------
+#
+# The harness fills the log of the durable channel JOBS with n jobs (fill_log), or
+# keeps the one it filled for the run before, and creates the consumer group JOB_GROUP
+# at its start ("0") anew, then starts M member processes. Each connects and
+# prints "ready", starts on a "go" line from its standard input and stops on "stop"
+# (the harness sees from XINFO GROUPS when the group is done); it reports how many jobs
+# it got, when its first and last came (time.perf_counter(): one clock for every
+# process on Linux) and its CPU time from "go" to "stop".
+
+JOBS = "jobs"
+JOBS_KEY = f"bench:{JOBS}"
+JOB_GROUP = "workers"
+
+
+class JobTally:
+    """One member's jobs (no anyio here: the redis-py member is synchronous)."""
+
+    def __init__(self) -> None:
+        self.jobs = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.cpu_started = 0.0
+        self.cpu_seconds = 0.0
+
+    def start(self) -> None:
+        self.cpu_started = time.process_time()
+
+    def hit(self) -> None:
+        self.last = time.perf_counter()
+        if self.first is None:
+            self.first = self.last
+        self.jobs += 1
+
+    def stop(self) -> None:
+        self.cpu_seconds = time.process_time() - self.cpu_started
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "first": self.first,
+            "last": self.last,
+            "cpu_seconds": self.cpu_seconds,
+        }
+
+
+def _told(word: str, line: str) -> None:
+    if line.strip() != word:
+        raise RuntimeError(f"expected {word!r} from the harness, got {line!r}")
+
+
+async def jobs_tidings(spec: dict[str, Any]) -> dict[str, Any]:
+    """One member of the group: ``register(JOBS, "*", callback, group=JOB_GROUP)``
+    once told to go (the group exists: tidings joins it where it is)."""
+    import inspect
+
+    import tidings
+
+    if "group" not in inspect.signature(tidings.Channels.register).parameters:
+        return {"skipped": "this tidings has no consumer groups"}
+    tally = JobTally()
+    durable_ = {JOBS: tidings.Retention(max_len=spec["n"] + 1000)}
+    async with tidings.open_channels(
+        _url(spec), namespace="bench", durable=durable_, ack_wait=30, max_deliver=5
+    ) as channels:
+        await channels.connect()
+        say("ready")
+        _told("go", await anyio.to_thread.run_sync(sys.stdin.readline))
+        tally.start()
+
+        def on_job(channel: Any, event: str, data: Any) -> None:
+            if event == "tick":
+                tally.hit()
+
+        await channels.register(JOBS, "*", on_job, group=JOB_GROUP)
+        _told("stop", await anyio.to_thread.run_sync(sys.stdin.readline))
+        tally.stop()
+    # Once closed: the reply to its last XACK is counted (Redis had it when the
+    # harness said stop, but this process may not have read the reply yet).
+    stats = channels.stats()
+    return tally.result() | {
+        "acked": stats.acked,
+        "callback_errors": stats.callback_errors,
+        "dead_lettered": stats.dead_lettered,
+    }
+
+
+def jobs_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
+    """The same member by hand: XREADGROUP COUNT 100 BLOCK 100, JSON-decode each entry
+    and check its event name (as tidings does), then one XACK for the batch.
+
+    redis-py's synchronous client: a worker process that does nothing else is most
+    often written as this blocking loop, and it is the faster of redis-py's two
+    clients for it (no event loop between the reply and the next command), so the
+    harder peer of the two.
+    """
+    import threading
+
+    import redis
+
+    client = redis.Redis(port=spec["port"])
+    client.ping()
+    consumer = f"redis-py-{os.getpid()}-{spec.get('member', 0)}"
+    tally = JobTally()
+    say("ready")
+    _told("go", sys.stdin.readline())
+    stopping = threading.Event()
+
+    def wait_for_stop() -> None:
+        _told("stop", sys.stdin.readline())
+        stopping.set()
+
+    threading.Thread(target=wait_for_stop, daemon=True).start()
+    tally.start()
+    loads = json.loads
+    acked = 0
+    while not stopping.is_set():
+        reply: Any = client.xreadgroup(JOB_GROUP, consumer, {JOBS_KEY: ">"}, count=100, block=100)
+        for _key, entries in reply.items() if isinstance(reply, dict) else reply or ():
+            if not entries:
+                continue
+            for _entry_id, fields in entries:
+                event = loads(fields[b"envelope"])
+                if event["event"] == "tick":
+                    tally.hit()
+            acked += client.xack(JOBS_KEY, JOB_GROUP, *(entry_id for entry_id, _ in entries))
+    tally.stop()
+    client.close()
+    return tally.result() | {"acked": acked}
+
+
+#: The backend of a contender that is a plain function (no event loop).
+SYNC = "sync"
+
 CONTENDERS: dict[tuple[str, str], tuple[Callable[..., Any], str]] = {
     ("receive", "tidings-trio"): (receive_tidings, "trio"),
     ("receive", "tidings-asyncio"): (receive_tidings, "asyncio"),
@@ -1073,6 +1211,9 @@ CONTENDERS: dict[tuple[str, str], tuple[Callable[..., Any], str]] = {
     ("outage", "tidings-trio"): (outage_tidings, "trio"),
     ("outage", "tidings-trio-durable"): (outage_tidings, "trio"),
     ("outage", "redis-py"): (outage_redis_py, "asyncio"),
+    ("jobs", "tidings-trio"): (jobs_tidings, "trio"),
+    ("jobs", "tidings-asyncio"): (jobs_tidings, "asyncio"),
+    ("jobs", "redis-py"): (jobs_redis_py, SYNC),
 }
 
 
@@ -1096,7 +1237,10 @@ def main() -> None:
         if spec["scenario"] == "register":
             spec["mode"] = spec["contender"].removeprefix("tidings-")
         try:
-            result = anyio.run(function, spec, backend=backend)
+            if backend == SYNC:
+                result = function(spec)
+            else:
+                result = anyio.run(function, spec, backend=backend)
         except Exception as exc:
             if not spec.get("baseline") or not _missing_api(exc):
                 raise

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,15 @@ from typing import Any
 from bench.contenders import (
     CHANNEL,
     DURABLE,
+    JOB_GROUP,
+    JOBS,
+    JOBS_KEY,
     PAYLOAD,
     SPREAD_PREFIX,
+    cpu_us,
+    fill_log,
     publish_durable,
+    redis_cpu_seconds,
     sized_payload,
 )
 from tests.redis_server import RedisServer
@@ -223,6 +230,18 @@ SCENARIOS = [
         unit="events",
         fill="outage",
     ),
+    Scenario(
+        "jobs",
+        "13. work queue: a consumer group of {} member process(es) works off a log of n jobs",
+        [*TIDINGS, "redis-py"],
+        [Case(str(m), n=30_000, quick_n=300, params={"members": m}) for m in (1, 2, 4)],
+        metric="rate",
+        peer="redis-py",
+        unit="jobs/s",
+        fill="group",
+        axis="members",
+        headline="2",
+    ),
 ]
 
 
@@ -392,6 +411,12 @@ def run_one(
         **({"trace": True} if trace else {}),
         **({"baseline": True} if at_base else {}),
     }
+    if scenario.fill == "group":
+        tree = baseline if at_base else None
+        try:
+            return _run_group(spec, case.params["members"], server, n, tree)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{scenario.entry(case)}, {contender}: {exc}") from None
     process = _child(spec, baseline if at_base else None, stdin=scenario.fill == "outage")
     try:
         return _drive(scenario, case, name, process, server, n)
@@ -461,6 +486,104 @@ def _drive(
         raise ValueError(f"unknown fill {scenario.fill!r}")
     os.kill(process.pid, signal.SIGCONT)
     return _result(process)
+
+
+def _tell(process: subprocess.Popen[str], word: str) -> None:
+    assert process.stdin is not None
+    process.stdin.write(word + "\n")
+    process.stdin.flush()
+
+
+def _run_group(
+    spec: dict[str, Any], members: int, server: RedisServer, n: int, tree: Path | None
+) -> dict[str, Any]:
+    """The work-queue scenario: n jobs in the log of JOBS (filled once per case: the
+    members only read and acknowledge it), the consumer group JOB_GROUP created anew
+    at its start, then ``members`` processes of the contender started together.
+    Timed from "go" (every member connected and ready) until XINFO GROUPS says the
+    group read the last entry and has nothing pending: every job was acknowledged.
+    The CPU time is the members' own, from "go" to "stop", summed."""
+    import redis
+
+    client = redis.Redis(port=server.port)
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        if client.xlen(JOBS_KEY) == n:
+            client.xgroup_destroy(JOBS_KEY, JOB_GROUP)
+        else:
+            fill_log(server.port, n, JOBS)
+        client.xgroup_create(JOBS_KEY, JOB_GROUP, id="0")
+        newest: Any = client.xrevrange(JOBS_KEY, count=1)
+        [(last_id, _fields)] = newest
+        processes = [_child({**spec, "member": i}, tree, stdin=True) for i in range(members)]
+        for process in processes:
+            line = _line(process, 300)
+            if line != "ready":
+                return _result(process, line)  # skipped (the others are killed below)
+        server_cpu = redis_cpu_seconds(server.port)
+        started = time.perf_counter()
+        for process in processes:
+            _tell(process, "go")
+        group = _group_done(client, last_id, processes)
+        seconds = time.perf_counter() - started
+        server_cpu = redis_cpu_seconds(server.port) - server_cpu
+        for process in processes:
+            _tell(process, "stop")
+        results = [_result(process) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        client.close()
+    jobs = [r["jobs"] for r in results]
+    firsts = [r["first"] - started for r in results if r["first"] is not None]
+    result: dict[str, Any] = {
+        "events": n,
+        "seconds": seconds,
+        "rate": n / seconds,
+        "cpu_us_per_msg": cpu_us(sum(r["cpu_seconds"] for r in results), n),
+        "redis_cpu_us_per_msg": cpu_us(server_cpu, n),
+        "entries_read": group.get("entries-read"),
+        "jobs": jobs,
+        "duplicated": sum(jobs) - n,
+        "acked": sum(r.get("acked", 0) for r in results),
+        # Each member's share of the jobs against an even split (1.0 each when even).
+        "share_min": min(jobs) * members / n,
+        "share_max": max(jobs) * members / n,
+        "idle_members": sum(1 for j in jobs if j == 0),
+        # From "go" to the first job of the slowest member to start.
+        "first_job_ms": max(firsts) * 1e3 if firsts else None,
+    }
+    for key in ("callback_errors", "dead_lettered"):
+        if key in results[0]:
+            result[key] = sum(r[key] for r in results)
+    if "tidings" in results[0]:
+        result["tidings"] = results[0]["tidings"]
+    return result
+
+
+def _group_done(
+    client: Any, last_id: bytes, processes: list[subprocess.Popen[str]], stall: float = 60
+) -> dict[str, Any]:
+    """Poll XINFO GROUPS every 2 ms until JOB_GROUP has read ``last_id`` and nothing is
+    pending; return its entry. A member that exits, or no progress for ``stall`` s,
+    is a RuntimeError that says where the group stood."""
+    state: tuple[Any, ...] = ()
+    moved = time.monotonic()
+    while True:
+        [info] = [g for g in client.xinfo_groups(JOBS_KEY) if g["name"] == JOB_GROUP.encode()]
+        if info["pending"] == 0 and info["last-delivered-id"] == last_id:
+            return dict(info)
+        now = time.monotonic()
+        if (info["last-delivered-id"], info["pending"]) != state:
+            state, moved = (info["last-delivered-id"], info["pending"]), now
+        exited = [p.returncode for p in processes if p.poll() is not None]
+        if exited or now - moved > stall:
+            consumers = client.xinfo_consumers(JOBS_KEY, JOB_GROUP)
+            why = f"a member exited (codes {exited})" if exited else f"no progress in {stall:g} s"
+            raise RuntimeError(f"{why}; group {info}; consumers {consumers}")
+        time.sleep(0.002)
 
 
 def _check_tree(contender: str, result: dict[str, Any], baseline: Path | None) -> None:
@@ -617,7 +740,27 @@ def _detail(scenario: str, values: dict[str, Any]) -> str:
         return f"replayed {values['replayed']:,.0f}, superseded {values['superseded']:,.0f}"
     if scenario == "outage":
         return _outage(values)
+    if scenario == "jobs":
+        return _jobs(values)
     return ""
+
+
+def _jobs(values: dict[str, Any]) -> str:
+    """Redis's CPU per job; how evenly the members shared the jobs; the slow start."""
+    text = f"redis-server {values['redis_cpu_us_per_msg']:.2f} µs CPU/job"
+    if isinstance(values.get("jobs"), list):  # one run: each member's count
+        text += f"; per member {'/'.join(f'{j:,}' for j in values['jobs'])}"
+    else:
+        text += f"; shares {values['share_min']:.2f}-{values['share_max']:.2f} of even"
+    if values.get("first_job_ms") is not None:
+        text += f"; last member to start got its first job at {values['first_job_ms']:.0f} ms"
+    if values.get("idle_members"):
+        text += f"; {values['idle_members']:.0f} member(s) got NO JOB"
+    if values.get("duplicated"):
+        text += f"; DUPLICATED {values['duplicated']:,.0f}"
+    if values.get("acked") and values["acked"] != values["events"]:
+        text += f"; ACKED {values['acked']:,.0f}"
+    return text
 
 
 def _outage(values: dict[str, Any]) -> str:
@@ -799,7 +942,8 @@ def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
 def _shown(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    return f"{value:,.0f} {unit}" if unit.startswith("events") else f"{value:.3f} {unit}"
+    whole = unit.startswith(("events", "jobs"))
+    return f"{value:,.0f} {unit}" if whole else f"{value:.3f} {unit}"
 
 
 def _x(value: float | None) -> str:
@@ -846,6 +990,7 @@ def print_table(report: dict[str, Any]) -> None:
             print(f"{name:<20} {contender:<24} {'skipped':>18}   {reason}")
     print("-" * rule)
     _print_spread(report["scenarios"])
+    _print_jobs(report["scenarios"])
     unmeasured = 0
     for target in report["targets"]:
         if target["met"] is None:
@@ -883,6 +1028,44 @@ def _print_spread(scenarios: dict[str, Any]) -> None:
             + f"{_x(ratio):>10}"
         )
     print("-" * 124)
+
+
+def _print_jobs(scenarios: dict[str, Any]) -> None:
+    """The work queue's rates by group members, and each tidings contender's ratio to
+    redis-py's loop at each size (no target: the ratio is the result)."""
+    entries = sorted(
+        (e for e in scenarios.values() if e["scenario"] == "jobs"), key=lambda e: e["x"]
+    )
+    if not entries:
+        return
+    contenders = list(dict.fromkeys(c for e in entries for c in e["medians"]))
+    print(
+        "work queue, jobs/s by group members:"
+        + "".join(f"{e['case']:>10}" for e in entries)
+        + (f"{entries[-1]['case'] + '/' + entries[0]['case']:>10}" if len(entries) > 1 else "")
+    )
+    for contender in contenders:
+        rates = [e["medians"].get(contender, {}).get("rate") for e in entries]
+        scaling = rates[-1] / rates[0] if len(rates) > 1 and rates[0] and rates[-1] else None
+        print(
+            f"  {contender:<34}"
+            + "".join(f"{'-' if r is None else f'{r:,.0f}':>10}" for r in rates)
+            + f"{_x(scaling):>10}"
+        )
+    for contender in contenders:
+        peer = entries[0]["peers"].get(contender, "redis-py")
+        if contender == peer:
+            continue
+        ratios = [_ratio(scenarios, _entry_name(e), contender, peer, "rate") for e in entries]
+        print(
+            f"  {contender + ' / ' + peer:<34}"
+            + "".join(f"{'-' if r is None else f'{r:.2f}x':>10}" for r in ratios)
+        )
+    print("-" * 124)
+
+
+def _entry_name(entry: dict[str, Any]) -> str:
+    return f"{entry['scenario']}/{entry['case']}" if entry["case"] else entry["scenario"]
 
 
 # -- charts ----------------------------------------------------------------------------------
@@ -968,6 +1151,7 @@ CURVES = [
     ("publish", "rate", 1, "publish rate", "events/s", True),
     ("publish-size", "rate", 1, "publish rate by payload size", "events/s", True),
     ("receive-size", "rate", 1, "receive rate by payload size", "events/s", True),
+    ("jobs", "rate", 1, "work queue throughput", "jobs/s", False),
 ]
 X_LABELS = {
     "receive-spread": "channels subscribed",
@@ -975,6 +1159,7 @@ X_LABELS = {
     "publish": "concurrent publishers",
     "publish-size": "payload bytes",
     "receive-size": "payload bytes",
+    "jobs": "consumer group members (processes)",
 }
 
 

@@ -27,6 +27,8 @@ SCENARIOS = (
 )
 # The durable-channel scenarios, each with a plain and a durable tidings contender.
 DURABLE = "durable-publish,catch-up,durable-receive,outage"
+# The work queue, with two member processes per contender.
+JOBS = "jobs/2"
 ONLY = (
     "tidings-trio,redis-py,raw-hiredis,tidings-concurrent,tidings-register_many,trio-channel,"
     "tidings-trio-durable"
@@ -51,7 +53,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
             "bench",
             "--quick",
             "--scenarios",
-            f"{SCENARIOS},{DURABLE}",
+            f"{SCENARIOS},{DURABLE},{JOBS}",
             "--only",
             ONLY,
             "--out",
@@ -69,7 +71,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 def test_the_harness_runs_every_scenario(run: Run) -> None:
     report = run.report
-    assert set(report["scenarios"]) == {*SCENARIOS.split(","), *DURABLE.split(",")}
+    assert set(report["scenarios"]) == {*SCENARIOS.split(","), *DURABLE.split(","), JOBS}
     receive = report["scenarios"]["receive"]["medians"]
     assert set(receive) == {"tidings-trio", "redis-py", "raw-hiredis"}
     for name in ("receive", "receive-spread/100", "receive-size/10KB", "publish/10"):
@@ -132,3 +134,20 @@ def test_the_durable_scenarios_run(run: Run) -> None:
     names = {t["target"] for t in run.report["targets"]}
     assert "durable publish, tidings-trio-durable / plain" in names
     assert "outage, tidings-trio-durable, lost (worst run)" in names
+
+
+def test_the_jobs_scenario_runs(run: Run) -> None:
+    jobs = run.report["scenarios"][JOBS]
+    assert jobs["params"] == {"members": 2}
+    assert set(jobs["samples"]) == {"tidings-trio", "redis-py"}
+    for contender, samples in jobs["samples"].items():
+        sample = samples[0]
+        # Every job handled once and acknowledged, by the two members together.
+        assert len(sample["jobs"]) == 2, contender
+        assert sum(sample["jobs"]) == sample["events"] == jobs["n"], contender
+        assert sample["acked"] == jobs["n"], contender
+        assert sample["entries_read"] == jobs["n"], contender
+        assert {"rate", "cpu_us_per_msg", "redis_cpu_us_per_msg"} <= set(sample)
+    assert Path(jobs["samples"]["tidings-trio"][0]["tidings"]).is_relative_to(ROOT / "tidings")
+    assert "work queue, jobs/s by group members" in run.stdout
+    assert "tidings-trio / redis-py" in run.stdout
