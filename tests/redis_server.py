@@ -39,7 +39,15 @@ def free_cluster_port() -> int:
 class RedisServer:
     """One redis-server process with its own port and directory."""
 
-    def __init__(self, *args: str, unix_socket: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        unix_socket: bool = False,
+        port: int | None = None,
+        config: str | None = None,
+    ) -> None:
+        """``config``: the text of a config file, given first (a sentinel's, which
+        it rewrites as it learns)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: run `make test` (it installs it)")
@@ -48,6 +56,10 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="tidings-redis-"))
         self.socket = self.dir / "redis.sock" if unix_socket else None
         self.args = list(args)
+        self.config: Path | None = None
+        if config is not None:
+            self.config = self.dir / "redis.conf"
+            self.config.write_text(config)
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -58,6 +70,7 @@ class RedisServer:
     def start(self) -> None:
         command = [
             self.binary,
+            *([str(self.config)] if self.config is not None else []),
             "--port",
             str(self.port),
             "--bind",

@@ -627,3 +627,24 @@ async def test_cancellation_matrix_of_group_operations(
             await successor.register(name, "*", Worker(), group=group)
         for name, group in standing:
             await eventually(lambda n=name, g=group: pending(broker, n, g) == 0)
+
+
+async def test_no_wake_up_is_lost_while_a_member_reads(broker: Harness) -> None:
+    """Events published while a member's read is under way are read next, not at the
+    next claim round (a minute away here): bursts at random moments."""
+    rng = random.Random(7)
+    worker = Worker()
+    async with (
+        handler(broker, recheck_interval=60, ack_wait=120) as member,
+        handler(broker) as producer,
+    ):
+        await member.register("jobs", "*", worker, group="workers")
+        sent = 0
+        for _ in range(40):
+            for _ in range(rng.randint(1, 3)):
+                await producer.publish("jobs", "job", sent)
+                sent += 1
+            for _ in range(rng.randint(0, 3)):
+                await anyio.lowlevel.checkpoint()
+            await eventually(lambda s=sent: len(worker.done) == s)
+        assert worker.done == list(range(sent))

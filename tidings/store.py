@@ -9,6 +9,7 @@ URL                                                broker
 ``rediss://...``                                   Redis over TLS (verified)
 ``unix:///path/to/redis.sock[?db=N]``              Redis over a unix socket
 ``redis+cluster://host:port,host:port/``           Redis Cluster (``rediss+cluster`` TLS)
+``redis+sentinel://host:port,host:port/SERVICE``   the master of SERVICE, under Sentinel
 =================================================  ===================================
 
 Every URL accepts ``?namespace=NAME``, the default namespace of the
@@ -18,6 +19,9 @@ Every URL accepts ``?namespace=NAME``, the default namespace of the
 ``ssl_check_hostname=false``. User names and passwords are percent-decoded; a
 password never appears in ``str``, ``repr``, logs or exceptions. Cluster URLs list
 seed nodes and take ``sharded=1`` for sharded pub/sub (SSUBSCRIBE/SPUBLISH).
+Sentinel URLs list sentinels (port 26379 by default), then the service and an
+optional database (``/SERVICE/2``); the user and password are the master's, and
+``sentinel_username`` / ``sentinel_password`` the sentinels' own, if they need them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from .brokers.base import Broker
 from .brokers.cluster import ClusterBroker
 from .brokers.memory import Hub, MemoryBroker
 from .brokers.redis import RedisBroker
-from .brokers.urls import ClusterAddress, MemoryAddress, display, parse_store_url
+from .brokers.sentinel import SentinelBroker
+from .brokers.urls import ClusterAddress, MemoryAddress, SentinelAddress, display, parse_store_url
 
 if TYPE_CHECKING:
     from .protocols import Codec
@@ -77,6 +82,8 @@ def create_store(url: str = "memory://") -> Store:
         broker = MemoryBroker(Hub.named(address.name) if address.name else Hub())
     elif isinstance(address, ClusterAddress):
         broker = ClusterBroker(address)
+    elif isinstance(address, SentinelAddress):
+        broker = SentinelBroker(address)
     else:
         broker = RedisBroker(address)
     return Store(broker, namespace)

@@ -12,6 +12,7 @@ from tidings.brokers.urls import (
     ClusterAddress,
     MemoryAddress,
     RedisAddress,
+    SentinelAddress,
     parse_store_url,
     redact,
     split_userinfo,
@@ -146,6 +147,10 @@ def test_cluster_credentials_and_tls_apply_to_every_node() -> None:
         ("redis+cluster://h1:7000/2", "only database 0"),
         ("redis+cluster:///", "no seed"),
         ("redis+cluster://h1:x/", "bad seed"),
+        ("redis+sentinel://h1:26379/", "no service name"),
+        ("redis+sentinel:///svc", "no sentinel"),
+        ("redis+sentinel://h1/svc/x", "bad database number 'x'"),
+        ("redis+sentinel://h1:x/svc", "bad seed"),
         ("redis://h/?bogus=1&other=2", "unknown parameters 'bogus', 'other'"),
     ],
 )
@@ -160,3 +165,58 @@ def test_an_unbracketed_ipv6_seed_is_refused_but_a_bracketed_one_works() -> None
     address, _ = parse_store_url("redis+cluster://[fe80::1]:7000/")
     assert isinstance(address, ClusterAddress)
     assert address.seeds == (Node("fe80::1", 7000),)
+
+
+@pytest.mark.parametrize(
+    ("url", "sentinels", "service", "db", "shown"),
+    [
+        (
+            "redis+sentinel://h1,h2:26380/mymaster",
+            (Node("h1", 26379), Node("h2", 26380)),
+            "mymaster",
+            0,
+            "redis+sentinel://h1:26379,h2:26380/mymaster/0",
+        ),
+        (
+            "redis+sentinel://u:s3cret@h1:5000/svc/2",
+            (Node("h1", 5000),),
+            "svc",
+            2,
+            "redis+sentinel://u:****@h1:5000/svc/2",
+        ),
+        (
+            "rediss+sentinel://[::1],[::1]:5000/svc?ssl_cert_reqs=none",
+            (Node("::1", 26379), Node("::1", 5000)),
+            "svc",
+            0,
+            "rediss+sentinel://[::1]:26379,[::1]:5000/svc/0",
+        ),
+    ],
+)
+def test_sentinel_urls(
+    url: str, sentinels: tuple[Node, ...], service: str, db: int, shown: str
+) -> None:
+    address, _ = parse_store_url(url)
+    assert isinstance(address, SentinelAddress)
+    assert (address.sentinels, address.service, address.template.db) == (sentinels, service, db)
+    assert address.url == shown
+    assert create_store(url).url == shown
+    again, _ = parse_store_url(shown.replace("****", "x"))
+    assert isinstance(again, SentinelAddress)
+    assert again.url == shown
+
+
+def test_sentinel_credentials_are_the_master_s_and_the_sentinels_own() -> None:
+    address, namespace = parse_store_url(
+        "rediss+sentinel://app:m4ster@h1/svc?sentinel_username=watch&sentinel_password=s3nt"
+        "&client_name=c&ssl_cert_reqs=none&namespace=shop"
+    )
+    assert isinstance(address, SentinelAddress)
+    assert namespace == "shop"
+    assert (address.template.username, address.template.password) == ("app", "m4ster")
+    assert (address.sentinel.username, address.sentinel.password) == ("watch", "s3nt")
+    assert address.sentinel.client_name == address.template.client_name == "c"
+    assert address.sentinel.tls is address.template.tls is not None
+    for secret in ("m4ster", "s3nt"):
+        assert secret not in address.url
+        assert secret not in repr(address)

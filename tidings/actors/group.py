@@ -199,9 +199,11 @@ class GroupMember:
             entries: list[Entry] = await self._command(
                 lambda p: p.group_read(self.channel, self.group, self.consumer, count)
             )
+            if len(entries) == count:  # a full read: there may be more
+                self._more = True  # (set, never cleared here: a wake-up during the
+                # read is for entries it may not have seen)
             if entries:
                 self._last_read = entries[-1][0]
-                self._more = len(entries) == count  # a full read: there may be more
                 await self._work([(entry_id, payload, 1) for entry_id, payload in entries])
             return
         await self._idle(self._claim_at - anyio.current_time())

@@ -271,6 +271,10 @@ class Broker(abc.ABC):
     #: False where pattern subscriptions do not exist (sharded Redis Cluster).
     supports_patterns: bool = True
 
+    #: The server in use when the URL does not say it (Sentinel: the master found),
+    #: for status events; None otherwise.
+    server: str | None = None
+
     @abc.abstractmethod
     async def open_subscriber(
         self, *, health_check_interval: float, reply_timeout: float

@@ -9,11 +9,15 @@ URL                                                address
 ``unix:///path/to/redis.sock[?db=N]``              over a unix socket
 ``redis+cluster://host:port,host:port/``           :class:`ClusterAddress`
 ``rediss+cluster://...``                           the same over TLS
+``redis+sentinel://host:port,host:port/SERVICE``   :class:`SentinelAddress` (``/SERVICE/db``)
+``rediss+sentinel://...``                          the same over TLS (sentinels too)
 =================================================  ===================================
 
 Every URL takes ``?namespace=NAME``. Redis URLs take ``client_name`` and, for TLS,
 ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs=none`` and
-``ssl_check_hostname=false``; cluster URLs take ``sharded=1``. Flags accept
+``ssl_check_hostname=false``; cluster URLs take ``sharded=1``; sentinel URLs take
+``sentinel_username`` and ``sentinel_password`` (the sentinels' own credentials; the
+URL's user and password are the master's). Flags accept
 ``1/true/yes/on`` and ``0/false/no/off``; anything else is an error, as is an unknown
 parameter. User names and passwords are percent-decoded, and may hold ``@ / ? #``
 unescaped (see :func:`split_userinfo`). Every address carries ``url``: the URL as
@@ -37,13 +41,26 @@ __all__ = [
     "ClusterAddress",
     "MemoryAddress",
     "RedisAddress",
+    "SentinelAddress",
     "display",
     "parse_store_url",
     "redact",
     "split_userinfo",
 ]
 
-SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+SCHEMES = (
+    "memory",
+    "redis",
+    "rediss",
+    "unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
+
+#: A sentinel's port when the URL names none.
+SENTINEL_PORT = 26379
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +96,18 @@ class ClusterAddress:
     sharded: bool = False
 
 
-Address = MemoryAddress | RedisAddress | ClusterAddress
+@dataclass(frozen=True, slots=True)
+class SentinelAddress:
+    """Sentinels watching one service (a master and its replicas)."""
+
+    url: str  # redacted, for messages
+    sentinels: tuple[Node, ...]
+    service: str
+    template: RedisAddress  # the master's credentials, database, TLS and client name
+    sentinel: RedisAddress  # the sentinels' credentials, TLS and client name
+
+
+Address = MemoryAddress | RedisAddress | ClusterAddress | SentinelAddress
 
 
 # -- user information: split, quoted, redacted ---------------------------------------
@@ -202,6 +230,8 @@ def parse_store_url(url: str) -> tuple[Address, str | None]:
         address = _redis(scheme, parts, params, shown)
     elif scheme in ("redis+cluster", "rediss+cluster"):
         address = _cluster(scheme, parts, params, shown)
+    elif scheme in ("redis+sentinel", "rediss+sentinel"):
+        address = _sentinel(scheme, parts, params, shown)
     else:
         raise ValueError(
             f"unknown scheme {parts.scheme!r} in store URL {shown!r}; use "
@@ -343,6 +373,51 @@ def _cluster(scheme: str, parts: SplitResult, params: dict[str, str], shown: str
     listed = ",".join(str(seed) for seed in seeds)
     return ClusterAddress(
         url=f"{scheme}://{userinfo}{listed}/", seeds=seeds, template=template, sharded=sharded
+    )
+
+
+def _sentinel(
+    scheme: str, parts: SplitResult, params: dict[str, str], shown: str
+) -> SentinelAddress:
+    _, _, hosts = parts.netloc.rpartition("@")
+    sentinels = tuple(
+        _seed(item if item.rpartition("]")[2].count(":") else f"{item}:{SENTINEL_PORT}", shown)
+        for item in hosts.split(",")
+        if item
+    )
+    if not sentinels:
+        raise ValueError(f"no sentinel (host:port) in store URL {shown!r}")
+    service, _, db = parts.path.strip("/").partition("/")
+    if not service:
+        raise ValueError(
+            f"no service name in store URL {shown!r}: "
+            "redis+sentinel://host:26379,host2:26379/SERVICE[/db]"
+        )
+    sentinel_username = params.pop("sentinel_username", None)
+    sentinel_password = params.pop("sentinel_password", None)
+    # The master's details (credentials, database, TLS, client name) parse like a
+    # single server's; the sentinels share its TLS and client name.
+    single = parts._replace(
+        scheme="rediss" if scheme == "rediss+sentinel" else "redis",
+        netloc=parts.netloc.rpartition("@")[0] + "@" * ("@" in parts.netloc) + str(sentinels[0]),
+        path=f"/{db}" if db else "",
+    )
+    template = _redis(single.scheme, single, params, shown)
+    _, _, userinfo = _userinfo(parts)
+    listed = ",".join(str(node) for node in sentinels)
+    sentinel = RedisAddress(
+        url=f"{single.scheme}://{listed}",
+        username=sentinel_username,
+        password=sentinel_password,
+        tls=template.tls,
+        client_name=template.client_name,
+    )
+    return SentinelAddress(
+        url=f"{scheme}://{userinfo}{listed}/{service}/{template.db}",
+        sentinels=sentinels,
+        service=service,
+        template=template,
+        sentinel=sentinel,
     )
 
 

@@ -238,6 +238,9 @@ class ConnectionSupervisor:
             self._session_scope.cancel()
 
     def _report(self, new: StatusType, data: dict[str, Any]) -> None:
+        server = self.broker.server
+        if server is not None and new in (StatusType.connected, StatusType.disconnected):
+            data = {**data, "server": server}  # the one it found (Sentinel), or lost
         level = logging.INFO if new is not StatusType.disconnected else logging.WARNING
         self._logger.log(level, "%s: %s %s", self.broker.url, new.name, _summary(data))
         if self._changed is not None:

@@ -1,0 +1,172 @@
+"""Redis under Sentinel: a master, two replicas and three sentinels, real processes.
+
+The deployment is shared by the tests of this module; a test that fails the master
+over leaves it healthy again (the old master back, as a replica).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.helpers import Recorder, StatusLog, eventually, watched
+from tests.redis_sentinel import SERVICE, RedisSentinel
+from tests.redis_server import RedisServer, free_port
+from tidings import Backoff, Channels, PublishError, Retention, create_store
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+OPTIONS: dict[str, Any] = {
+    "backoff": Backoff(initial=0.05, cap=0.3),
+    "connect_timeout": 1.0,
+    "publish_timeout": 15.0,
+    # Long: a failover must be followed without waiting for a health check.
+    "health_check_interval": 60.0,
+}
+
+
+@pytest.fixture(scope="module")
+def deployment() -> Iterator[RedisSentinel]:
+    deployment = RedisSentinel()
+    yield deployment
+    deployment.close()
+
+
+def namespace() -> str:
+    return f"s{uuid.uuid4().hex[:8]}"
+
+
+async def publish_until_received(channels: Channels, recorder: Recorder, data: Any) -> None:
+    with anyio.fail_after(30):
+        while data not in recorder.data:
+            await channels.publish("orders", "e", data)
+            await anyio.sleep(0.05)
+
+
+async def test_events_flow_through_the_master_the_sentinels_name(
+    deployment: RedisSentinel, recorder: Recorder
+) -> None:
+    async with Channels(deployment.url(), namespace=namespace(), **OPTIONS) as channels:
+        log = await watched(channels)
+        await channels.register("orders", "*", recorder)
+        assert await channels.publish("orders", "created", 1) == 1
+        await eventually(lambda: recorder.data == [1])
+        master = deployment.master()
+        # The status names the server in use; the queries go to it.
+        assert channels.status.name == "connected"
+        assert channels._connection.broker.server == f"127.0.0.1:{master.port}"
+        clients = master.client(decode_responses=True).client_list()
+        assert any(c["name"] == "tidings-sub" for c in clients)
+        assert "disconnected" not in log.names
+
+
+async def test_the_pubsub_queries_work_unchanged(deployment: RedisSentinel) -> None:
+    store = create_store(deployment.url())
+    async with store.pubsub() as pubsub:
+        await pubsub.subscribe("a", "b")
+        assert await pubsub.count("a", "b", "c") == {"a": 1, "b": 1, "c": 0}
+        assert set(await pubsub.channels()) >= {"a", "b"}
+
+
+async def test_a_failover_is_followed_at_once(
+    deployment: RedisSentinel, recorder: Recorder
+) -> None:
+    """SENTINEL FAILOVER demotes a master that stays up and answers PING: only the
+    sentinels' +switch-master tells the handler to move (its health check is a
+    minute away)."""
+    async with Channels(deployment.url(), namespace=namespace(), **OPTIONS) as channels:
+        log = await watched(channels)
+        await channels.register("orders", "*", recorder)
+        await publish_until_received(channels, recorder, "before")
+        old = deployment.master()
+        deployment.sentinel().execute_command("SENTINEL", "FAILOVER", SERVICE)
+        await eventually(lambda: "connected" in log.names, limit=30)
+        new = deployment.master()
+        assert new is not old
+        assert log.last("disconnected")["server"] == f"127.0.0.1:{old.port}"
+        assert log.last("connected")["server"] == f"127.0.0.1:{new.port}"
+        assert "moved the master" in log.last("disconnected")["error"]
+        await publish_until_received(channels, recorder, "after")
+        # Published on the new master, and heard there.
+        assert new.client().pubsub_numsub(f"{channels.namespace}:orders")[0][1] == 1
+    deployment.wait_healthy()
+
+
+async def test_a_killed_master_is_replaced_and_publishes_wait_for_it(
+    deployment: RedisSentinel, recorder: Recorder
+) -> None:
+    async with Channels(deployment.url(), namespace=namespace(), **OPTIONS) as channels:
+        log = await watched(channels)
+        await channels.register("orders", "*", recorder)
+        await publish_until_received(channels, recorder, "before")
+        victim = deployment.master()
+        victim.kill()
+        await eventually(lambda: "disconnected" in log.names)
+        # Disconnected: this publish waits for the promoted replica (publish_timeout).
+        assert await channels.publish("orders", "e", "during") == 1
+        await eventually(lambda: "during" in recorder.data)
+        assert log.last("connected")["server"] == f"127.0.0.1:{deployment.master().port}"
+        assert deployment.master() is not victim
+    victim.start()  # back, as a replica of the new master
+    deployment.wait_healthy()
+
+
+async def test_one_sentinel_down_at_start_is_skipped(
+    deployment: RedisSentinel, recorder: Recorder
+) -> None:
+    dead = RedisServer()
+    dead.kill()  # a port with nothing behind it, listed first
+    url = deployment.url(sentinels=[dead, *deployment.sentinels])
+    async with Channels(url, namespace=namespace(), **OPTIONS) as channels:
+        await channels.register("orders", "*", recorder)
+        await publish_until_received(channels, recorder, 1)
+    dead.close()
+
+
+async def test_all_sentinels_down_is_a_clear_error_naming_them() -> None:
+    ports = [free_port(), free_port()]
+    url = f"redis+sentinel://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/{SERVICE}"
+    channels = Channels(
+        url, connect_timeout=1.0, publish_timeout=0.5, backoff=Backoff(initial=0.05, cap=0.1)
+    )
+    log: StatusLog = await watched(channels)
+    async with channels:
+        await eventually(lambda: "disconnected" in log.names)
+        error = log.first("disconnected")["error"]
+        assert "no sentinel could name the master" in error
+        for port in ports:
+            assert f"127.0.0.1:{port}" in error
+        with pytest.raises(PublishError, match="no sentinel could name the master"):
+            await channels.publish("orders", "e", 1)
+
+
+async def test_a_sentinel_that_does_not_know_the_service_says_so(
+    deployment: RedisSentinel,
+) -> None:
+    url = deployment.url().replace(f"/{SERVICE}", "/no-such-service")
+    channels = Channels(url, connect_timeout=1.0, backoff=Backoff(initial=0.05, cap=0.1))
+    log: StatusLog = await watched(channels)
+    async with channels:
+        await eventually(lambda: "disconnected" in log.names)
+        assert "does not know the service 'no-such-service'" in log.first("disconnected")["error"]
+
+
+async def test_durable_channels_and_work_queues_over_sentinel(
+    deployment: RedisSentinel,
+) -> None:
+    ns = namespace()
+    options = {**OPTIONS, "durable": {"jobs": Retention(max_len=1000)}}
+    done: list[Any] = []
+    async with Channels(deployment.url(), namespace=ns, **options) as producer:
+        for n in range(5):
+            await producer.publish("jobs", "e", n)
+        async with Channels(deployment.url(), namespace=ns, **options) as worker:
+            await worker.register(
+                "jobs", "*", lambda c, e, d: done.append(d), group="w", since="all"
+            )
+            await eventually(lambda: done == [0, 1, 2, 3, 4])
+            await eventually(lambda: worker.stats().acked == 5)
