@@ -6,6 +6,9 @@ over leaves it healthy again (the old master back, as a replica).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -170,3 +173,34 @@ async def test_durable_channels_and_work_queues_over_sentinel(
             )
             await eventually(lambda: done == [0, 1, 2, 3, 4])
             await eventually(lambda: worker.stats().acked == 5)
+
+
+def test_the_cli_publishes_and_counts_through_sentinel(deployment: RedisSentinel) -> None:
+    """`tidings publish` over a sentinel URL reaches a subscriber of the master."""
+    master = deployment.master().client()
+    subscriber = master.pubsub()
+    subscriber.subscribe("cli-orders")
+    try:
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "tidings", "publish", "--url", deployment.url()),
+                *("cli-orders", "created", '{"id": 1}'),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "1\n"
+        message = subscriber.get_message(timeout=5)
+        while message is not None and message["type"] != "message":
+            message = subscriber.get_message(timeout=5)
+        assert message is not None
+        assert json.loads(message["data"]) == {
+            "channel": "cli-orders",
+            "event": "created",
+            "data": {"id": 1},
+        }
+    finally:
+        subscriber.close()
