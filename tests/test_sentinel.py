@@ -10,7 +10,8 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -43,6 +44,16 @@ def namespace() -> str:
     return f"s{uuid.uuid4().hex[:8]}"
 
 
+@asynccontextmanager
+async def listening(url: str, recorder: Recorder) -> AsyncIterator[tuple[Channels, StatusLog]]:
+    """Channels on ``url`` with ``recorder`` on "orders", proven to receive."""
+    async with Channels(url, namespace=namespace(), **OPTIONS) as channels:
+        log = await watched(channels)
+        await channels.register("orders", "*", recorder)
+        await publish_until_received(channels, recorder, "before")
+        yield channels, log
+
+
 async def publish_until_received(channels: Channels, recorder: Recorder, data: Any) -> None:
     with anyio.fail_after(30):
         while data not in recorder.data:
@@ -53,11 +64,9 @@ async def publish_until_received(channels: Channels, recorder: Recorder, data: A
 async def test_events_flow_through_the_master_the_sentinels_name(
     deployment: RedisSentinel, recorder: Recorder
 ) -> None:
-    async with Channels(deployment.url(), namespace=namespace(), **OPTIONS) as channels:
-        log = await watched(channels)
-        await channels.register("orders", "*", recorder)
+    async with listening(deployment.url(), recorder) as (channels, log):
         assert await channels.publish("orders", "created", 1) == 1
-        await eventually(lambda: recorder.data == [1])
+        await eventually(lambda: recorder.data == ["before", 1])
         master = deployment.master()
         # The status names the server in use; the queries go to it.
         assert channels.status.name == "connected"
@@ -81,10 +90,7 @@ async def test_a_failover_is_followed_at_once(
     """SENTINEL FAILOVER demotes a master that stays up and answers PING: only the
     sentinels' +switch-master tells the handler to move (its health check is a
     minute away)."""
-    async with Channels(deployment.url(), namespace=namespace(), **OPTIONS) as channels:
-        log = await watched(channels)
-        await channels.register("orders", "*", recorder)
-        await publish_until_received(channels, recorder, "before")
+    async with listening(deployment.url(), recorder) as (channels, log):
         old = deployment.master()
         deployment.sentinel().execute_command("SENTINEL", "FAILOVER", SERVICE)
         await eventually(lambda: "connected" in log.names, limit=30)
@@ -102,10 +108,7 @@ async def test_a_failover_is_followed_at_once(
 async def test_a_killed_master_is_replaced_and_publishes_wait_for_it(
     deployment: RedisSentinel, recorder: Recorder
 ) -> None:
-    async with Channels(deployment.url(), namespace=namespace(), **OPTIONS) as channels:
-        log = await watched(channels)
-        await channels.register("orders", "*", recorder)
-        await publish_until_received(channels, recorder, "before")
+    async with listening(deployment.url(), recorder) as (channels, log):
         victim = deployment.master()
         victim.kill()
         await eventually(lambda: "disconnected" in log.names)
@@ -124,9 +127,8 @@ async def test_one_sentinel_down_at_start_is_skipped(
     dead = RedisServer()
     dead.kill()  # a port with nothing behind it, listed first
     url = deployment.url(sentinels=[dead, *deployment.sentinels])
-    async with Channels(url, namespace=namespace(), **OPTIONS) as channels:
-        await channels.register("orders", "*", recorder)
-        await publish_until_received(channels, recorder, 1)
+    async with listening(url, recorder):
+        pass  # it received
     dead.close()
 
 
