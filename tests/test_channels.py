@@ -10,6 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import tidings
 from tests.helpers import Harness, Recorder, eventually, settle
 from tidings import (
     CallbackError,
@@ -692,3 +693,21 @@ async def test_register_many_checks_everything_before_changing_anything(
         await channels.register_many([("a", "", print)])
     assert len(channels) == before
     assert "a" not in channels
+
+
+def test_a_status_prints_as_its_name() -> None:
+    assert str(tidings.StatusType.disconnected) == "disconnected"
+    assert f"{tidings.StatusType.connected}" == "connected"
+    assert f"[{tidings.StatusType.closed:>8}]" == "[  closed]"
+    assert tidings.StatusType.connected == 3  # still the seed API's numbers
+
+
+@pytest.mark.parametrize("protocol", [tidings.Bytes(), object()])
+def test_a_protocol_that_cannot_encode_envelopes_is_refused_at_construction(
+    protocol: Any,
+) -> None:
+    """Channels(protocol=tidings.Bytes()) was accepted, then failed every publish."""
+    with pytest.raises(TypeError, match="protocol"):
+        tidings.Channels(protocol=protocol)
+    with pytest.raises(TypeError, match="protocol"):
+        tidings.open_channels(protocol=protocol)

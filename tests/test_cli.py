@@ -171,3 +171,40 @@ def test_version() -> None:
 def test_stdin_with_bad_json_names_the_line(redis_server: RedisServer) -> None:
     result = tidings("publish", "--url", redis_server.url, "c", "e", "-", stdin="1\n{oops\n")
     assert_one_line_error(result, 2, "stdin line 2 is not valid JSON")
+
+
+def test_listen_and_publish_default_to_a_local_redis_not_a_private_hub() -> None:
+    """Without --url or $TIDINGS_URL, the store is redis://localhost:6379/0 (a
+    memory:// hub is private to the process: publishing there reaches nobody)."""
+    env = {key: value for key, value in os.environ.items() if key != "TIDINGS_URL"}
+    for command in (("listen", "orders"), ("publish", "orders", "e", "1")):
+        result = subprocess.run(
+            [sys.executable, "-m", "tidings", *command, "--timeout", "0.5"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=env,
+        )
+        # Either nothing listens on 6379 (the error names the URL), or a local
+        # Redis does (listen says where it is connected; then 0.5 s is up for it).
+        assert "redis://localhost:6379/0" in result.stderr or result.returncode == 0, result
+        assert "memory://" not in result.stderr
+
+
+def test_listen_ends_quietly_when_its_reader_goes(redis_server: RedisServer, listener: Any) -> None:
+    """`tidings listen orders | head -1`: once the pipe closes, it exits 0, quietly."""
+    process = listener("orders")
+    assert process.stdout is not None
+    tidings("publish", "--url", redis_server.url, "orders", "e", "1")
+    assert json.loads(process.stdout.readline())["data"] == 1
+    process.stdout.close()  # head -1 is done
+    deadline = time.monotonic() + 20
+    while process.poll() is None:
+        assert time.monotonic() < deadline, "listen kept running after its reader left"
+        tidings("publish", "--url", redis_server.url, "orders", "e", "2")
+    _, err = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert "Traceback" not in err
+    assert "Broken pipe" not in err
+    assert "BrokenPipeError" not in err

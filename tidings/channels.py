@@ -374,6 +374,7 @@ class Channels(Lifecycle):
             check_namespace(namespace if namespace is not None else self._store.namespace)
         )
         self._protocol: Codec = protocol if protocol is not None else Json()
+        self._check_protocol()
         opts = Options.from_kwargs(options)
         #: Durable channels by broker name, with their retention.
         self._durable = self._durable_channels(durable)
@@ -422,6 +423,23 @@ class Channels(Lifecycle):
         self._status_channel = self._new_channel(
             status_channel if status_channel is not None else "server", local=True
         )
+
+    def _check_protocol(self) -> None:
+        """Refuse, up front, a codec that cannot encode an event envelope: every
+        publish would fail (``tidings.Bytes`` is for :class:`~tidings.PubSub`)."""
+        protocol = self._protocol
+        if not callable(getattr(protocol, "encode", None)) or not callable(
+            getattr(protocol, "decode", None)
+        ):
+            raise TypeError(f"protocol must have encode() and decode(), got {protocol!r}")
+        try:
+            protocol.encode({"channel": "c", "event": "e", "data": None})
+        except Exception as exc:
+            raise TypeError(
+                f"Channels needs a protocol that encodes event envelopes (dicts); "
+                f"{protocol!r} cannot ({type(exc).__name__}: {exc}). tidings.Bytes passes "
+                "bytes through: use it with a PubSub"
+            ) from exc
 
     def _durable_channels(
         self, durable: Iterable[str] | Mapping[str, Retention] | None

@@ -8,7 +8,9 @@
     tidings channels 'ord*'                     # active channels and subscribers
     tidings demo
 
-The store URL comes from ``--url``, else ``$TIDINGS_URL``, else ``memory://``.
+The store URL comes from ``--url``, else ``$TIDINGS_URL``, else
+``redis://localhost:6379/0`` (``demo`` runs on the embedded ``memory://``: an
+in-process hub is private to one process, so it is no default for the others).
 Errors end the command with one line on stderr and a non-zero exit code.
 """
 
@@ -27,15 +29,19 @@ import anyio
 from . import __version__
 from .channels import Channel, Channels
 from .errors import TidingsError
+from .policies.names import Namespace, check_event
 from .policies.status import StatusType
 from .pubsub import PubSub
 from .store import create_store
 
 __all__ = ["main"]
 
-#: Exit codes: 0 done, 1 a runtime failure (connection, broker), 2 bad usage
-#: (argparse's own), 130 interrupted.
+#: Exit codes: 0 done (or nobody reads stdout any more), 1 a runtime failure
+#: (connection, broker), 2 bad usage (argparse's own), 130 interrupted.
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+#: The store of every command but ``demo`` when neither --url nor $TIDINGS_URL says.
+DEFAULT_URL = "redis://localhost:6379/0"
 
 
 class CommandError(Exception):
@@ -50,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tidings",
         description="Publish/subscribe events on an embedded broker or Redis.",
-        epilog="The store URL comes from --url, else $TIDINGS_URL, else memory://.",
+        epilog=f"The store URL comes from --url, else $TIDINGS_URL, else {DEFAULT_URL} "
+        "(demo: memory://).",
     )
     parser.add_argument("--version", action="version", version=f"tidings {__version__}")
     # The connection options go before or after the command: `tidings --url X listen c`
@@ -62,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
             "--url",
             default=default,
             help="store URL: redis://host:6379/0, rediss://…, unix:///path, memory:// "
-            "(default: $TIDINGS_URL, else memory://)",
+            f"(default: $TIDINGS_URL, else {DEFAULT_URL})",
         )
         target.add_argument("--namespace", default=default, help="channel namespace (prefix)")
         target.add_argument(
@@ -134,23 +141,54 @@ async def _connected(handler: Channels | PubSub, wait: float) -> None:
 
 async def _listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     channels = Channels(args.url, namespace=args.namespace)
+    # Set when whoever reads stdout has gone (`tidings listen … | head -1`): there
+    # is nobody left to listen for, so the command ends, quietly, as Unix tools do.
+    closed = anyio.Event()
 
     def on_status(channel: Channel, event: str, data: dict[str, Any]) -> None:
+        where = f" to {channels.store.url}" if event == "connected" else ""
         detail = f": {data['error']}" if data.get("error") else ""
-        print(f"tidings: {event}{detail}", file=err, flush=True)
+        print(f"tidings: {event}{where}{detail}", file=err, flush=True)
 
+    _check_names(channels, args.channel, args.events)  # before connecting
     await channels.register(channels.status_channel.name, "*", on_status)
 
     def on_event(channel: Channel, event: str, data: Any) -> None:
         line = json.dumps({"channel": channel.name, "event": event, "data": data})
-        print(line, file=out, flush=True)
+        try:
+            print(line, file=out, flush=True)
+        except BrokenPipeError:
+            _silence(out)
+            closed.set()
 
     async with channels:
         await _connected(channels, args.timeout)
         for pattern in args.events:
             await channels.register(args.channel, pattern, on_event)
-        await anyio.sleep_forever()
-    return 0  # pragma: no cover - only Ctrl-C or a failure ends listening
+        await closed.wait()
+    return 0
+
+
+def _check_names(channels: Channels, channel: str, events: Sequence[str]) -> None:
+    """Bad names fail before any I/O, naming the bad value.
+
+    Raises:
+        ValueError: a bad channel name or event (pattern).
+    """
+    Namespace(channels.namespace).names(channel)
+    for event in events:
+        check_event(event, "event")
+
+
+def _silence(out: TextIO) -> None:
+    """Point a closed stdout at /dev/null: what is still buffered, and the flush at
+    exit, would raise BrokenPipeError again (and print it)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (a test's StringIO)
+        pass
 
 
 async def _publish(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
@@ -160,7 +198,9 @@ async def _publish(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         ]
     else:
         payloads = [(None if args.data is None else _json(args.data, "DATA"), 0)]
-    async with Channels(args.url, namespace=args.namespace, publish_timeout=args.timeout) as ch:
+    channels = Channels(args.url, namespace=args.namespace, publish_timeout=args.timeout)
+    _check_names(channels, args.channel, [args.event])  # before connecting
+    async with channels as ch:
         await _connected(ch, args.timeout)
         for data, _ in payloads:
             print(await ch.publish(args.channel, args.event, data), file=out, flush=True)
@@ -186,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
     if args.url is None:
-        fallback = "memory://demo" if args.command == "demo" else "memory://"
+        fallback = "memory://demo" if args.command == "demo" else DEFAULT_URL
         args.url = os.environ.get("TIDINGS_URL", fallback)
     if args.timeout is None:
         args.timeout = 5.0

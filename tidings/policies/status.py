@@ -31,6 +31,13 @@ class StatusType(enum.IntEnum):
     disconnected = 4
     closed = 5
 
+    def __str__(self) -> str:
+        """The name (``str(StatusType.connected) == "connected"``), not the number."""
+        return self.name
+
+    def __format__(self, spec: str) -> str:
+        return format(self.name, spec)
+
 
 _ALLOWED: dict[StatusType, frozenset[StatusType]] = {
     StatusType.initialised: frozenset({StatusType.connecting, StatusType.closed}),
