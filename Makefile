@@ -5,10 +5,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: demo test lint typecheck docs pytest redis bench soak clean
 
-demo: $(STAMP)
+# The demo needs the package alone (its four runtime dependencies), not the test
+# toolchain: a newcomer sees it in seconds.
+demo: $(RUN_STAMP)
 	$(BIN)/python -m tidings demo
 
 test: $(STAMP) redis lint typecheck docs pytest
@@ -43,12 +46,18 @@ $(VENV)/.installed-bench: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $@
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	@scripts/check-python $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	@touch $@
+	@touch $@ $(RUN_STAMP)
 
 clean:
 	rm -rf $(VENV) .coverage build dist *.egg-info

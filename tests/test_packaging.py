@@ -26,6 +26,11 @@ def test_wheel_and_sdist(tmp_path: Path) -> None:
         names = archive.getnames()
     assert "tidings-0.1.0/tidings/py.typed" in names
     assert "tidings-0.1.0/LICENSE" in names
+    # The tests run from the sdist: their fixtures and helpers come along.
+    for name in ("conftest.py", "helpers.py", "redis_server.py", "fake_redis.py"):
+        assert f"tidings-0.1.0/tests/{name}" in names
+    assert "tidings-0.1.0/Makefile" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
