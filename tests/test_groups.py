@@ -648,3 +648,112 @@ async def test_no_wake_up_is_lost_while_a_member_reads(broker: Harness) -> None:
                 await anyio.lowlevel.checkpoint()
             await eventually(lambda s=sent: len(worker.done) == s)
         assert worker.done == list(range(sent))
+
+
+async def test_an_event_claimed_past_max_deliver_is_buried_not_run(broker: Harness) -> None:
+    """Members that took an event and died (or hung) on it, max_deliver times: the
+    next member to claim it dead-letters it without running it (it could take that
+    member down too)."""
+    worker = Worker()
+    async with handler(broker) as producer:
+        await producer.publish("jobs", "job", "deadly")
+        key = f"{NS}:jobs"
+        # Three ghosts took it in turn and never acknowledged it.
+        if isinstance(broker, MemoryHarness):
+            broker.hub.group_create(key, "workers", "0")
+            broker.hub.group_read(key, "workers", "ghost", 10)
+            for _ in range(2):
+                broker.hub.group_claim(key, "workers", "ghost", 0, "0-0", 10)
+        else:
+            assert isinstance(broker, RedisHarness)
+            client = broker.server.client()
+            client.xgroup_create(key, "workers", id="0")
+            [[_, [(entry_id, _)]]] = client.xreadgroup("workers", "ghost", {key: ">"})
+            for _ in range(2):
+                client.xclaim(key, "workers", "ghost", 0, [entry_id])
+        assert pending(broker) == 1
+        async with handler(broker, max_deliver=3, ack_wait=0.05) as member:
+            log = await watched(member)
+            await member.register("jobs", "*", worker, group="workers")
+            await eventually(lambda: "dead_letter" in log.names)
+            dead = log.last("dead_letter")
+            assert dead["deliveries"] == 4
+            assert "without an acknowledgement" in dead["error"]
+            await producer.publish("jobs", "job", "fine")
+            await eventually(lambda: worker.done == ["fine"])  # never "deadly"
+        assert pending(broker) == 0
+
+
+async def test_closing_hands_back_at_once_what_was_taken_and_not_started(
+    broker: Harness,
+) -> None:
+    """A member closing while a callback runs gives the rest of its batch back
+    before it waits for that callback: another member takes them now."""
+    stuck = anyio.Event()
+    taken: list[Any] = []
+
+    async def slow(channel: Channel, event: str, data: Any) -> None:
+        taken.append(data)
+        await stuck.wait()
+
+    other = Worker()
+    async with handler(broker) as producer:
+        for n in range(3):
+            await producer.publish("jobs", "job", n)
+        async with handler(broker, recheck_interval=0.05) as survivor:
+            async with anyio.create_task_group() as tg:
+                closing = handler(broker, close_timeout=30)
+                async with closing:
+                    # It takes all three, and hangs on the first.
+                    await closing.register("jobs", "*", slow, group="workers", since="all")
+                    await eventually(lambda: taken == [0])
+                    await survivor.register("jobs", "*", other, group="workers")
+                    tg.start_soon(closing.close)
+                    # Handed back while 0 is still running: the survivor has them.
+                    await eventually(lambda: sorted(other.done) == [1, 2])
+                    stuck.set()
+            assert taken == [0]
+        await eventually(lambda: pending(broker) == 0)
+
+
+async def test_an_iterator_giving_up_an_event_another_callback_did_does_not_repeat_it(
+    broker: Harness,
+) -> None:
+    worker = Worker()
+    async with handler(broker) as member, handler(broker) as producer:
+        await member.register("jobs", "*", worker, group="workers")
+        with anyio.CancelScope() as scope:
+            async with member.subscribe("jobs", group="workers") as jobs:
+                await producer.publish("jobs", "job", 0)
+                await jobs.receive()
+                scope.cancel()  # the consumer gives it up, cancelled at its next await
+                await anyio.sleep(1)
+        await producer.publish("jobs", "job", 1)
+        await eventually(lambda: worker.done == [0, 1])
+        await eventually(lambda: pending(broker) == 0)
+        assert worker.done == [0, 1]  # 0 once: the callback did it
+
+
+async def test_an_iterator_cancelled_with_an_event_in_hand_counts_the_delivery(
+    broker: Harness,
+) -> None:
+    async with handler(broker) as member, handler(broker) as producer:
+        await producer.publish("jobs", "job", 0)
+        with anyio.CancelScope() as scope:
+            async with member.subscribe("jobs", group="workers", since="all") as jobs:
+                assert (await jobs.receive()).deliveries == 1
+                scope.cancel()
+                await anyio.sleep(1)  # cancelled here, with the event in hand
+        async with member.subscribe("jobs", group="workers") as jobs:
+            again = await jobs.receive()
+        assert (again.data, again.deliveries) == (0, 2)
+
+
+async def test_unregister_checks_the_group_name_and_ack_wait_must_be_finite(
+    broker: Harness,
+) -> None:
+    async with handler(broker) as member:
+        with pytest.raises(ValueError, match="group name"):
+            await member.unregister("jobs", "*", print, group="")
+    with pytest.raises(ValueError, match="ack_wait"):
+        handler(broker, ack_wait=float("inf"))

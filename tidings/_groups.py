@@ -106,7 +106,9 @@ class Groups:
             channel,
             name,
             group,
-            self.consumer,
+            # One consumer per member: a member still leaving (DELCONSUMER once
+            # nothing is pending for it) never shares its name with the next one.
+            f"{self.consumer}-{self._serial}",
             query=self._query,
             registrations_for=lambda event: channel.group_registrations_for(group, event),
             decode=self._decode,

@@ -79,6 +79,10 @@ class Options:
                 or math.isnan(value)
             ):
                 raise ValueError(f"option {name} must be a number of seconds > 0, got {value!r}")
+        if math.isinf(self.ack_wait):
+            raise ValueError(
+                f"option ack_wait must be a finite number of seconds, got {self.ack_wait!r}"
+            )
         for name, low in (
             ("max_pending", 1),
             ("callback_failure_limit", 0),

@@ -23,7 +23,7 @@ from ._groups import Groups
 from ._options import Options
 from ._runtime import Hooks, Lifecycle
 from ._stats import Counters, Stats
-from .actors.callbacks import DEAF, Dispatcher, Registration, Undelivered
+from .actors.callbacks import DEAF, Dispatcher, Interrupted, Registration, Undelivered
 from .actors.dispatch import DispatchActor, envelope_decoder
 from .actors.durable import DurableActor, Upkeep, position, position_id
 from .actors.mailbox import Mailbox
@@ -173,8 +173,9 @@ class _GroupEvents(Events):
         those never received are handed back."""
         current, self._current = self._current, None
         if current is not None:
-            # A failure of the consumer's is a failed delivery; a cancellation is not.
-            current.finish(exc if isinstance(exc, Exception) or exc is None else Undelivered())
+            # A failure of the consumer's is a failed delivery; a cancellation is a
+            # delivery given up, to be made again.
+            current.finish(exc if isinstance(exc, Exception) or exc is None else Interrupted())
         for job in unread:
             job.finish(Undelivered())
 
@@ -784,6 +785,8 @@ class Channels(Lifecycle):
         """
         broker_name = self._namespace.broker_name(channel)
         check_event(event, "event pattern")
+        if group is not None:
+            check_event(group, "group name")
         target = self._channels.get(broker_name)
         if target is None or not target.local or self._runtime.state == "closed":
             self._runtime.check_running("unregister")

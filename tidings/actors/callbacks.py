@@ -19,7 +19,7 @@ from .._stats import Counters
 from ..errors import CallbackError
 from ..policies.intensity import Intensity
 
-__all__ = ["DEAF", "Dispatcher", "Registration", "Undelivered", "Unfinished"]
+__all__ = ["DEAF", "Dispatcher", "Interrupted", "Registration", "Undelivered", "Unfinished"]
 
 #: ``Registration.since`` of a registration that may not be called yet (its
 #: subscription is not confirmed): past every position, mailbox or log.
@@ -32,6 +32,11 @@ class Undelivered(Exception):
     The dispatcher counts the message as ``dropped`` for that callback, not as
     delivered and not as a callback error.
     """
+
+
+class Interrupted(Undelivered):
+    """Raised by an iterator's callback for an event its consumer took and then gave
+    up (cancelled): not done, but delivered (a work queue counts the delivery)."""
 
 
 class Registration:

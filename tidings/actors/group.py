@@ -37,7 +37,7 @@ from .._stats import Counters
 from ..brokers.base import CONNECTION_ERRORS, TRANSIENT_REPLIES, Claimed, Entry, Job, Publisher
 from ..errors import CallbackError, ReplyError
 from ..policies.streams import Retention
-from .callbacks import DEAF, Registration, Undelivered
+from .callbacks import DEAF, Interrupted, Registration, Undelivered
 from .dispatch import DECODE_ERRORS, Decode, decode_failed
 
 __all__ = ["READ_COUNT", "GroupMember"]
@@ -124,6 +124,10 @@ class GroupMember:
         self._pace: float | None = None
         self._leaving = False
         self._left = anyio.Event()
+        # Entries taken and not started yet, in order.
+        self._queue: list[Job] = []
+        # Refusals logged already.
+        self._said: set[str] = set()
 
     # -- what the handler calls ---------------------------------------------------------
 
@@ -134,10 +138,12 @@ class GroupMember:
             self._wakeup.set()
 
     async def leave(self) -> None:
-        """Stop taking entries: finish the one in hand, acknowledge what is done, hand
-        back what was not started, and leave the group if nothing is pending for
-        this member. Returns when done (the caller bounds the wait)."""
+        """Stop taking entries: hand back at once what was taken and not started,
+        finish the one in hand, acknowledge what is done, and leave the group if
+        nothing is pending for this member. Returns when done (the caller bounds
+        the wait)."""
         self.close()
+        await self._hand_back()  # now: not after the callback in hand
         if self.running:
             await self._left.wait()
 
@@ -153,6 +159,15 @@ class GroupMember:
     # -- its task -----------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            # Cancelled (the handler's task tree is torn down), it cannot say goodbye:
+            # what it holds is claimed by the others after ack_wait. Either way,
+            # whoever waits for it to leave waits no more.
+            self._left.set()
+
+    async def _serve(self) -> None:
         while not self._leaving:
             try:
                 await self._round()
@@ -162,8 +177,8 @@ class GroupMember:
                 elif exc.code in TRANSIENT_REPLIES:  # loading, moved ...: soon again
                     self._logger.info("%s: deferred: %s", self.name, exc)
                     await self._idle(0.1)
-                else:  # refused (an ACL?): said once per claim interval, not in a loop
-                    self._logger.error("%s: the broker refused a command: %s", self.name, exc)
+                else:  # refused (an ACL?): tried again each claim interval, said once
+                    self._refused(exc)
                     await self._idle(self._claim_interval)
             except CONNECTION_ERRORS as exc:
                 # The live stream was cut too: once subscribed again, the handler
@@ -172,17 +187,31 @@ class GroupMember:
                 self._more = True
                 await self._idle(self._claim_interval, at_least=0.05)
         await self._flush()
-        if not self._left.is_set():
-            try:
-                left = await self._command(
-                    lambda p: p.group_leave(self.channel, self.group, self.consumer)
-                )
-            except CONNECTION_ERRORS as exc:  # its consumer entry stays, harmless
-                self._logger.debug("%s: could not leave the group: %s", self.name, exc)
-            else:
-                if not left:
-                    self._logger.debug("%s: entries still pending, consumer kept", self.name)
-            self._left.set()
+        await self._hand_back()
+        try:
+            left = await self._command(
+                lambda p: p.group_leave(self.channel, self.group, self.consumer)
+            )
+        except CONNECTION_ERRORS as exc:  # its consumer entry stays, harmless
+            self._logger.debug("%s: could not leave the group: %s", self.name, exc)
+        else:
+            if not left:
+                self._logger.debug("%s: entries still pending, consumer kept", self.name)
+
+    def _refused(self, exc: ReplyError) -> None:
+        """Log a refusal at ERROR the first time, then quietly (it repeats every
+        claim interval until the ACL changes)."""
+        said = str(exc)
+        if said not in self._said:
+            self._said.add(said)
+            self._logger.error(
+                "%s: the broker refused a command (retried every %gs, logged once): %s",
+                self.name,
+                self._claim_interval,
+                exc,
+            )
+        else:
+            self._logger.debug("%s: refused again: %s", self.name, exc)
 
     async def _round(self) -> None:
         await self._flush()
@@ -245,32 +274,45 @@ class GroupMember:
     async def _recreate(self) -> None:
         start = self._last_read or "$"
         try:
-            await self._command(lambda p: p.group_create(self.channel, self.group, start))
+            created = await self._command(lambda p: p.group_create(self.channel, self.group, start))
         except ReplyError as exc:
             self._logger.error("%s: cannot recreate the group: %s", self.name, exc)
             await self._idle(self._claim_interval)
             return
+        self._acks.clear()  # nothing is pending in a new group
+        self._queue.clear()
+        self._cursor = "0-0"
+        if not created:  # another member did it (and reports it)
+            self._logger.debug("%s: the group was recreated by another member", self.name)
+            return
         self._logger.warning(
             "%s: the group was gone (its log deleted?): recreated, from %s on", self.name, start
         )
-        self._acks.clear()  # nothing is pending in a new group
-        self._cursor = "0-0"
         self._on_lost("deleted", [])
 
     # -- entries ------------------------------------------------------------------------
 
     async def _work(self, jobs: list[Job]) -> None:
-        """Handle entries in order; hand back those not started when leaving."""
-        for index, job in enumerate(jobs):
-            if self._leaving:  # not started: those deliveries did not take place
-                await self._release([(i, deliveries - 1) for i, _, deliveries in jobs[index:]])
-                break
+        """Handle entries in order; those not started when it leaves go back."""
+        queue = self._queue
+        queue.extend(jobs)
+        while queue and not self._leaving:
+            job = queue.pop(0)
             started = anyio.current_time()
             await self._handle(job)
             took = anyio.current_time() - started
             pace = self._pace
             self._pace = took if pace is None else pace + (took - pace) * 0.3
         await self._flush()
+        if self._leaving:
+            await self._hand_back()
+
+    async def _hand_back(self) -> None:
+        """Release the entries taken and not started (their delivery uncounted: it
+        did not take place)."""
+        if self._queue:
+            jobs, self._queue[:] = list(self._queue), []
+            await self._release([(i, deliveries - 1) for i, _, deliveries in jobs])
 
     def _count(self) -> int:
         """Entries to take at once: as many as it can start within a quarter of
@@ -283,13 +325,22 @@ class GroupMember:
         entry_id, payload, deliveries = job
         owner, stats = self.owner, self._stats
         stats.replayed += 1  # read from the log (its live copy was superseded)
+        if deliveries > self.max_deliver:
+            # Claimed from members that never acknowledged it (they died, or hung):
+            # running it again could take this one down too.
+            await self._bury(
+                job,
+                f"delivered {deliveries - 1} times without an acknowledgement "
+                f"(ack_wait={self.ack_wait:g}s); not run again",
+            )
+            return
         try:
             key, args = self._decode(owner, payload)
         except DECODE_ERRORS as exc:
             decode_failed(stats, self._logger, self.name, exc)
             await self._bury(job, f"undecodable: {exc}")  # it never will be
             return
-        called = failed = handed_back = False
+        called = failed = handed_back = counted = done = False
         error: Exception | None = None
         for registration in self._registrations_for(key):
             if not registration.active or registration.since == DEAF:
@@ -303,12 +354,14 @@ class GroupMember:
                     await result
             except CallbackError:  # done, and unregistered
                 stats.delivered += 1
+                done = True
                 if registration.active:
                     stats.callbacks_removed += 1
                     self._remove(registration)
-            except Undelivered:  # an iterator that is gone: another member takes it
+            except Undelivered as exc:  # an iterator gave it up: it goes back
                 stats.dropped += 1
                 handed_back = True
+                counted = counted or isinstance(exc, Interrupted)
             except Exception as exc:
                 stats.callback_errors += 1
                 failed, error = True, exc
@@ -324,12 +377,15 @@ class GroupMember:
                 )
             else:
                 stats.delivered += 1
+                done = True
         if not called:  # no callback of this group takes it (here): done with it
             stats.unrouted += 1
         if failed and deliveries >= self.max_deliver:
             await self._bury(job, f"{type(error).__name__}: {error}")
-        elif failed or handed_back:
-            await self._release([(entry_id, deliveries if failed else deliveries - 1)])
+        elif failed or (handed_back and not done):
+            # (An iterator that gave up an event another callback of the group did
+            # here does not make it run twice.) A delivery counts if a consumer had it.
+            await self._release([(entry_id, deliveries if failed or counted else deliveries - 1)])
             self._claim_at = anyio.current_time()  # redeliver it soon, not in ack_wait
         else:
             self._acks.append(entry_id)
