@@ -1,6 +1,6 @@
-"""The consumer groups a :class:`~tidings.Channels` handler is a member of.
+"""The consumer groups a `Channels` handler is a member of.
 
-One :class:`~tidings.actors.group.GroupMember` per (durable channel, group) with
+One `GroupMember` per (durable channel, group) with
 registrations here, supervised like the channels' actors, woken by the channel's
 live messages (through its actor) and by every resubscription. The handler is one
 consumer of each group, under a name unique to it (host, process, a random part).

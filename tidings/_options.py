@@ -14,11 +14,11 @@ __all__ = ["Options"]
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """Options shared by :class:`~tidings.Channels` and :class:`~tidings.PubSub`.
+    """Options shared by `Channels` and `PubSub`.
 
     Attributes:
         publish_timeout: seconds a publish (or query) waits for a connection before
-            raising :class:`~tidings.PublishError`.
+            raising `PublishError`.
         connect_timeout: seconds allowed to connect and handshake, and for the broker
             to confirm a (un)subscription.
         backoff: the delay policy between connection attempts.

@@ -1,19 +1,19 @@
 """The runtime of a handler, composed: its task tree, its life cycle, its counters.
 
-A handler (:class:`~tidings.Channels` or :class:`~tidings.PubSub`) owns one
-:class:`Runtime`, the root of a small task tree::
+A handler (`Channels` or `PubSub`) owns one
+`Runtime`, the root of a small task tree::
 
     run() ── task group ─┬─ ActorSupervisor ── one task per busy actor
                          └─ ConnectionSupervisor ── session ── readers, sync loop
 
-and hands it what is its own as :class:`Hooks` (where batches go, what to do on a
+and hands it what is its own as `Hooks` (where batches go, what to do on a
 status change or a refused subscription, which actors exist from the start, the
 last clean-up). The runtime wires the supervisors to each other; they never import
 each other. It runs either in the caller's nursery (``await nursery.start(handler.run)``)
 or in its own (``async with handler:``). Nothing outlives it: leaving ``async with``,
 or ``run`` returning or being cancelled, ends every task and closes every connection.
 
-:class:`Lifecycle` is the public face both handlers show (``run``, ``connect``,
+`Lifecycle` is the public face both handlers show (``run``, ``connect``,
 ``close``, ``status``...): thin methods that delegate to ``self._runtime``.
 """
 
@@ -134,7 +134,7 @@ class Runtime:
             self.stats.dropped += actor.discard()
 
     async def run(self, name: str, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """See :meth:`Lifecycle.run` (``name`` is the handler's, for the error)."""
+        """See `Lifecycle.run()` (``name`` is the handler's, for the error)."""
         if self.state != "new":
             raise RuntimeError(f"{name} is {self.state}: a handler runs once; create a new one")
         self._stopping = anyio.Event()
@@ -161,12 +161,12 @@ class Runtime:
                     await self._hooks.after_run()
 
     async def connect(self) -> None:
-        """See :meth:`Lifecycle.connect`."""
+        """See `Lifecycle.connect()`."""
         self.check_running("connect")
         await self.connection.wait_connected()
 
     async def close(self) -> None:
-        """See :meth:`Lifecycle.close`."""
+        """See `Lifecycle.close()`."""
         if self.state == "running":
             assert self._stopping is not None
             self.accepting = False
@@ -202,7 +202,7 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        """Stop, and wait for the task group of :meth:`enter` to end."""
+        """Stop, and wait for the task group of `enter()` to end."""
         assert self._context is not None
         context, self._context = self._context, None
         return await context.__aexit__(exc_type, exc, tb)
@@ -286,11 +286,11 @@ class Lifecycle:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Run until :meth:`close` is called or the task is cancelled.
+        """Run until `close()` is called or the task is cancelled.
 
         Start it in your own nursery or task group. It reports started after its
         first connection attempt: connected if the broker is up, else disconnected
-        and retrying in the background (use :meth:`connect` to wait for it)::
+        and retrying in the background (use `connect()` to wait for it)::
 
             async with trio.open_nursery() as nursery:
                 await nursery.start(handler.run)
@@ -321,7 +321,7 @@ class Lifecycle:
         await self._runtime.close()
 
     async def aclose(self) -> None:
-        """The same as :meth:`close` (anyio's name for it)."""
+        """The same as `close()` (anyio's name for it)."""
         await self.close()
 
     async def __aenter__(self) -> Self:

@@ -13,10 +13,10 @@ class Stats:
 
     Attributes:
         published: publishes the broker accepted.
-        publish_errors: publishes that raised :class:`~tidings.PublishError`.
+        publish_errors: publishes that raised `PublishError`.
         received: messages read from the broker connection.
         delivered: callback calls that returned normally or raised
-            :class:`~tidings.CallbackError` (iterator events included); status
+            `CallbackError` (iterator events included); status
             events are counted apart, in ``status_events``.
         dropped: messages discarded: a mailbox or iterator buffer was full, or
             they were still queued for a channel when it was unregistered or the
@@ -24,7 +24,7 @@ class Stats:
         decode_errors: payloads the protocol could not decode (logged, skipped).
         callback_errors: callback calls that raised (logged with their traceback).
         callbacks_removed: callbacks removed for failing too often, or by raising
-            :class:`~tidings.CallbackError`.
+            `CallbackError`.
         reconnects: connections established after the first one.
         resubscribes: channels and patterns subscribed again after a reconnect.
         actor_restarts: crashed actors restarted by their supervisor.
@@ -72,10 +72,10 @@ _NAMES = tuple(f.name for f in fields(Stats))
 
 
 class Counters:
-    """The mutable twin of :class:`Stats`, bumped on the hot path (plain slots).
+    """The mutable twin of `Stats`, bumped on the hot path (plain slots).
 
     The attributes are spelled out for the type checker; a test keeps them in step
-    with :class:`Stats`.
+    with `Stats`.
     """
 
     __slots__ = _NAMES

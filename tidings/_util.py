@@ -13,7 +13,7 @@ def collapse_exception_group() -> Iterator[None]:
     """Re-raise a group holding exactly one exception as that exception.
 
     tidings runs its tasks in task groups, which wrap every error in an
-    :class:`ExceptionGroup`, even a lone one. Its public boundaries (``run`` and
+    `ExceptionGroup`, even a lone one. Its public boundaries (``run`` and
     ``async with``) raise the single underlying exception instead, so that
     ``except PublishError:`` works; a group of several genuine errors is left alone.
     """

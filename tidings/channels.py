@@ -53,7 +53,7 @@ _Item = tuple[str, str, str, Callback, tuple[int, bool] | None, str | None, str 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event, as yielded by :meth:`Channels.subscribe`.
+    """One event, as yielded by `Channels.subscribe()`.
 
     Attributes:
         channel: the channel name, without the namespace prefix.
@@ -75,10 +75,10 @@ class Event:
 
 
 class Events:
-    """The events of one :meth:`Channels.subscribe`, in order, as an async iterator.
+    """The events of one `Channels.subscribe()`, in order, as an async iterator.
 
     ``async for event in events`` ends when the channels close; ``await
-    events.receive()`` takes one event (raising :class:`anyio.EndOfStream` then).
+    events.receive()`` takes one event (raising `anyio.EndOfStream` then).
     """
 
     __slots__ = ("_batch", "_mailbox", "_next")
@@ -183,7 +183,7 @@ class _GroupEvents(Events):
 class Channel:
     """A named channel and the callbacks registered on it, by event pattern.
 
-    Get one from :meth:`Channels.register` or :meth:`Channels.channel`. ``len()``
+    Get one from `Channels.register()` or `Channels.channel()`. ``len()``
     counts the event patterns registered; ``pattern in channel`` tests one.
     """
 
@@ -240,7 +240,7 @@ class Channel:
 
     def registrations_for(self, event: str) -> tuple[Registration, ...]:
         """The registrations whose pattern matches ``event``, in registration order
-        (those of consumer groups aside: see :meth:`group_registrations_for`)."""
+        (those of consumer groups aside: see `group_registrations_for()`)."""
         found = self._cache.get(event)
         if found is None:
             found = self._matching(event, None)
@@ -332,20 +332,20 @@ class Channels(Lifecycle):
     """Named channels carrying named events over a store.
 
     Args:
-        store: a :class:`~tidings.Store`, or a URL for :func:`~tidings.create_store`.
+        store: a `Store`, or a URL for `create_store()`.
         namespace: prefix of every channel on the broker (``"shop"`` makes channel
             ``orders`` into ``shop:orders``); defaults to the URL's ``?namespace=``.
         status_channel: name of the local channel that receives status events
             (default ``"server"``). It is never subscribed on the broker.
         logger: where to log (default: the ``tidings`` logger).
-        protocol: the codec of event envelopes (default :class:`~tidings.Json`).
+        protocol: the codec of event envelopes (default `Json`).
         durable: the channels whose events are kept in a log, so that a subscriber
             loses none of them across reconnects and restarts: an iterable of exact
             channel names (kept with ``tidings.DEFAULT_RETENTION``), or a
-            mapping of name -> :class:`~tidings.Retention`. Publishers and
+            mapping of name -> `Retention`. Publishers and
             subscribers of a durable channel must both declare it (see the
             "Durable channels" page).
-        **options: see :class:`Options` (``publish_timeout``, ``backoff``,
+        **options: see `Options` (``publish_timeout``, ``backoff``,
             ``max_pending``, ``overflow`` and more).
 
     Raises:
@@ -353,7 +353,7 @@ class Channels(Lifecycle):
             value.
         TypeError: an unknown option, or ``durable`` of the wrong type.
 
-    Run it with ``async with`` (or :func:`open_channels`), or in your own nursery
+    Run it with ``async with`` (or `open_channels()`), or in your own nursery
     with ``await nursery.start(channels.run)``. Exceptions from ``run`` and
     ``async with`` are raised bare, not wrapped in an exception group, when there is
     only one.
@@ -427,7 +427,7 @@ class Channels(Lifecycle):
 
     def _check_protocol(self) -> None:
         """Refuse, up front, a codec that cannot encode an event envelope: every
-        publish would fail (``tidings.Bytes`` is for :class:`~tidings.PubSub`)."""
+        publish would fail (``tidings.Bytes`` is for `PubSub`)."""
         protocol = self._protocol
         if not callable(getattr(protocol, "encode", None)) or not callable(
             getattr(protocol, "decode", None)
@@ -576,7 +576,7 @@ class Channels(Lifecycle):
     async def register_many(
         self, registrations: Iterable[tuple[str, str, Callback]]
     ) -> list[Channel]:
-        """Register many callbacks at once: :meth:`register` for each
+        """Register many callbacks at once: `register()` for each
         ``(channel, event, callback)``, validated before anything changes.
 
         The new subscriptions go to the broker in as few commands as it allows and
@@ -585,7 +585,7 @@ class Channels(Lifecycle):
         the call is cancelled, none of these registrations is left.
 
         Returns:
-            The :class:`Channel` of each registration, in order.
+            The `Channel` of each registration, in order.
 
         Raises:
             ValueError: a bad channel name or event pattern (naming it).
@@ -769,7 +769,7 @@ class Channels(Lifecycle):
     async def unregister(
         self, channel: str, event: str, callback: Callback, *, group: str | None = None
     ) -> Channel | None:
-        """Remove a callback registered with :meth:`register` (with the same
+        """Remove a callback registered with `register()` (with the same
         ``group``, if it was given one).
 
         A channel left without callbacks is unsubscribed and dropped. A group left
@@ -830,10 +830,10 @@ class Channels(Lifecycle):
         reported as a ``slow_consumer`` episode). It ends when the channels close.
 
         On a durable channel, ``since`` is where the events start (as for
-        :meth:`register`), and each :class:`Event` carries its ``id``.
+        `register()`), and each `Event` carries its ``id``.
 
         With ``group="name"`` the iterator is a worker of a work queue (see
-        :meth:`register`): it holds one event at a time, acknowledged when the next
+        `register()`): it holds one event at a time, acknowledged when the next
         one is taken or the block is left normally; if the block raises, the event
         in hand is delivered again (to any member). Events carry ``deliveries``.
 
@@ -1274,7 +1274,7 @@ def open_channels(
     durable: Iterable[str] | Mapping[str, Retention] | None = None,
     **options: Any,
 ) -> Channels:
-    """Channels to use with ``async with`` (the same arguments as :class:`Channels`).
+    """Channels to use with ``async with`` (the same arguments as `Channels`).
 
     ::
 

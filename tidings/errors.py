@@ -2,7 +2,7 @@
 
 A small, flat hierarchy under one base, one class per condition. Transport failures
 are translated into these at the broker boundary; anyio's own
-:class:`~anyio.ClosedResourceError` and :class:`~anyio.BrokenResourceError` are not
+`ClosedResourceError` and `BrokenResourceError` are not
 re-invented.
 """
 

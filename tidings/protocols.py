@@ -1,8 +1,8 @@
 """Codecs: how payloads become bytes on the broker and back.
 
 A protocol is any object with ``encode(obj) -> bytes`` and ``decode(bytes) -> obj``
-(:class:`Codec`). :class:`Json` is the default for :class:`~tidings.Channels`;
-:class:`Bytes` passes bytes through and is what a :class:`~tidings.PubSub` without a
+(`Codec`). `Json` is the default for `Channels`;
+`Bytes` passes bytes through and is what a `PubSub` without a
 protocol uses.
 """
 
@@ -22,8 +22,8 @@ __all__ = ["Bytes", "Codec", "Json"]
 class Codec(Protocol):
     """What a protocol must implement.
 
-    ``encode`` raises :class:`TypeError` for a value it cannot encode (before any I/O
-    happens); ``decode`` raises :class:`~tidings.ProtocolError` (or :class:`ValueError`)
+    ``encode`` raises `TypeError` for a value it cannot encode (before any I/O
+    happens); ``decode`` raises `ProtocolError` (or `ValueError`)
     for bytes that are not a valid payload.
     """
 

@@ -42,14 +42,14 @@ def _names(what: str, first: Any, rest: tuple[Any, ...]) -> tuple[str, ...]:
 
 
 class PubSub(Lifecycle):
-    """A publish/subscribe handler. Get one from :meth:`Store.pubsub`.
+    """A publish/subscribe handler. Get one from `Store.pubsub()`.
 
     Args:
-        store: a :class:`~tidings.Store`, or a URL.
-        protocol: encodes what :meth:`publish` sends and decodes what clients
+        store: a `Store`, or a URL.
+        protocol: encodes what `publish()` sends and decodes what clients
             receive; ``None`` passes bytes through (``str`` is sent as UTF-8).
         logger: where to log (default: the ``tidings`` logger).
-        **options: see :class:`~tidings.channels.Options`.
+        **options: see `Options`.
 
     Run it with ``async with`` or ``await nursery.start(pubsub.run)``.
     """

@@ -13,7 +13,7 @@ URL                                                broker
 =================================================  ===================================
 
 Every URL accepts ``?namespace=NAME``, the default namespace of the
-:class:`~tidings.Channels` built on it. Redis URLs also take ``client_name``
+`Channels` built on it. Redis URLs also take ``client_name``
 (``CLIENT SETNAME`` prefix, default ``tidings``) and, for ``rediss://``,
 ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs=none`` and
 ``ssl_check_hostname=false``. User names and passwords are percent-decoded; a
@@ -44,7 +44,7 @@ __all__ = ["Store", "create_store"]
 
 
 class Store:
-    """A broker and the URL it came from. Create one with :func:`create_store`."""
+    """A broker and the URL it came from. Create one with `create_store()`."""
 
     def __init__(self, broker: Broker, namespace: str | None = None) -> None:
         self.broker = broker
@@ -59,7 +59,7 @@ class Store:
     def pubsub(
         self, protocol: Codec | None = None, logger: logging.Logger | None = None, **options: Any
     ) -> PubSub:
-        """A new :class:`~tidings.PubSub` handler on this store."""
+        """A new `PubSub` handler on this store."""
         from .pubsub import PubSub
 
         return PubSub(self, protocol, logger, **options)

@@ -2,9 +2,9 @@
 
 An actor runs in one of two ways, with the same observable order:
 
-- **in its own task** (:meth:`Actor.run`, started by its supervisor), taking batches
+- **in its own task** (`Actor.run()`, started by its supervisor), taking batches
   from its mailbox and waiting for more;
-- **in place** (:meth:`Actor.handle_now`), called by the router with a batch while the
+- **in place** (`Actor.handle_now()`), called by the router with a batch while the
   actor has no task: its mailbox is empty, so nothing can come before that batch, and
   as long as every callback is synchronous the batch is handled to the end right there.
   The first callback that needs an await stops it: the rest of the batch (that awaited
@@ -48,7 +48,7 @@ class Actor(abc.ABC, Generic[T]):
 
     The actor is restartable: ``run`` may be called again after it raised, and goes
     on with the message after the one that crashed it (the batch and the position
-    in it survive: ``consume`` advances :attr:`_next` before handling a message), so
+    in it survive: ``consume`` advances `_next` before handling a message), so
     a crash loses exactly one message.
     """
 
@@ -72,7 +72,7 @@ class Actor(abc.ABC, Generic[T]):
         #: Gives its task back when idle (see the module's docstring).
         self.lazy = lazy
         #: True while a task runs it: the router then queues for it instead of
-        #: calling :meth:`handle_now` (set and cleared by its supervisor).
+        #: calling `handle_now()` (set and cleared by its supervisor).
         self.running = False
         # The batch being consumed and the index of its next message. (A list and
         # an index, not a deque: an idle deque costs 600 bytes per channel.) Never
@@ -90,7 +90,7 @@ class Actor(abc.ABC, Generic[T]):
 
     @abc.abstractmethod
     def consume(self) -> Pending | None:
-        """Handle the rest of :attr:`_batch`, advancing :attr:`_next` before each message.
+        """Handle the rest of `_batch`, advancing `_next` before each message.
 
         This is the hot loop: one frame for a whole batch. It stops at the first
         message whose handling needs an await and returns that rest (``_next`` is
@@ -107,14 +107,14 @@ class Actor(abc.ABC, Generic[T]):
 
         Returns:
             None when the whole batch was handled. Otherwise a message needs an
-            await: start a task running :meth:`run`, which finishes that message
+            await: start a task running `run()`, which finishes that message
             first, and queue the messages returned (the rest of the batch, not yet
             started) in the mailbox, under its bound and overflow policy.
 
         Raises:
             Exception: the behaviour crashed (on a message it has now skipped);
-                supervise it like a crash in :meth:`run`, and queue what
-                :meth:`give_back` returns.
+                supervise it like a crash in `run()`, and queue what
+                `give_back()` returns.
         """
         if self.chores is not None:
             return batch  # its task does the chores first: queue all of it

@@ -2,7 +2,7 @@
 
 A callback that raises is logged with its traceback and counted; it stays registered
 unless it fails more than ``failure_limit`` times within ``failure_window`` seconds,
-when it is removed (and that is logged too). Raising :class:`~tidings.CallbackError`
+when it is removed (and that is logged too). Raising `CallbackError`
 removes it at once, quietly.
 """
 
@@ -112,11 +112,11 @@ class Dispatcher:
 
         A message that no registration takes is counted ``unrouted`` (``called``
         says an earlier part of this dispatch took it). A call that returns, or
-        raises :class:`~tidings.CallbackError`, counts as ``delivered``; one that
+        raises `CallbackError`, counts as ``delivered``; one that
         raises anything else as a ``callback_error``.
 
         Returns:
-            None when every call completed, else the :class:`Unfinished` rest.
+            None when every call completed, else the `Unfinished` rest.
         """
         for index, registration in enumerate(registrations):
             if not registration.active or registration.since >= position:
@@ -179,8 +179,8 @@ class Dispatcher:
 class Unfinished:
     """The rest of a dispatch, from the first callback that returned an awaitable.
 
-    :meth:`complete` awaits it and calls the registrations after it; a message
-    given up before that (its actor stopped first) is :meth:`abandon`-ed.
+    `complete()` awaits it and calls the registrations after it; a message
+    given up before that (its actor stopped first) is `abandon()`-ed.
     """
 
     __slots__ = (

@@ -102,7 +102,7 @@ class DurableActor(DispatchActor):
         on_gap: OnGap,
         **dispatch: Any,
     ) -> None:
-        """``dispatch``: the arguments of :class:`DispatchActor` (it is lazy)."""
+        """``dispatch``: the arguments of `DispatchActor` (it is lazy)."""
         super().__init__(name, mailbox, lazy=True, **dispatch)
         self._registrations = registrations
         self._read = read
@@ -184,7 +184,7 @@ class DurableActor(DispatchActor):
 
     def _dispatch(self, entry_id: str, at: int, payload: bytes) -> Pending | None:
         """Dispatch one event at position ``at`` to the registrations before it
-        (only those in :attr:`_only`, when a catch-up is for them alone)."""
+        (only those in `_only`, when a catch-up is for them alone)."""
         only = self._only
         if only is None:
             self.last = at

@@ -65,8 +65,8 @@ OnLost = Callable[[str, list[str]], None]
 class GroupMember:
     """This handler's membership of one consumer group of one durable channel.
 
-    Supervised like an actor: :meth:`run` works until :meth:`close` (or
-    :meth:`leave`), may crash and be restarted, and keeps its state across.
+    Supervised like an actor: `run()` works until `close()` (or
+    `leave()`), may crash and be restarted, and keeps its state across.
     """
 
     def __init__(
@@ -148,7 +148,7 @@ class GroupMember:
             await self._left.wait()
 
     def close(self) -> None:
-        """Stop taking entries; :meth:`run` leaves the group, then returns."""
+        """Stop taking entries; `run()` leaves the group, then returns."""
         self._leaving = True
         self._wakeup.set()
 

@@ -179,7 +179,7 @@ class Mailbox(Generic[T]):
             return batch
 
     def wake(self) -> None:
-        """Make a waiting :meth:`get` return an empty batch: the actor has work
+        """Make a waiting `get()` return an empty batch: the actor has work
         that is not in its mailbox."""
         if self._ready is not None:
             self._queue([])

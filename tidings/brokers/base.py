@@ -1,17 +1,17 @@
 """The transport seam: what a broker offers the connection supervisor.
 
 A broker moves bytes between named channels. It knows nothing of events, namespaces
-or callbacks. Each :class:`Broker` opens two kinds of connection:
+or callbacks. Each `Broker` opens two kinds of connection:
 
-- a :class:`Subscriber`, which carries every channel and pattern subscription and
+- a `Subscriber`, which carries every channel and pattern subscription and
   hands received messages, in batches, to a ``deliver`` coroutine;
-- a :class:`Publisher`, which carries PUBLISH and the PUBSUB queries.
+- a `Publisher`, which carries PUBLISH and the PUBSUB queries.
 
-Error contract. A connection that fails raises one of :data:`CONNECTION_ERRORS`
+Error contract. A connection that fails raises one of `CONNECTION_ERRORS`
 (a reply of the wrong shape included: the stream cannot be trusted after it); the
 supervisor turns that into a status event and a reconnect. A command the server
-refuses raises :class:`~tidings.ReplyError` and fails that command alone: catch it
-*before* :data:`CONNECTION_ERRORS` (it is a :class:`~tidings.BrokerError`, one of them).
+refuses raises `ReplyError` and fails that command alone: catch it
+*before* `CONNECTION_ERRORS` (it is a `BrokerError`, one of them).
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ class Publisher(abc.ABC):
     async def add_dead(
         self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
     ) -> str:
-        """Append an entry to the channel's dead-letter stream (:func:`dead_key`),
+        """Append an entry to the channel's dead-letter stream (`dead_key()`),
         trimmed to ``retention``; return its id."""
 
     @abc.abstractmethod

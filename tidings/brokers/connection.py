@@ -1,11 +1,11 @@
 """The RESP byte stream: connecting, the handshake, reading replies, classifying them.
 
 One connection is an anyio byte stream (TCP, TLS or a unix socket) and a
-:class:`hiredis.Reader`. This is the one place where transport failures are
-translated (a closed stream is an :class:`anyio.BrokenResourceError`; bytes that are
+`hiredis.Reader`. This is the one place where transport failures are
+translated (a closed stream is an `anyio.BrokenResourceError`; bytes that are
 not RESP, or a reply of a shape its command does not allow, a
-:class:`~tidings.BrokerError`: the connection is then dropped) and where an error
-reply becomes a :class:`~tidings.ReplyError` (a refused command; the connection is
+`BrokerError`: the connection is then dropped) and where an error
+reply becomes a `ReplyError` (a refused command; the connection is
 fine). Nothing else parses a reply's or an exception's text.
 """
 
@@ -90,18 +90,18 @@ class Connection:
                 raise
 
     async def receive(self) -> None:
-        """Wait for data and feed it to :attr:`reader`; take replies with :meth:`reply`."""
+        """Wait for data and feed it to `reader`; take replies with `reply()`."""
         try:
             self.reader.feed(await self.stream.receive(65536))
         except anyio.EndOfStream:
             raise anyio.BrokenResourceError(f"{self.url} closed the connection") from None
 
     async def receive_within(self, seconds: float, *, due: bool) -> bool:
-        """Like :meth:`receive`, for up to ``seconds``; False if nothing came.
+        """Like `receive()`, for up to ``seconds``; False if nothing came.
 
         Args:
-            due: a reply is awaited (else the wait is idle, and :meth:`reply_due`
-                may shorten it meanwhile); see :attr:`overdue`.
+            due: a reply is awaited (else the wait is idle, and `reply_due()`
+                may shorten it meanwhile); see `overdue`.
         """
         self._due = due
         with anyio.move_on_after(seconds) as wait:
@@ -221,7 +221,7 @@ def lost(url: str, exc: BaseException) -> BaseException:
 class Linked:
     """Tasks that live and die together, started at once or later.
 
-    The first to fail cancels the others, and :meth:`run` raises that failure bare
+    The first to fail cancels the others, and `run()` raises that failure bare
     (never an exception group), which is what the connection supervisor expects of
     a connection's ``run``.
     """
@@ -260,7 +260,7 @@ class Linked:
             self._tg.start_soon(self._guard, loop)
 
     def check(self) -> None:
-        """Raise if no more tasks can be linked (see :meth:`start`)."""
+        """Raise if no more tasks can be linked (see `start()`)."""
         if self._ended or self.error is not None:
             raise anyio.BrokenResourceError(f"connection lost: {self.error!r}")
 

@@ -10,8 +10,8 @@ channels with an exact subscriber. Like Redis's ``client-output-buffer-limit pub
 a subscriber that falls more than ``max_buffered`` messages behind is disconnected,
 with a warning, rather than letting memory grow without bound.
 
-A hub can also be told to fail (:meth:`Hub.kill_connections`, :attr:`Hub.refusing`)
-or to refuse commands as an ACL would (:attr:`Hub.allowed_channels`), which is how the
+A hub can also be told to fail (`Hub.kill_connections()`, `Hub.refusing`)
+or to refuse commands as an ACL would (`Hub.allowed_channels`), which is how the
 supervision logic is exercised without any server.
 """
 
@@ -86,7 +86,7 @@ class Hub:
     # -- the broker's commands -------------------------------------------------------
 
     def check_allowed(self, names: Sequence[str], *, patterns: bool = False) -> None:
-        """Refuse a command naming a channel (or pattern) outside :attr:`allowed_channels`.
+        """Refuse a command naming a channel (or pattern) outside `allowed_channels`.
 
         Raises:
             ReplyError: ``NOPERM``, as Redis answers an ACL user.
@@ -682,7 +682,7 @@ class _Log:
 
 
 class MemoryBroker(Broker):
-    """Connections to one :class:`Hub`."""
+    """Connections to one `Hub`."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub

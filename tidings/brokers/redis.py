@@ -101,11 +101,11 @@ class RedisSubscriber(Subscriber):
     """The subscriber connection.
 
     Everything the connection is asked goes through one queue of expected answers
-    (:attr:`_expected`), matched first in, first out: (un)subscribe confirmations,
+    (`_expected`), matched first in, first out: (un)subscribe confirmations,
     the PONGs of health checks and barriers, and the error reply of a refused
     command, which fails that command alone. Anything else is a protocol violation
     and ends the connection. Messages read before an answer are delivered before the
-    answer is matched, so a confirmed subscription or a passed :meth:`barrier` means
+    answer is matched, so a confirmed subscription or a passed `barrier()` means
     every earlier message has been handed to ``deliver``.
 
     With ``sharded=True`` it speaks sharded pub/sub (Redis 7): SSUBSCRIBE and
@@ -308,7 +308,7 @@ class RedisSubscriber(Subscriber):
 class RedisPublisher(Publisher):
     """The command connection: pipelined commands, replies matched in order.
 
-    Three tasks, run by :meth:`run`: an *outbox* writer, the only task that writes
+    Three tasks, run by `run()`: an *outbox* writer, the only task that writes
     to the socket, sends everything queued since its last write in one go; a reader
     matches replies to callers first in, first out; a watchdog bounds every wait.
     Callers only queue a command and wait for their reply, so cancelling a caller

@@ -1,6 +1,6 @@
 """RESP: encoding commands and making sense of replies (sans-IO).
 
-Replies are parsed by :class:`hiredis.Reader` (C, fast); this module holds what
+Replies are parsed by `hiredis.Reader` (C, fast); this module holds what
 hiredis does not: the command encoder and the names and shapes tidings relies on.
 """
 
@@ -17,7 +17,7 @@ def encode_name(name: str) -> bytes:
 
 
 def decode_name(raw: bytes) -> str:
-    """The inverse of :func:`encode_name`."""
+    """The inverse of `encode_name()`."""
     return raw.decode("utf-8", "surrogateescape")
 
 

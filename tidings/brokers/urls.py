@@ -3,13 +3,13 @@
 =================================================  ===================================
 URL                                                address
 =================================================  ===================================
-``memory://`` / ``memory://NAME``                  :class:`MemoryAddress`
-``redis://[user[:password]@]host[:port][/db]``     :class:`RedisAddress` over TCP
+``memory://`` / ``memory://NAME``                  `MemoryAddress`
+``redis://[user[:password]@]host[:port][/db]``     `RedisAddress` over TCP
 ``rediss://...``                                   over TLS (verified by default)
 ``unix:///path/to/redis.sock[?db=N]``              over a unix socket
-``redis+cluster://host:port,host:port/``           :class:`ClusterAddress`
+``redis+cluster://host:port,host:port/``           `ClusterAddress`
 ``rediss+cluster://...``                           the same over TLS
-``redis+sentinel://host:port,host:port/SERVICE``   :class:`SentinelAddress` (``/SERVICE/db``)
+``redis+sentinel://host:port,host:port/SERVICE``   `SentinelAddress` (``/SERVICE/db``)
 ``rediss+sentinel://...``                          the same over TLS (sentinels too)
 =================================================  ===================================
 
@@ -20,8 +20,8 @@ Every URL takes ``?namespace=NAME``. Redis URLs take ``client_name`` and, for TL
 URL's user and password are the master's). Flags accept
 ``1/true/yes/on`` and ``0/false/no/off``; anything else is an error, as is an unknown
 parameter. User names and passwords are percent-decoded, and may hold ``@ / ? #``
-unescaped (see :func:`split_userinfo`). Every address carries ``url``: the URL as
-tidings shows it, password redacted (:func:`redact`), the only form ever printed.
+unescaped (see `split_userinfo()`). Every address carries ``url``: the URL as
+tidings shows it, password redacted (`redact()`), the only form ever printed.
 
 This module is pure apart from reading TLS files: no sockets, table-tested.
 """

@@ -16,8 +16,8 @@ DELIMITER = ":"
 class InvalidName(ValueError, TypeError):
     """A name that is not a non-empty ``str`` (or misplaces the delimiter).
 
-    It is a :class:`ValueError`, as the API contract promises, and also a
-    :class:`TypeError`, which is what Python code usually expects for a non-``str``.
+    It is a `ValueError`, as the API contract promises, and also a
+    `TypeError`, which is what Python code usually expects for a non-``str``.
     """
 
 

@@ -100,7 +100,7 @@ class Reconnect:
     that failed (0 when an established connection was lost). After attempt *n*
     fails the wait is ``backoff.delay(n)``; after a lost connection it is
     ``backoff.delay(1)``, so the first retry comes quickly. Every move goes through
-    :class:`StatusMachine`: an illegal one raises and changes nothing.
+    `StatusMachine`: an illegal one raises and changes nothing.
 
     >>> from tidings.policies.backoff import Backoff
     >>> policy = Reconnect(Backoff(initial=1, jitter=False))

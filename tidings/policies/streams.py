@@ -61,7 +61,7 @@ def start_after(since: Any, now: StreamId | None = None) -> tuple[str, bool]:
     are delivered, and whether that id names an entry (then a reader finding it
     gone from the log knows events were lost in between).
 
-    ``"all"`` starts after :data:`ORIGIN`; an id after that id (an entry the caller
+    ``"all"`` starts after `ORIGIN`; an id after that id (an entry the caller
     has seen); a timezone-aware ``datetime`` at its millisecond (events stored at
     or after it). ``"new"`` is resolved by the caller (the log's last id when it
     registers) and is refused here.

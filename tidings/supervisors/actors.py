@@ -7,7 +7,7 @@ actors counted together, as in Erlang/OTP), the supervisor stops restarting and
 re-raises the crash, which ends the handler's ``run`` (escalation).
 
 An actor may also be started *because* it crashed somewhere else (handled in place
-by the router, outside any task): :meth:`ActorSupervisor.start` takes that crash and
+by the router, outside any task): `ActorSupervisor.start()` takes that crash and
 treats it as the actor's first, so the restart policy is the same either way. A
 lazy actor's task ends when it has nothing to do; it is started again when it has.
 """
@@ -73,7 +73,7 @@ class ActorSupervisor:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Supervise until :meth:`stop_all`; then let every actor drain and return."""
+        """Supervise until `stop_all()`; then let every actor drain and return."""
         self._stopping, self._stopped = anyio.Event(), anyio.Event()
         self._open = True
         try:

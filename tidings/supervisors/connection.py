@@ -4,7 +4,7 @@ It connects (a subscriber and a publisher connection), resubscribes everything
 that is wanted, reports ``connected``, then reads until the connection is lost; then
 it reports ``disconnected``, waits a back-off delay and tries again, forever, until
 it is closed. What each transition says, and how long to wait, is decided by the
-sans-IO :class:`~tidings.policies.status.Reconnect` policy; every transition is
+sans-IO `Reconnect` policy; every transition is
 reported to ``on_status``.
 """
 
@@ -129,7 +129,7 @@ class ConnectionSupervisor:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Connect and stay connected until :meth:`aclose` or cancellation.
+        """Connect and stay connected until `aclose()` or cancellation.
 
         It reports started once the first attempt has connected or failed, so a
         healthy broker is connected (and subscribed) by the time the caller goes on,
@@ -292,7 +292,7 @@ class ConnectionSupervisor:
         handed to ``deliver``. ``mark`` is called once, at the point of the stream
         after which messages are new to the caller: at once for names not subscribed
         yet (no message for them can be queued), in the reader as the broker answers
-        a round trip for names subscribed already (see :meth:`Subscriber.barrier`),
+        a round trip for names subscribed already (see `Subscriber.barrier()`),
         or when the connection is lost first. Without a connection it returns at
         once: the next connection subscribes everything wanted.
 
@@ -471,7 +471,7 @@ class ConnectionSupervisor:
         return received
 
     async def query(self, what: str, command: Callable[[Publisher], Awaitable[T]]) -> T:
-        """Run a query on the publisher connection, waiting like :meth:`publish`.
+        """Run a query on the publisher connection, waiting like `publish()`.
 
         Raises:
             tidings.BrokerError: no connection in time, closed, or lost meanwhile.
