@@ -711,3 +711,31 @@ def test_a_protocol_that_cannot_encode_envelopes_is_refused_at_construction(
         tidings.Channels(protocol=protocol)
     with pytest.raises(TypeError, match="protocol"):
         tidings.open_channels(protocol=protocol)
+
+
+async def test_fail_fast_raises_the_cause_when_the_first_attempt_fails(hub: Any) -> None:
+    """fail_fast=True: no broker at start is an error at once (not a retry loop)."""
+    from tidings.brokers.memory import MemoryBroker
+
+    hub.refusing = True
+    for handler in (
+        tidings.Channels(tidings.Store(MemoryBroker(hub)), fail_fast=True),
+        tidings.Store(MemoryBroker(hub)).pubsub(fail_fast=True),
+    ):
+        log = Recorder()
+        if isinstance(handler, tidings.Channels):
+            await handler.register("server", "*", log)
+        with pytest.raises(tidings.BrokerError, match="fail_fast") as failed:
+            async with handler:
+                raise AssertionError("entered without a broker")
+        assert isinstance(failed.value.__cause__, ConnectionRefusedError)
+        assert "refusing connections" in str(failed.value)
+        assert handler.status is tidings.StatusType.closed
+        if isinstance(handler, tidings.Channels):
+            assert log.events == ["connecting", "disconnected", "closed"]
+            assert log.calls[1][2]["retry_in"] is None
+    hub.refusing = False
+    async with tidings.Channels(tidings.Store(MemoryBroker(hub)), fail_fast=True) as channels:
+        assert channels.status is tidings.StatusType.connected
+    with pytest.raises(TypeError, match="fail_fast"):
+        tidings.Channels(fail_fast="yes")

@@ -43,6 +43,10 @@ class Options:
             delivered again (consumer groups only).
         max_deliver: deliveries of an event of a consumer group before one that
             still fails moves to the dead-letter stream (consumer groups only).
+        fail_fast: if the first connection attempt fails, ``run()`` and ``async with``
+            raise `BrokerError` with the cause, instead of retrying in
+            the background (a service that cannot start without its broker says
+            so at once).
     """
 
     publish_timeout: float = 10.0
@@ -59,6 +63,7 @@ class Options:
     recheck_interval: float = 5.0
     ack_wait: float = 30.0
     max_deliver: int = 5
+    fail_fast: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -79,6 +84,8 @@ class Options:
                 or math.isnan(value)
             ):
                 raise ValueError(f"option {name} must be a number of seconds > 0, got {value!r}")
+        if not isinstance(self.fail_fast, bool):
+            raise TypeError(f"option fail_fast must be True or False, got {self.fail_fast!r}")
         if math.isinf(self.ack_wait):
             raise ValueError(
                 f"option ack_wait must be a finite number of seconds, got {self.ack_wait!r}"

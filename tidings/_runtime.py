@@ -109,6 +109,7 @@ class Runtime:
             health_check_interval=options.health_check_interval,
             stats=self.stats,
             logger=self.logger,
+            fail_fast=options.fail_fast,
         )
         self.state: _State = "new"
         #: True while running and not asked to stop: one flag for the hot paths.

@@ -86,8 +86,11 @@ class ConnectionSupervisor:
         health_check_interval: float,
         stats: Counters,
         logger: logging.Logger,
+        fail_fast: bool = False,
     ) -> None:
         self.broker = broker
+        # Raise from run() if the first attempt fails, rather than retry.
+        self._fail_fast = fail_fast
         self._subscriptions = Subscriptions()
         self._deliver = deliver
         self._on_status = on_status
@@ -133,7 +136,11 @@ class ConnectionSupervisor:
 
         It reports started once the first attempt has connected or failed, so a
         healthy broker is connected (and subscribed) by the time the caller goes on,
-        and a dead one delays the caller by at most ``connect_timeout``.
+        and a dead one delays the caller by at most ``connect_timeout``. With
+        ``fail_fast``, a first attempt that fails ends it instead.
+
+        Raises:
+            BrokerError: ``fail_fast``, and the first attempt failed (the cause chained).
         """
         self._changed, self._finished = anyio.Event(), anyio.Event()
         self._sync_wanted = anyio.Event()
@@ -142,19 +149,32 @@ class ConnectionSupervisor:
             ready()
             self._finished.set()
             return
+        failed: BaseException | None = None
         try:
             with anyio.CancelScope() as self._run_scope:
                 while True:
                     self._report(StatusType.connecting, self._policy.connecting())
                     error = await self._session(ready)
-                    ready()
+                    if self._fail_fast and not ready.called:  # never connected
+                        failed = error
+                    else:
+                        ready()
                     data, delay = self._policy.disconnected(describe(error), anyio.current_time())
+                    if failed is not None:
+                        data["retry_in"] = None  # it will not be
                     self._report(StatusType.disconnected, data)
+                    if failed is not None:
+                        raise BrokerError(
+                            f"cannot connect to {self.broker.url} (fail_fast=True): "
+                            f"{describe(failed)}"
+                        ) from failed
                     await anyio.sleep(delay)
         finally:
             # Closed (or cancelled) during the first attempt: the caller of start()
-            # is told it started, then sees the status closed.
-            ready()
+            # is told it started, then sees the status closed. (Failing fast, it is
+            # told why instead.)
+            if failed is None:
+                ready()
             self._close()
             self._finished.set()
 
@@ -605,6 +625,10 @@ class _Once:
 
     def __init__(self, fn: Callable[[], object]) -> None:
         self._fn: Callable[[], object] | None = fn
+
+    @property
+    def called(self) -> bool:
+        return self._fn is None
 
     def __call__(self) -> None:
         if self._fn is not None:
