@@ -11,7 +11,7 @@ import anyio.lowlevel
 import pytest
 
 import tidings
-from tests.helpers import Harness, Recorder, eventually, settle
+from tests.helpers import Harness, Recorder, eventually
 from tidings import (
     CallbackError,
     Channel,
@@ -23,6 +23,7 @@ from tidings import (
     create_store,
     open_channels,
 )
+from tidings.testing import settle
 
 pytestmark = pytest.mark.anyio
 
@@ -114,7 +115,7 @@ async def test_registering_the_same_callback_twice_is_a_no_op(
     await channels.register("c", "e", recorder)  # another pattern: a second registration
     await channels.publish("c", "e", 1)
     await eventually(lambda: len(recorder.calls) == 2)
-    await settle()
+    await settle(channels)
     assert len(recorder.calls) == 2
     assert channels.channel("c").events == ("*", "e")  # type: ignore[union-attr]
 
@@ -297,7 +298,7 @@ async def test_a_slow_consumer_drops_counts_and_is_reported(store: Store) -> Non
         release.set()
         # every message is either delivered or counted as dropped: none vanish
         await eventually(lambda: len(got) + channels.stats().dropped == 20)
-        await settle()
+        await settle(channels)
         stats = channels.stats()
     assert stats.dropped == 20 - len(got)
     assert 0 < len(got) < 20
@@ -596,7 +597,7 @@ async def test_dropping_and_recreating_a_channel_at_once(
     await channels.register("c", "*", recorder)
     await channels.publish("c", "e", 1)
     await eventually(lambda: recorder.calls)
-    await settle()
+    await settle(channels)
     assert channels.stats().actor_restarts == 0
 
 
@@ -609,12 +610,12 @@ async def test_an_iterator_that_falls_behind_drops_counts_and_reports(store: Sto
         async with channels.subscribe("c") as events:
             for n in range(8):  # nobody reads: 3 fit the iterator's buffer, 5 are dropped
                 await channels.publish("c", "e", n)
-                await settle()  # each message reaches the iterator: the mailbox never fills
+                await settle(channels)  # each message reaches the iterator: it never fills
             await eventually(lambda: channels.stats().dropped == 5)
             assert [(await events.receive()).data for _ in range(3)] == [0, 1, 2]
             await channels.publish("c", "e", 8)  # room again: the episode is over
             assert (await events.receive()).data == 8
-            await settle()
+            await settle(channels)
     assert len(reports) == 1
     assert reports[0]["channel"] == "c"
 

@@ -63,6 +63,7 @@ class Actor(abc.ABC, Generic[T]):
         "mailbox",
         "name",
         "running",
+        "waiting",
     )
 
     def __init__(self, name: str, mailbox: Mailbox[T], stats: Counters, *, lazy: bool) -> None:
@@ -74,6 +75,8 @@ class Actor(abc.ABC, Generic[T]):
         #: True while a task runs it: the router then queues for it instead of
         #: calling `handle_now()` (set and cleared by its supervisor).
         self.running = False
+        #: True while its task waits for mail (it has nothing in hand).
+        self.waiting = False
         # The batch being consumed and the index of its next message. (A list and
         # an index, not a deque: an idle deque costs 600 bytes per channel.) Never
         # mutated, only replaced: every idle actor can share one empty list.
@@ -172,10 +175,13 @@ class Actor(abc.ABC, Generic[T]):
                 if self.lazy and not awaited:
                     return  # idle, and nothing awaited lately: give the task back
                 awaited = False
+                self.waiting = True
                 try:
                     batch = await mailbox.get()
                 except (anyio.EndOfStream, anyio.ClosedResourceError):
                     return
+                finally:
+                    self.waiting = False
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return  # drained after close(), or discarded by its supervisor
             self._take(batch)
