@@ -1,6 +1,6 @@
 """Helpers for testing code that uses tidings, and a pytest plugin.
 
-:func:`settle` makes tests deterministic without sleeps::
+`settle()` makes tests deterministic without sleeps::
 
     async def test_orders(tidings_store):
         seen = []
@@ -119,8 +119,8 @@ class RedisServer:
     """A private ``redis-server`` process on a free port, in a directory of its own.
 
     ``args`` go to ``redis-server`` as they are (``"--appendonly", "yes"``). It is
-    started at once; :meth:`kill` (``kill -9``), :meth:`start`, :meth:`restart`,
-    :meth:`pause` (SIGSTOP) and :meth:`resume` inject faults; :meth:`close` stops it
+    started at once; `kill()` (``kill -9``), `start()`, `restart()`,
+    `pause()` (SIGSTOP) and `resume()` inject faults; `close()` stops it
     and removes its directory.
 
     Raises:
@@ -177,7 +177,7 @@ class RedisServer:
         self.process = None
 
     def restart(self) -> None:
-        """:meth:`kill`, then :meth:`start`."""
+        """`kill()`, then `start()`."""
         self.kill()
         self.start()
 
@@ -187,7 +187,7 @@ class RedisServer:
         os.kill(self.process.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        """SIGCONT, after :meth:`pause`."""
+        """SIGCONT, after `pause()`."""
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGCONT)
 
