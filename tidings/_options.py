@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypedDict
 
 from .actors.mailbox import Overflow
 from .policies.backoff import Backoff
 
-__all__ = ["Options"]
+__all__ = ["OptionArgs", "Options"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ class Options:
             raise TypeError(f"option backoff must be a tidings.Backoff, got {self.backoff!r}")
 
     @classmethod
-    def from_kwargs(cls, options: dict[str, Any]) -> Options:
+    def from_kwargs(cls, options: Mapping[str, Any]) -> Options:
         """Build from keyword arguments, naming any that is unknown.
 
         Raises:
@@ -120,3 +121,25 @@ class Options:
                 f"the options are: {', '.join(sorted(known))}"
             )
         return cls(**options)
+
+
+class OptionArgs(TypedDict, total=False):
+    """The options as keyword arguments (``Channels(url, **options)``), typed: a
+    misspelt option or a value of the wrong type is a type checker's error too, not
+    only a runtime one. (A test keeps it in step with `Options`.)"""
+
+    publish_timeout: float
+    connect_timeout: float
+    backoff: Backoff
+    health_check_interval: float
+    max_pending: int
+    overflow: Overflow
+    callback_failure_limit: int
+    callback_failure_window: float
+    max_restarts: int
+    restart_window: float
+    close_timeout: float
+    recheck_interval: float
+    ack_wait: float
+    max_deliver: int
+    fail_fast: bool

@@ -14,16 +14,17 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, Unpack, overload
 
 import anyio
+import msgspec
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
 from ._groups import Groups
-from ._options import Options
+from ._options import OptionArgs, Options
 from ._runtime import Hooks, Lifecycle
 from ._stats import Counters, Stats
-from .actors.callbacks import DEAF, Dispatcher, Interrupted, Registration, Undelivered
+from .actors.callbacks import DEAF, Dispatcher, Interrupted, Registration, Undelivered, Unfit
 from .actors.dispatch import DispatchActor, envelope_decoder
 from .actors.durable import DurableActor, Upkeep, position, position_id
 from .actors.mailbox import Mailbox
@@ -44,6 +45,8 @@ __all__ = ["Channel", "Channels", "Event", "Events", "StatusType", "open_channel
 #: Signature of a channel callback: ``callback(channel, event, data)``, sync or async.
 Callback = Callable[["Channel", str, Any], Any]
 T = TypeVar("T")
+#: The type of an event's data (``Any`` unless a ``schema=`` says).
+D = TypeVar("D")
 
 #: A checked registration: (broker name, name, event pattern, callback, and on a
 #: durable channel the log position it starts after with whether that names an
@@ -52,13 +55,14 @@ _Item = tuple[str, str, str, Callback, tuple[int, bool] | None, str | None, str 
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class Event(Generic[D]):
     """One event, as yielded by `Channels.subscribe()`.
 
     Attributes:
         channel: the channel name, without the namespace prefix.
         event: the event name.
-        data: the payload, as decoded by the protocol.
+        data: the payload, as decoded by the protocol (converted to the ``schema``
+            given to `Channels.subscribe()`, if any: ``Event[Order]``).
         id: on a durable channel, the id of the event's entry in the channel's log
             (``"1700000000000-0"``; pass it as ``since=`` to resume after it);
             None on other channels.
@@ -69,12 +73,12 @@ class Event:
 
     channel: str
     event: str
-    data: Any
+    data: D
     id: str | None = None
     deliveries: int | None = None
 
 
-class Events:
+class Events(Generic[D]):
     """The events of one `Channels.subscribe()`, in order, as an async iterator.
 
     ``async for event in events`` ends when the channels close; ``await
@@ -83,19 +87,19 @@ class Events:
 
     __slots__ = ("_batch", "_mailbox", "_next")
 
-    def __init__(self, mailbox: Mailbox[Event]) -> None:
+    def __init__(self, mailbox: Mailbox[Any]) -> None:
         self._mailbox = mailbox
         # A batch taken from the mailbox, and the index of its next event.
-        self._batch: list[Event] = []
+        self._batch: list[Any] = []
         self._next = 0
 
-    async def receive(self) -> Event:
+    async def receive(self) -> Event[D]:
         """The next event, waiting for it.
 
         Raises:
             anyio.EndOfStream: the channels closed and every event was taken.
         """
-        event: Event = await self._take()
+        event: Event[D] = await self._take()
         return event
 
     async def _take(self) -> Any:
@@ -110,10 +114,10 @@ class Events:
         self._next += 1
         return item
 
-    def __aiter__(self) -> Events:
+    def __aiter__(self) -> Events[D]:
         return self
 
-    async def __anext__(self) -> Event:
+    async def __anext__(self) -> Event[D]:
         try:
             return await self.receive()
         except anyio.EndOfStream:
@@ -128,7 +132,7 @@ class _Job:
 
     __slots__ = ("done", "error", "event")
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, event: Event[Any]) -> None:
         self.event = event
         self.done = anyio.Event()
         self.error: Exception | None = None
@@ -139,7 +143,7 @@ class _Job:
             self.done.set()
 
 
-class _GroupEvents(Events):
+class _GroupEvents(Events[D]):
     """The events of a ``subscribe(..., group=...)``: each is acknowledged when the
     consumer takes the next one, or leaves the ``async with`` block normally; one
     in hand when the block raises is handed back, to be delivered again."""
@@ -150,13 +154,14 @@ class _GroupEvents(Events):
         super().__init__(mailbox)
         self._current: _Job | None = None
 
-    async def receive(self) -> Event:
+    async def receive(self) -> Event[D]:
         current, self._current = self._current, None
         if current is not None:
             current.finish()  # done with it: acknowledged
         job: _Job = await self._take()
         self._current = job
-        return job.event
+        event: Event[D] = job.event
+        return event
 
     def _unread(self) -> list[_Job]:
         """Take the events queued and never received."""
@@ -368,7 +373,7 @@ class Channels(Lifecycle):
         *,
         protocol: Codec | None = None,
         durable: Iterable[str] | Mapping[str, Retention] | None = None,
-        **options: Any,
+        **options: Unpack[OptionArgs],
     ) -> None:
         self._store = store if isinstance(store, Store) else create_store(store)
         self._namespace = Namespace(
@@ -518,15 +523,42 @@ class Channels(Lifecycle):
 
     # -- registration -------------------------------------------------------------------
 
+    @overload
     async def register(
         self,
         channel: str,
         event: str,
         callback: Callback,
         *,
+        since: Any = ...,
+        consumer: str | None = ...,
+        group: str | None = ...,
+        schema: None = ...,
+    ) -> Channel: ...
+
+    @overload
+    async def register(
+        self,
+        channel: str,
+        event: str,
+        callback: Callable[[Channel, str, T], Any],
+        *,
+        since: Any = ...,
+        consumer: str | None = ...,
+        group: str | None = ...,
+        schema: type[T],
+    ) -> Channel: ...
+
+    async def register(
+        self,
+        channel: str,
+        event: str,
+        callback: Callable[[Channel, str, Any], Any],
+        *,
         since: Any = "new",
         consumer: str | None = None,
         group: str | None = None,
+        schema: Any = None,
     ) -> Channel:
         """Call ``callback(channel, event, data)`` for events matching ``event``.
 
@@ -559,18 +591,23 @@ class Channels(Lifecycle):
         least once, in no order across members: make the callback idempotent.
         ``since`` says where a group that does not exist yet starts.
 
+        ``schema=T`` (a msgspec ``Struct``, a dataclass, a ``TypedDict``, or any type
+        msgspec converts to) gives the callback ``data`` converted to ``T``; an event
+        whose data does not fit is not passed to it, and is counted in
+        ``decode_errors`` (and logged, once per minute at most).
+
         Raises:
             ValueError: an empty or non-str channel name or event pattern, or a
                 ``since`` other than ``"new"``, a ``consumer`` or a ``group`` on a
                 channel that is not durable (or ``consumer`` with ``group``).
-            TypeError: ``callback`` is not callable.
+            TypeError: ``callback`` is not callable, or ``schema`` is no type msgspec
+                can convert to.
             RuntimeError: not running, or closed.
             ReplyError: the broker refused the subscription (nothing was registered).
             BrokerError: a durable channel's log could not be reached.
         """
-        [target] = await self._register(
-            [self._checked(channel, event, callback, since, consumer, group)], "register"
-        )
+        checked = self._checked(channel, event, callback, since, consumer, group, schema)
+        [target] = await self._register([checked], "register")
         return target
 
     async def register_many(
@@ -611,6 +648,7 @@ class Channels(Lifecycle):
         since: Any = "new",
         consumer: str | None = None,
         group: str | None = None,
+        schema: Any = None,
     ) -> _Item:
         broker_name, name = self._namespace.names(channel)
         check_event(event, "event pattern")
@@ -618,6 +656,8 @@ class Channels(Lifecycle):
             raise TypeError(
                 f"callback must be callable, not {type(callback).__name__}: {callback!r}"
             )
+        if schema is not None:
+            callback = _Typed(callback, schema, self._logger, name)
         start: tuple[int, bool] | None = None
         if broker_name in self._durable:
             if not (isinstance(since, str) and since == "new"):
@@ -814,9 +854,37 @@ class Channels(Lifecycle):
             return True
         return False
 
+    @overload
     def subscribe(
-        self, channel: str, event: str = "*", *, since: Any = "new", group: str | None = None
-    ) -> AbstractAsyncContextManager[Events]:
+        self,
+        channel: str,
+        event: str = ...,
+        *,
+        since: Any = ...,
+        group: str | None = ...,
+        schema: None = ...,
+    ) -> AbstractAsyncContextManager[Events[Any]]: ...
+
+    @overload
+    def subscribe(
+        self,
+        channel: str,
+        event: str = ...,
+        *,
+        since: Any = ...,
+        group: str | None = ...,
+        schema: type[T],
+    ) -> AbstractAsyncContextManager[Events[T]]: ...
+
+    def subscribe(
+        self,
+        channel: str,
+        event: str = "*",
+        *,
+        since: Any = "new",
+        group: str | None = None,
+        schema: Any = None,
+    ) -> AbstractAsyncContextManager[Events[Any]]:
         """Iterate over the events of a channel.
 
         ::
@@ -837,24 +905,30 @@ class Channels(Lifecycle):
         one is taken or the block is left normally; if the block raises, the event
         in hand is delivered again (to any member). Events carry ``deliveries``.
 
+        ``schema=T`` converts each event's data to ``T`` (see `register()`): the
+        iterator yields ``Event[T]``, and events whose data does not fit are skipped
+        (counted in ``decode_errors``).
+
         Raises:
             ValueError: an empty or non-str channel name or event pattern, or a
                 ``since`` other than ``"new"`` or a ``group`` on a channel that is
                 not durable.
         """
         # The same checks as register, before any I/O.
-        self._checked(channel, event, print, since, None, group)
+        self._checked(channel, event, print, since, None, group, schema)
         if group is not None:
-            return self._work(channel, event, since, group)
-        return self._iterate(channel, event, since)
+            return self._work(channel, event, since, group, schema)
+        return self._iterate(channel, event, since, schema)
 
     @asynccontextmanager
-    async def _iterate(self, channel: str, event: str, since: Any) -> AsyncIterator[Events]:
+    async def _iterate(
+        self, channel: str, event: str, since: Any, schema: Any
+    ) -> AsyncIterator[Events[Any]]:
         # A durable channel's iterator never drops: a full iterator makes the
         # channel wait, and what its own mailbox then refuses is read back later.
         durable = self._namespace.broker_name(channel) in self._durable
         overflow = "block" if durable else self._options.overflow
-        mailbox: Mailbox[Event] = Mailbox(self._options.max_pending, overflow)
+        mailbox: Mailbox[Event[Any]] = Mailbox(self._options.max_pending, overflow)
 
         async def put(ch: Channel, name: str, data: Any) -> None:
             if await mailbox.put([Event(ch.name, name, data, ch._event_id)]):
@@ -872,7 +946,7 @@ class Channels(Lifecycle):
         callback: Callable[[Channel, str, Any], Any] = put if overflow == "block" else put_nowait
         self._iterators.add(mailbox)
         try:
-            await self.register(channel, event, callback, since=since)
+            await self.register(channel, event, callback, since=since, schema=schema)
             yield Events(mailbox)
         finally:
             self._iterators.discard(mailbox)
@@ -885,11 +959,11 @@ class Channels(Lifecycle):
 
     @asynccontextmanager
     async def _work(
-        self, channel: str, event: str, since: Any, group: str
-    ) -> AsyncIterator[Events]:
+        self, channel: str, event: str, since: Any, group: str, schema: Any
+    ) -> AsyncIterator[Events[Any]]:
         # One event at a time: the member waits for the consumer to be done with it.
         mailbox: Mailbox[_Job] = Mailbox(1, "block")
-        events = _GroupEvents(mailbox)
+        events: _GroupEvents[Any] = _GroupEvents(mailbox)
 
         async def take(ch: Channel, name: str, data: Any) -> None:
             job = _Job(Event(ch.name, name, data, ch._event_id, ch._deliveries))
@@ -899,7 +973,7 @@ class Channels(Lifecycle):
             if job.error is not None:
                 raise job.error
 
-        target = await self.register(channel, event, take, since=since, group=group)
+        target = await self.register(channel, event, take, since=since, group=group, schema=schema)
         self._iterators.add(mailbox)
         failed: BaseException | None = None
         try:
@@ -1228,6 +1302,70 @@ class Channels(Lifecycle):
         )
 
 
+#: Seconds between two warnings of a registration's data not fitting its schema.
+UNFIT_LOG_INTERVAL = 60.0
+
+
+class _Typed:
+    """A callback given its data converted to ``schema`` (``register(..., schema=)``).
+
+    It stands for the callback itself (equal to it, hashed like it), so that the
+    same callback is found, deduplicated and unregistered whatever its schema.
+    Data that does not fit raises `Unfit`: counted as a decode error by the
+    dispatcher, and logged here, once per interval, with how many were not.
+    """
+
+    __slots__ = ("_logger", "_quiet_until", "_unlogged", "_where", "callback", "schema")
+
+    def __init__(self, callback: Callable[..., Any], schema: Any, logger: Any, where: str) -> None:
+        try:
+            msgspec.json.Decoder(schema)  # refuses types msgspec cannot convert to
+        except TypeError as exc:
+            raise TypeError(f"schema={schema!r} is not a type msgspec converts to: {exc}") from None
+        self.callback = callback
+        self.schema = schema
+        self._logger = logger
+        self._where = where
+        self._quiet_until = -float("inf")
+        self._unlogged = 0
+
+    def __call__(self, channel: Channel, event: str, data: Any) -> Any:
+        try:
+            data = msgspec.convert(data, self.schema)
+        except msgspec.ValidationError as exc:
+            self._unfit(event, exc)
+            raise Unfit(str(exc)) from None
+        return self.callback(channel, event, data)
+
+    def _unfit(self, event: str, exc: msgspec.ValidationError) -> None:
+        now = anyio.current_time()
+        if now < self._quiet_until:
+            self._unlogged += 1
+            return
+        more = f" ({self._unlogged} more since the last warning)" if self._unlogged else ""
+        self._logger.warning(
+            "channel %r: event %r does not fit schema %s of %r: %s%s",
+            self._where,
+            event,
+            getattr(self.schema, "__name__", self.schema),
+            self.callback,
+            exc,
+            more,
+        )
+        self._quiet_until, self._unlogged = now + UNFIT_LOG_INTERVAL, 0
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Typed):
+            return bool(self.callback == other.callback)
+        return bool(self.callback == other)
+
+    def __hash__(self) -> int:
+        return hash(self.callback)
+
+    def __repr__(self) -> str:
+        return f"{self.callback!r} (schema {getattr(self.schema, '__name__', self.schema)})"
+
+
 class _Unhashable:
     """A callback that cannot be a dict key, compared with ``==`` as ever (all of
     them share one hash bucket: rare, and correct)."""
@@ -1272,7 +1410,7 @@ def open_channels(
     *,
     protocol: Codec | None = None,
     durable: Iterable[str] | Mapping[str, Retention] | None = None,
-    **options: Any,
+    **options: Unpack[OptionArgs],
 ) -> Channels:
     """Channels to use with ``async with`` (the same arguments as `Channels`).
 

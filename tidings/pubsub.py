@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
-from ._options import Options
+from ._options import OptionArgs, Options
 from ._runtime import Hooks, Lifecycle
 from .actors.callbacks import Registration
 from .actors.dispatch import DispatchActor
@@ -59,7 +59,7 @@ class PubSub(Lifecycle):
         store: Store | str = "memory://",
         protocol: Codec | None = None,
         logger: logging.Logger | None = None,
-        **options: Any,
+        **options: Unpack[OptionArgs],
     ) -> None:
         self._store = store if isinstance(store, Store) else create_store(store)
         self.protocol = protocol

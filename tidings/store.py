@@ -27,7 +27,7 @@ optional database (``/SERVICE/2``); the user and password are the master's, and
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Unpack
 
 from .brokers.base import Broker
 from .brokers.cluster import ClusterBroker
@@ -37,6 +37,7 @@ from .brokers.sentinel import SentinelBroker
 from .brokers.urls import ClusterAddress, MemoryAddress, SentinelAddress, display, parse_store_url
 
 if TYPE_CHECKING:
+    from ._options import OptionArgs
     from .protocols import Codec
     from .pubsub import PubSub
 
@@ -57,7 +58,10 @@ class Store:
         return self.broker.url
 
     def pubsub(
-        self, protocol: Codec | None = None, logger: logging.Logger | None = None, **options: Any
+        self,
+        protocol: Codec | None = None,
+        logger: logging.Logger | None = None,
+        **options: Unpack[OptionArgs],
     ) -> PubSub:
         """A new `PubSub` handler on this store."""
         from .pubsub import PubSub

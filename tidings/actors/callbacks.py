@@ -19,7 +19,15 @@ from .._stats import Counters
 from ..errors import CallbackError
 from ..policies.intensity import Intensity
 
-__all__ = ["DEAF", "Dispatcher", "Interrupted", "Registration", "Undelivered", "Unfinished"]
+__all__ = [
+    "DEAF",
+    "Dispatcher",
+    "Interrupted",
+    "Registration",
+    "Undelivered",
+    "Unfinished",
+    "Unfit",
+]
 
 #: ``Registration.since`` of a registration that may not be called yet (its
 #: subscription is not confirmed): past every position, mailbox or log.
@@ -31,6 +39,14 @@ class Undelivered(Exception):
 
     The dispatcher counts the message as ``dropped`` for that callback, not as
     delivered and not as a callback error.
+    """
+
+
+class Unfit(Exception):
+    """Raised by a typed callback's wrapper for data that does not fit its schema.
+
+    The dispatcher counts the message as a ``decode_error`` for that callback: it is
+    not called, and that is not its failure.
     """
 
 
@@ -130,6 +146,9 @@ class Dispatcher:
                 continue
             except Undelivered:
                 self._stats.dropped += 1
+                continue
+            except Unfit:  # its schema refused the data (logged by the schema's wrapper)
+                self._stats.decode_errors += 1
                 continue
             except Exception as exc:
                 self._failed(registration, exc, where)

@@ -37,7 +37,7 @@ from .._stats import Counters
 from ..brokers.base import CONNECTION_ERRORS, TRANSIENT_REPLIES, Claimed, Entry, Job, Publisher
 from ..errors import CallbackError, ReplyError
 from ..policies.streams import Retention
-from .callbacks import DEAF, Interrupted, Registration, Undelivered
+from .callbacks import DEAF, Interrupted, Registration, Undelivered, Unfit
 from .dispatch import DECODE_ERRORS, Decode, decode_failed
 
 __all__ = ["READ_COUNT", "GroupMember"]
@@ -342,6 +342,7 @@ class GroupMember:
             return
         called = failed = handed_back = counted = done = False
         error: Exception | None = None
+        unfit: str | None = None
         for registration in self._registrations_for(key):
             if not registration.active or registration.since == DEAF:
                 continue  # removed, or its register() has not returned yet
@@ -358,6 +359,9 @@ class GroupMember:
                 if registration.active:
                     stats.callbacks_removed += 1
                     self._remove(registration)
+            except Unfit as exc:  # its schema refused the data: it never will fit
+                stats.decode_errors += 1
+                unfit = str(exc)
             except Undelivered as exc:  # an iterator gave it up: it goes back
                 stats.dropped += 1
                 handed_back = True
@@ -380,7 +384,9 @@ class GroupMember:
                 done = True
         if not called:  # no callback of this group takes it (here): done with it
             stats.unrouted += 1
-        if failed and deliveries >= self.max_deliver:
+        if unfit is not None and not (done or failed or handed_back):
+            await self._bury(job, f"does not fit the schema: {unfit}")
+        elif failed and deliveries >= self.max_deliver:
             await self._bury(job, f"{type(error).__name__}: {error}")
         elif failed or (handed_back and not done):
             # (An iterator that gave up an event another callback of the group did
