@@ -43,7 +43,7 @@ soak: $(STAMP) redis
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 $(VENV)/.installed-bench: pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,web,bench]'
 	@touch $@
 
 $(VENV)/bin/python:
@@ -56,7 +56,7 @@ $(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,web]'
 	@touch $@ $(RUN_STAMP)
 
 clean:

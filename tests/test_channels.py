@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
 import anyio
@@ -386,10 +387,8 @@ async def test_close_is_idempotent_and_final(store: Store) -> None:
         with pytest.raises(RuntimeError, match="closed"):
             await channels.publish("c", "e")
     await channels.aclose()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(RuntimeError, match="closed; start it again"):
         await channels.register("c", "e", print)
-    with pytest.raises(RuntimeError, match="runs once"):
-        await channels.run()
 
 
 async def test_close_before_run_and_unstarted_errors(store: Store) -> None:
@@ -740,3 +739,107 @@ async def test_fail_fast_raises_the_cause_when_the_first_attempt_fails(hub: Any)
         assert channels.status is tidings.StatusType.connected
     with pytest.raises(TypeError, match="fail_fast"):
         tidings.Channels(fail_fast="yes")
+
+
+async def test_a_closed_handler_starts_again_keeping_its_registrations(
+    broker: Harness,
+) -> None:
+    """A module-level handler used by one app lifespan after another (a second
+    TestClient): every run subscribes what it kept, and delivers as the first did."""
+    channels = Channels(broker.store(), namespace="again")
+    log = Recorder()
+    await channels.register(channels.status_channel.name, "*", log)
+    got = Recorder()
+    for run in range(3):
+        async with channels:
+            if run == 0:
+                await channels.register("c", "*", got)
+            async with channels.subscribe("c") as events:  # an iterator of this run only
+                await channels.publish("c", "e", run)
+                assert (await events.receive()).data == run
+            await settle(channels)
+            assert broker.numsub("again:c") == {"again:c": 1}
+        assert channels.status is StatusType.closed
+        assert broker.numsub("again:c") == {"again:c": 0}
+    assert got.data == [0, 1, 2]
+    assert log.events == ["connecting", "connected", "closed"] * 3
+    assert channels.stats().reconnects == 0  # each run's first connection is no *re*connect
+
+
+async def test_entering_a_running_handler_leaves_it_running(store: Store) -> None:
+    channels = Channels(store)
+    async with channels:
+        with pytest.raises(RuntimeError, match="running already"):
+            async with channels:
+                pass
+        with pytest.raises(RuntimeError, match="running already"):
+            await channels.run()
+        assert channels.status is StatusType.connected
+        await channels.publish("c", "e")
+
+
+async def test_a_restarted_durable_registration_catches_up_and_a_group_rejoins(
+    broker: Harness,
+) -> None:
+    names = {"durable": ["log", "jobs"]}
+    namespace = f"again{uuid.uuid4().hex[:8]}"  # the streams outlive the test on Redis
+    channels = Channels(broker.store(), namespace=namespace, **names)  # type: ignore[arg-type]
+    seen, done = Recorder(), Recorder()
+    async with channels:
+        await channels.register("log", "*", seen)
+        await channels.register("jobs", "*", done, group="workers")
+        await channels.publish("log", "e", 0)
+        await channels.publish("jobs", "e", "a")
+        await eventually(lambda: seen.data == [0] and done.data == ["a"])
+    async with Channels(broker.store(), namespace=namespace, **names) as producer:  # type: ignore[arg-type]
+        for n in (1, 2):  # while the first is closed
+            await producer.publish("log", "e", n)
+        await producer.publish("jobs", "e", "b")
+    async with channels:
+        await eventually(lambda: seen.data == [0, 1, 2])  # read back from the log
+        await eventually(lambda: done.data == ["a", "b"])
+        await channels.publish("log", "e", 3)
+        await eventually(lambda: seen.data == [0, 1, 2, 3])
+
+
+async def test_a_closed_pubsub_starts_again_with_its_clients_and_subscriptions(
+    broker: Harness,
+) -> None:
+    pubsub = broker.store().pubsub()
+    got: list[Any] = []
+    pubsub.add_client(lambda channel, message: got.append(message))
+    for run in range(2):
+        async with pubsub:
+            if run == 0:
+                await pubsub.subscribe("p")
+            await pubsub.publish("p", b"%d" % run)
+            await settle(pubsub)
+    assert got == [b"0", b"1"]
+
+
+def test_an_event_reads_as_the_readme_says() -> None:
+    assert repr(tidings.Event("orders", "shipped", {"id": 1})) == (
+        "Event(channel='orders', event='shipped', data={'id': 1})"
+    )
+    durable = tidings.Event("jobs", "e", 1, "1-0", 2)
+    assert repr(durable) == "Event(channel='jobs', event='e', data=1, id='1-0', deliveries=2)"
+
+
+def test_the_readme_s_first_example_prints_what_its_comments_say(tmp_path: Any) -> None:
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert code is not None
+    script = tmp_path / "first.py"
+    script.write_text(code.group(1))
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    promised = re.findall(r"# (Event\(.*\))", code.group(1))
+    assert promised
+    for line in promised:
+        assert line in out.splitlines(), out

@@ -155,6 +155,12 @@ class Groups:
             if name in names:
                 member.wake()
 
+    def forget(self) -> None:
+        """The handler stopped: its members are gone (a restart makes new ones)."""
+        for member in self._members.values():
+            member.close()
+        self._members.clear()
+
     async def leave_all(self) -> None:
         """Every member leaves its group (the caller bounds the wait)."""
         members = list(self._members.values())

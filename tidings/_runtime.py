@@ -136,8 +136,10 @@ class Runtime:
 
     async def run(self, name: str, task_status: anyio.abc.TaskStatus[None]) -> None:
         """See `Lifecycle.run()` (``name`` is the handler's, for the error)."""
-        if self.state != "new":
-            raise RuntimeError(f"{name} is {self.state}: a handler runs once; create a new one")
+        if self.state == "running":
+            raise RuntimeError(f"{name} is running already: it runs once at a time")
+        if self.state == "closed":  # started again: keeping its registrations
+            self.connection.reset()
         self._stopping = anyio.Event()
         self.state = "running"
         with collapse_exception_group():
@@ -186,13 +188,10 @@ class Runtime:
 
     async def enter(self, name: str, run: Callable[..., Coroutine[Any, Any, None]]) -> None:
         """Start running in a task group of its own (``async with``)."""
-        if self._context is not None or self.state != "new":
+        if self._context is not None or self.state == "running":
             # Checked before anything changes: the block already running this
             # handler must stay intact.
-            raise RuntimeError(
-                f"{name} is {'running' if self.state != 'closed' else 'closed'}: "
-                "a handler runs once; create a new one"
-            )
+            raise RuntimeError(f"{name} is running already: it runs once at a time")
         context = self._running(run)
         await context.__aenter__()
         self._context = context
@@ -238,7 +237,9 @@ class Runtime:
                 f"cannot {what}: {self.kind} is still starting; start it with "
                 f"'await nursery.start(handler.run)', which returns once it has started"
             )
-        raise RuntimeError(f"cannot {what}: {self.kind} is closed; create a new one")
+        raise RuntimeError(
+            f"cannot {what}: {self.kind} is closed; start it again ('async with' or run())"
+        )
 
 
 class Lifecycle:
@@ -299,7 +300,8 @@ class Lifecycle:
                 await handler.close()
 
         Raises:
-            RuntimeError: it is already running, or was closed (handlers are one-shot).
+            RuntimeError: it is running already. (A closed handler may be started
+                again: it keeps its registrations and subscribes them anew.)
             Exception: an actor crash that exceeded the restart intensity.
         """
         await self._runtime.run(str(self), task_status)

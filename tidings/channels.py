@@ -77,6 +77,16 @@ class Event(Generic[D]):
     id: str | None = None
     deliveries: int | None = None
 
+    def __repr__(self) -> str:
+        # The fields a plain channel leaves None are left out: the common case reads
+        # as Event(channel='orders', event='created', data={'id': 1}).
+        extra = "".join(
+            f", {name}={value!r}"
+            for name, value in (("id", self.id), ("deliveries", self.deliveries))
+            if value is not None
+        )
+        return f"Event(channel={self.channel!r}, event={self.event!r}, data={self.data!r}{extra})"
+
 
 class Events(Generic[D]):
     """The events of one `Channels.subscribe()`, in order, as an async iterator.
@@ -320,6 +330,10 @@ class Channel:
         self._cache.clear()
         self._all = None
         return True
+
+    def _all_registrations(self) -> list[Registration]:
+        """Every registration, those of consumer groups included."""
+        return [r for registrations in self._patterns.values() for r in registrations.values()]
 
     def _registrations(self) -> tuple[Registration, ...]:
         """Every registration, those of consumer groups aside."""
@@ -842,6 +856,11 @@ class Channels(Lifecycle):
             await cancel_shielded_checkpoint()
         return target
 
+    def _forget(self, channel: str, event: str, callback: Callback, group: str | None) -> None:
+        target = self._channels.get(self._namespace.broker_name(channel))
+        if target is not None:
+            self._unregister_now(target, event, callback, group)
+
     def _unregister_now(
         self, target: Channel, event: str, callback: Callback, group: str | None
     ) -> bool:
@@ -956,6 +975,8 @@ class Channels(Lifecycle):
             if self._runtime.state == "running":
                 with anyio.move_on_after(1.0, shield=True):
                     await self.unregister(channel, event, callback)
+            else:  # closed: forget it here (a restart must not subscribe it again)
+                self._forget(channel, event, callback, None)
 
     @asynccontextmanager
     async def _work(
@@ -987,9 +1008,8 @@ class Channels(Lifecycle):
             mailbox.discard()
             # Unregistered before the events in hand are settled: one handed back
             # must not come straight back to this iterator.
-            unsubscribe = self._runtime.state == "running" and self._unregister_now(
-                target, event, take, group
-            )
+            unsubscribe = self._unregister_now(target, event, take, group)
+            unsubscribe = unsubscribe and self._runtime.state == "running"
             events._settle(failed, unread)
             if unsubscribe:
                 with anyio.move_on_after(1.0, shield=True):
@@ -1235,6 +1255,17 @@ class Channels(Lifecycle):
         self._status_actor = self._new_actor(self._status_channel)
         if self._upkeep is not None and self._actors.running:
             self._actors.start(self._upkeep)
+        # Started again after a close: the channels it kept get their actors back,
+        # and their registrations count from the new mailboxes (a durable
+        # registration keeps its place in the log: it catches up once subscribed).
+        for channel in self._channels.values():
+            for registration in channel._all_registrations():
+                if not (channel.durable and registration.group is None):
+                    registration.since = 0
+            if not channel.local:
+                self._new_actor(channel)
+                for group in channel._group_names():
+                    self._groups.join(channel, group)
 
     async def _deliver(self, batch: list[Message]) -> None:
         await self._router.deliver(batch)
@@ -1275,6 +1306,7 @@ class Channels(Lifecycle):
             )
 
     async def _after_run(self) -> None:
+        self._groups.forget()
         for mailbox in tuple(self._iterators):
             mailbox.close()  # the consumer takes what is left, then the iteration ends
         for actor in self._actors.leftovers():

@@ -265,6 +265,9 @@ class PubSub(Lifecycle):
     # -- internals ----------------------------------------------------------------------
 
     def _start_actors(self) -> None:
+        # Started again after a close: the clients count from the new mailbox.
+        for registration in self._clients.values():
+            registration.since = 0
         # Lazy: while the clients are sync, the reader calls them in place.
         self._actor = DispatchActor(
             "pubsub clients",

@@ -101,6 +101,7 @@ class ConnectionSupervisor:
         self._health_check_interval = health_check_interval
         self._stats = stats
         self._logger = logger
+        self._backoff = backoff
         self._policy = Reconnect(backoff)
         # The live connections; set by the session task only.
         self._subscriber: Subscriber | None = None
@@ -116,6 +117,15 @@ class ConnectionSupervisor:
         # Set when the subscriptions changed; the session's sync loop waits for it.
         self._sync_wanted: anyio.Event | None = None
         self._next_round = _Round()
+
+    def reset(self) -> None:
+        """Make a closed supervisor ready to run again (the handler is started again):
+        a fresh status (``initialised``) and reconnect policy; what is wanted stays
+        wanted, and the first connection subscribes it."""
+        self._policy = Reconnect(self._backoff)
+        self._lost = _Lost()
+        self._next_round = _Round()
+        self._run_scope = None
 
     @property
     def status(self) -> StatusType:
@@ -142,7 +152,10 @@ class ConnectionSupervisor:
         Raises:
             BrokerError: ``fail_fast``, and the first attempt failed (the cause chained).
         """
-        self._changed, self._finished = anyio.Event(), anyio.Event()
+        # Waiters of a previous run (a handler started again) look again, at this one.
+        previous, self._changed, self._finished = self._changed, anyio.Event(), anyio.Event()
+        if previous is not None:
+            previous.set()
         self._sync_wanted = anyio.Event()
         ready = _Once(task_status.started)
         if self._policy.status is StatusType.closed:  # closed before it started
