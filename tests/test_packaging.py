@@ -59,3 +59,17 @@ def test_wheel_and_sdist(tmp_path: Path) -> None:
         [str(venv / "bin" / "tidings"), "--version"], capture_output=True, text=True, timeout=60
     )
     assert version.stdout.strip() == "tidings 0.1.0"
+
+
+def test_the_readme_renders_on_the_package_index() -> None:
+    """The README is the package's page on the index, away from the repository:
+    no relative link or image, which would be broken there."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)]+)\)", readme)
+    relative = [t for t in targets if not t.startswith(("http://", "https://", "#"))]
+    assert relative == []
+    assert "![" not in readme or all(
+        t.startswith("https://") for t in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)
+    )

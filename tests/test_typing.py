@@ -25,7 +25,7 @@ USER_CODE = textwrap.dedent(
             assert_type(channels.stats(), tidings.Stats)
             async with channels.subscribe("orders") as events:
                 async for event in events:
-                    assert_type(event, tidings.Event)
+                    assert_type(event, tidings.Event[Any])
         async with tidings.create_store().pubsub() as pubsub:
             assert_type(pubsub, tidings.PubSub)
             assert_type(await pubsub.count("a"), dict[str, int])
