@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .channels import Channels
     from .pubsub import PubSub
 
-__all__ = ["RedisServer", "memory_store", "settle"]
+__all__ = ["RedisServer", "free_port", "memory_store", "settle"]
 
 _hubs = itertools.count(1)
 
@@ -109,7 +109,8 @@ def memory_store() -> Store:
     return Store(MemoryBroker(Hub(f"test-{next(_hubs)}")))
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -132,11 +133,21 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (it is not on the PATH)")
         self.binary = binary
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="tidings-redis-"))
         self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
+
+    def command(self) -> list[str]:
+        """The ``redis-server`` command line (a subclass may add to it)."""
+        return [
+            self.binary,
+            *("--port", str(self.port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
+            *("--daemonize", "no", "--loglevel", "warning"),
+            *self.args,
+        ]
 
     @property
     def url(self) -> str:
@@ -146,14 +157,8 @@ class RedisServer:
     def start(self) -> None:
         """Start it (again, on the same port and directory: its AOF or RDB, if
         enabled, is read back)."""
-        command = [
-            self.binary,
-            *("--port", str(self.port), "--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
-            *("--daemonize", "no", "--loglevel", "warning"),
-        ]
         log = (self.dir / "redis.log").open("ab")
-        self.process = subprocess.Popen(command + self.args, stdout=log, stderr=log)
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
