@@ -843,3 +843,15 @@ def test_the_readme_s_first_example_prints_what_its_comments_say(tmp_path: Any) 
     assert promised
     for line in promised:
         assert line in out.splitlines(), out
+
+
+async def test_a_handler_closed_in_a_nursery_starts_again_at_once(store: Store) -> None:
+    """close() returns with the run still winding down: run() waits for it, then
+    starts again (it raised "running already")."""
+    channels = Channels(store)
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            await tg.start(channels.run)
+            assert channels.status is StatusType.connected
+            await channels.close()
+            assert channels.status is StatusType.closed

@@ -206,3 +206,19 @@ def test_the_cli_publishes_and_counts_through_sentinel(deployment: RedisSentinel
         }
     finally:
         subscriber.close()
+
+
+async def test_a_blackholed_sentinel_costs_a_slice_of_the_connect_time(
+    deployment: RedisSentinel, recorder: Recorder
+) -> None:
+    """A sentinel that accepts and never answers (SIGSTOP), listed first: each
+    lookup gives it its share of connect_timeout, then asks the others."""
+    stopped = deployment.sentinels[0]
+    stopped.pause()
+    try:
+        # Two sentinels: each of a session's two lookups started on another one.
+        url = deployment.url(sentinels=[stopped, deployment.sentinels[1]])
+        async with listening(url, recorder) as (channels, _):
+            assert channels.status.name == "connected"
+    finally:
+        stopped.resume()

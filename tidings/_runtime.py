@@ -115,6 +115,8 @@ class Runtime:
         #: True while running and not asked to stop: one flag for the hot paths.
         self.accepting = False
         self._stopping: anyio.Event | None = None
+        # Set once a run has wound down (a new one may start after a close).
+        self._ended: anyio.Event | None = None
         self._context: AbstractAsyncContextManager[Any] | None = None
 
     def new_dispatcher(self, stats: Counters) -> Dispatcher:
@@ -137,10 +139,13 @@ class Runtime:
     async def run(self, name: str, task_status: anyio.abc.TaskStatus[None]) -> None:
         """See `Lifecycle.run()` (``name`` is the handler's, for the error)."""
         if self.state == "running":
-            raise RuntimeError(f"{name} is running already: it runs once at a time")
+            if self._stopping is None or not self._stopping.is_set() or self._ended is None:
+                raise RuntimeError(f"{name} is running already: it runs once at a time")
+            await self._ended.wait()  # closed, and winding down: then again
         if self.state == "closed":  # started again: keeping its registrations
             self.connection.reset()
         self._stopping = anyio.Event()
+        self._ended = anyio.Event()
         self.state = "running"
         with collapse_exception_group():
             try:
@@ -160,8 +165,11 @@ class Runtime:
             finally:
                 self.state = "closed"
                 self.accepting = False
-                with anyio.move_on_after(1.0, shield=True):
-                    await self._hooks.after_run()
+                try:
+                    with anyio.move_on_after(1.0, shield=True):
+                        await self._hooks.after_run()
+                finally:
+                    self._ended.set()
 
     async def connect(self) -> None:
         """See `Lifecycle.connect()`."""

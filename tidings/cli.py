@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.url is None:
         fallback = "memory://demo" if args.command == "demo" else DEFAULT_URL
-        args.url = os.environ.get("TIDINGS_URL", fallback)
+        args.url = os.environ.get("TIDINGS_URL") or fallback  # (set but empty: unset)
     if args.timeout is None:
         args.timeout = 5.0
     # Library warnings (a lost connection, …) would repeat what status lines say.

@@ -62,6 +62,8 @@ async def settle(handler: Channels | PubSub) -> None:
 
     It waits as long as that takes: a callback that never returns makes it wait
     forever, so bound it (``with anyio.fail_after(5): await settle(channels)``).
+    While disconnected it cannot prove the broker's side: it returns once what was
+    received is dispatched.
     Consumer groups are outside it: their events come by reading the log.
 
     Raises:
@@ -73,8 +75,15 @@ async def settle(handler: Channels | PubSub) -> None:
         received = stats.received
         # Everything the broker sent before this point is in the mailboxes now.
         await handler._connection.subscribe(mark=_nothing)
+        # Each turn lets the busy actors run; a short sleep, not a spin, while a
+        # callback waits on something slow.
+        turns = 0
         while not _quiet(handler):
-            await anyio.lowlevel.checkpoint()  # the busy actors run meanwhile
+            turns += 1
+            if turns < 100:
+                await anyio.lowlevel.checkpoint()
+            else:
+                await anyio.sleep(0.001)  # (no event says "all idle")
         if stats.received == received:
             return  # and nobody published more while it waited
 

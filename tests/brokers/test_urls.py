@@ -220,3 +220,20 @@ def test_sentinel_credentials_are_the_master_s_and_the_sentinels_own() -> None:
     for secret in ("m4ster", "s3nt"):
         assert secret not in address.url
         assert secret not in repr(address)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://h:1/svc?sentinel_password=S3CRET&bogus=1",
+        "redis+sentinel://h:1/svc?sentinel_password=S3CRET&client_name=a%20b",
+        "redis+sentinel://h:1/svc/x?sentinel_password=S3CRET",
+        "redis+sentinel://h:1/svc?sentinel_password=S3CRET&sentinel_password=again",
+    ],
+)
+def test_a_password_in_the_query_never_shows_in_an_error(url: str) -> None:
+    with pytest.raises(ValueError, match="store URL") as refused:
+        parse_store_url(url)
+    assert "S3CRET" not in str(refused.value)
+    assert "again" not in str(refused.value)
+    assert "S3CRET" not in redact(url)

@@ -39,8 +39,9 @@ _logger = logging.getLogger("tidings")
 SWITCH_MASTER = "+switch-master"
 #: Seconds between attempts to watch a sentinel when none can be reached.
 WATCH_RETRY = 1.0
-#: The least time a sentinel is given to answer.
+#: The least and the most time one sentinel is given to answer a lookup.
 MIN_SENTINEL_TIMEOUT = 0.25
+MAX_SENTINEL_TIMEOUT = 2.0
 
 
 class SentinelBroker(Broker):
@@ -50,6 +51,9 @@ class SentinelBroker(Broker):
         self.address = address
         self.url = address.url
         self._turn = 0  # rotates the first sentinel asked: a dead one is not always first
+        # The master the subscriber of a session found, for its publisher: one lookup
+        # per session, and both connections on the same server.
+        self._found: Node | None = None
 
     def sentinel_address(self, node: Node) -> RedisAddress:
         scheme = "rediss" if self.address.sentinel.tls is not None else "redis"
@@ -92,7 +96,8 @@ class SentinelBroker(Broker):
         failures = []
         # A sentinel that does not answer must not use up the whole connect
         # timeout: the others get their turn within it.
-        each = max(MIN_SENTINEL_TIMEOUT, reply_timeout / len(self.address.sentinels))
+        each = min(reply_timeout / len(self.address.sentinels), MAX_SENTINEL_TIMEOUT)
+        each = max(MIN_SENTINEL_TIMEOUT, each)
         for node in self._rotation():
             try:
                 with anyio.fail_after(each):
@@ -101,6 +106,9 @@ class SentinelBroker(Broker):
                     )
             except ReplyError as exc:
                 failures.append(f"{node} refused: {exc}")
+                continue
+            except TimeoutError:
+                failures.append(f"{node} did not answer within {each:g}s")
                 continue
             except CONNECTION_ERRORS as exc:
                 failures.append(f"{node}: {type(exc).__name__}: {exc}")
@@ -135,14 +143,18 @@ class SentinelBroker(Broker):
             return False
         return type(reply) is list and bool(reply) and reply[0] == b"master"
 
-    async def connect_master(self, role: str, reply_timeout: float) -> tuple[Connection, Node]:
-        """A connection to the master, checked with ``ROLE``.
+    async def connect_master(
+        self, role: str, reply_timeout: float, node: Node | None = None
+    ) -> tuple[Connection, Node]:
+        """A connection to the master (``node``, or the one the sentinels name),
+        checked with ``ROLE``.
 
         Raises:
             BrokerError: no sentinel named a master that says it is one (a
                 failover under way: the caller tries again later).
         """
-        node = await self.master(reply_timeout)
+        if node is None:
+            node = await self.master(reply_timeout)
         address = self.master_address(node)
         connection = await open_connection(address, role, reply_timeout)
         try:
@@ -169,7 +181,9 @@ class SentinelBroker(Broker):
     async def open_subscriber(
         self, *, health_check_interval: float, reply_timeout: float
     ) -> Subscriber:
+        self._found = None
         connection, node = await self.connect_master("sub", reply_timeout)
+        self._found = node
         return SentinelSubscriber(
             self,
             RedisSubscriber(connection, health_check_interval),
@@ -181,7 +195,8 @@ class SentinelBroker(Broker):
     async def open_publisher(
         self, *, health_check_interval: float, reply_timeout: float
     ) -> Publisher:
-        connection, node = await self.connect_master("pub", reply_timeout)
+        found, self._found = self._found, None  # the session's subscriber found it
+        connection, node = await self.connect_master("pub", reply_timeout, found)
         self.server = str(node)
         return RedisPublisher(connection, health_check_interval)
 
@@ -234,7 +249,8 @@ class SentinelSubscriber(Subscriber):
 
     async def _watch_one(self, node: Node) -> None:
         address = self._broker.sentinel_address(node)
-        connection = await open_connection(address, "watch", self._reply_timeout)
+        with anyio.fail_after(self._reply_timeout):  # a blackholed sentinel: the next
+            connection = await open_connection(address, "watch", self._reply_timeout)
         self._watch = watch = RedisSubscriber(connection, self._health_check_interval)
         service = self._broker.address.service
         current = self._node

@@ -172,6 +172,10 @@ def _quote_userinfo(url: str) -> str:
     return f"{head}{userinfo}@{rest}"
 
 
+#: A query parameter holding a secret, and its value.
+_SECRET_PARAM = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
     """Hide the password of a URL (works on malformed URLs too; see split_userinfo).
 
@@ -181,9 +185,10 @@ def redact(url: str) -> str:
     'redis://:****@host/0'
     """
     head, user, password, rest = split_userinfo(url)
-    if password is None:
-        return url
-    return f"{head}{_quote(user or '')}:****@{rest}"
+    if password is not None:
+        url = f"{head}{_quote(user or '')}:****@{rest}"
+    # Credentials in the query too (a sentinel's ``sentinel_password=``).
+    return _SECRET_PARAM.sub(r"\1****", url)
 
 
 def display(url: str, namespace: str | None) -> str:
