@@ -54,6 +54,13 @@ async def listening(url: str, recorder: Recorder) -> AsyncIterator[tuple[Channel
         yield channels, log
 
 
+def _on_the_master(deployment: RedisSentinel, log: StatusLog) -> bool:
+    """The handler's last connection is to the master the sentinels name now."""
+    connected = [data for name, data, _ in log.events if name == "connected"]
+    master = f"127.0.0.1:{deployment.master().port}"
+    return bool(connected) and connected[-1]["server"] == master
+
+
 async def publish_until_received(channels: Channels, recorder: Recorder, data: Any) -> None:
     with anyio.fail_after(30):
         while data not in recorder.data:
@@ -94,11 +101,11 @@ async def test_a_failover_is_followed_at_once(
         old = deployment.master()
         deployment.sentinel().execute_command("SENTINEL", "FAILOVER", SERVICE)
         await eventually(lambda: "connected" in log.names, limit=30)
+        await eventually(lambda: _on_the_master(deployment, log), limit=30)
         new = deployment.master()
         assert new is not old
-        assert log.last("disconnected")["server"] == f"127.0.0.1:{old.port}"
-        assert log.last("connected")["server"] == f"127.0.0.1:{new.port}"
-        assert "moved the master" in log.last("disconnected")["error"]
+        assert log.first("disconnected")["server"] == f"127.0.0.1:{old.port}"
+        assert "moved the master" in log.first("disconnected")["error"]
         await publish_until_received(channels, recorder, "after")
         # Published on the new master, and heard there.
         assert new.client().pubsub_numsub(f"{channels.namespace}:orders")[0][1] == 1
@@ -108,17 +115,21 @@ async def test_a_failover_is_followed_at_once(
 async def test_a_killed_master_is_replaced_and_publishes_wait_for_it(
     deployment: RedisSentinel, recorder: Recorder
 ) -> None:
-    async with listening(deployment.url(), recorder) as (channels, log):
-        victim = deployment.master()
-        victim.kill()
-        await eventually(lambda: "disconnected" in log.names)
-        # Disconnected: this publish waits for the promoted replica (publish_timeout).
-        assert await channels.publish("orders", "e", "during") == 1
-        await eventually(lambda: "during" in recorder.data)
-        assert log.last("connected")["server"] == f"127.0.0.1:{deployment.master().port}"
-        assert deployment.master() is not victim
-    victim.start()  # back, as a replica of the new master
-    deployment.wait_healthy()
+    victim = deployment.master()
+    try:
+        async with listening(deployment.url(), recorder) as (channels, log):
+            victim.kill()
+            await eventually(lambda: "disconnected" in log.names)
+            # Disconnected: this publish waits for the promoted replica (publish_timeout).
+            assert await channels.publish("orders", "e", "during") == 1
+            await eventually(lambda: "during" in recorder.data)
+            # On the master the sentinels settle on (a failover may be retried with
+            # the other replica: the handler follows it too).
+            await eventually(lambda: _on_the_master(deployment, log), limit=30)
+            assert deployment.master() is not victim
+    finally:
+        victim.start()  # back, as a replica of the new master
+        deployment.wait_healthy()
 
 
 async def test_one_sentinel_down_at_start_is_skipped(
@@ -222,3 +233,24 @@ async def test_a_blackholed_sentinel_costs_a_slice_of_the_connect_time(
             assert channels.status.name == "connected"
     finally:
         stopped.resume()
+        deployment.wait_healthy()  # (resumed, it looks again before it agrees)
+
+
+async def test_an_acl_user_without_role_trusts_the_sentinels(
+    deployment: RedisSentinel, recorder: Recorder
+) -> None:
+    """ROLE is an admin command: a user without it still gets the master the
+    sentinels name (and is told nothing is wrong)."""
+    servers = [s for s in deployment.servers if s.process is not None]
+    for server in servers:  # ACL users are not replicated: one each
+        server.client().execute_command(
+            "ACL", "SETUSER", "app", "on", ">app-secret", "~*", "&*", "+@all", "-role"
+        )
+    try:
+        url = deployment.url().replace("redis+sentinel://", "redis+sentinel://app:app-secret@")
+        async with listening(url, recorder) as (channels, log):
+            assert "disconnected" not in log.names  # no ROLE: no refusal either
+            assert channels._connection.broker.server == f"127.0.0.1:{deployment.master().port}"
+    finally:
+        for server in servers:
+            server.client().execute_command("ACL", "DELUSER", "app")
