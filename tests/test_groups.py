@@ -98,6 +98,18 @@ class Worker:
         self.done.append(data)
 
 
+class Stuck:
+    """An async callback that records what it takes, then waits until released."""
+
+    def __init__(self) -> None:
+        self.taken: list[Any] = []
+        self.release = anyio.Event()
+
+    async def __call__(self, channel: Channel, event: str, data: Any) -> None:
+        self.taken.append(data)
+        await self.release.wait()
+
+
 @asynccontextmanager
 async def members(broker: Harness, count: int, **options: Any) -> AsyncIterator[list[Channels]]:
     async with AsyncExitStack() as stack:
@@ -195,13 +207,7 @@ async def test_a_member_gone_quiet_has_its_events_claimed_after_ack_wait(
 ) -> None:
     """A member that dies holding events (cancelled here, without leaving the
     group: as a killed process) has them delivered to another after ack_wait."""
-    stuck = anyio.Event()
-    taken: list[Any] = []
-
-    async def hangs(channel: Channel, event: str, data: Any) -> None:
-        taken.append(data)
-        await stuck.wait()
-
+    hangs = Stuck()
     survivor = Worker()
     async with handler(broker) as producer:
         with anyio.CancelScope() as dying:
@@ -210,7 +216,7 @@ async def test_a_member_gone_quiet_has_its_events_claimed_after_ack_wait(
                     await producer.publish("jobs", "job", n)
                 # It takes all three at once, and hangs on the first.
                 await doomed.register("jobs", "*", hangs, group="workers", since="all")
-                await eventually(lambda: taken == [0])
+                await eventually(lambda: hangs.taken == [0])
                 dying.cancel()  # no goodbye: its events stay pending
         assert pending(broker) == 3
         async with handler(broker, ack_wait=0.3) as member:
@@ -689,13 +695,7 @@ async def test_closing_hands_back_at_once_what_was_taken_and_not_started(
 ) -> None:
     """A member closing while a callback runs gives the rest of its batch back
     before it waits for that callback: another member takes them now."""
-    stuck = anyio.Event()
-    taken: list[Any] = []
-
-    async def slow(channel: Channel, event: str, data: Any) -> None:
-        taken.append(data)
-        await stuck.wait()
-
+    slow = Stuck()
     other = Worker()
     async with handler(broker) as producer:
         for n in range(3):
@@ -706,13 +706,13 @@ async def test_closing_hands_back_at_once_what_was_taken_and_not_started(
                 async with closing:
                     # It takes all three, and hangs on the first.
                     await closing.register("jobs", "*", slow, group="workers", since="all")
-                    await eventually(lambda: taken == [0])
+                    await eventually(lambda: slow.taken == [0])
                     await survivor.register("jobs", "*", other, group="workers")
                     tg.start_soon(closing.close)
                     # Handed back while 0 is still running: the survivor has them.
                     await eventually(lambda: sorted(other.done) == [1, 2])
-                    stuck.set()
-            assert taken == [0]
+                    slow.release.set()
+            assert slow.taken == [0]
         await eventually(lambda: pending(broker) == 0)
 
 
