@@ -66,6 +66,21 @@ async def publish_until_received(
             await anyio.sleep(0.1)
 
 
+@asynccontextmanager
+async def durable_pair(url: str) -> AsyncIterator[tuple[Channels, list[int], StatusLog]]:
+    """A sender and a receiver of durable channel "orders" on ``url``, events 0-9
+    through already: (sender, what the receiver got, the receiver's status log)."""
+    received: list[int] = []
+    options = {**OPTIONS, "durable": ["orders"]}
+    async with Channels(url, **options) as sender, Channels(url, **options) as receiver:
+        log = await watched(receiver)
+        await receiver.register("orders", "*", lambda c, e, d: received.append(d))
+        for n in range(10):
+            await sender.publish("orders", "e", n)
+        await eventually(lambda: received == list(range(10)))
+        yield sender, received, log
+
+
 async def publish_retrying(channels: Channels, channel: str, data: Any) -> None:
     """Publish once it is accepted: across a failover or a move a publish may fail."""
     with anyio.fail_after(20):
@@ -271,15 +286,11 @@ async def test_concurrent_publishes_open_one_connection_per_node(cluster: RedisC
 async def test_a_durable_channel_follows_its_slot_and_log_to_another_node(
     own_cluster: RedisCluster,
 ) -> None:
-    received: list[int] = []
-    url = own_cluster.url(namespace="dm", sharded="1")
-    options = {**OPTIONS, "durable": ["orders"]}
-    async with Channels(url, **options) as sender, Channels(url, **options) as receiver:
-        log = await watched(receiver)
-        await receiver.register("orders", "*", lambda c, e, d: received.append(d))
-        for n in range(10):
-            await sender.publish("orders", "e", n)
-        await eventually(lambda: received == list(range(10)))
+    async with durable_pair(own_cluster.url(namespace="dm", sharded="1")) as (
+        sender,
+        received,
+        log,
+    ):
         target = await move_slot(own_cluster, "dm:orders", with_keys=True)
         assert own_cluster.owner_of("dm:orders") is target
         for n in range(10, 20):  # the first may meet the old owner's MOVED
@@ -294,15 +305,11 @@ async def test_a_durable_channel_after_a_failover_repeats_nothing_and_reports_lo
 ) -> None:
     """Replication is asynchronous: a failover may lose the newest entries. What
     arrives comes once and in order, and what is lost is reported, never silent."""
-    received: list[int] = []
-    url = own_cluster.url(namespace="df", sharded="1")
-    options = {**OPTIONS, "durable": ["orders"]}
-    async with Channels(url, **options) as sender, Channels(url, **options) as receiver:
-        log = await watched(receiver)
-        await receiver.register("orders", "*", lambda c, e, d: received.append(d))
-        for n in range(10):
-            await sender.publish("orders", "e", n)
-        await eventually(lambda: received == list(range(10)))
+    async with durable_pair(own_cluster.url(namespace="df", sharded="1")) as (
+        sender,
+        received,
+        log,
+    ):
         owner = own_cluster.owner_of("df:orders")
         owner.kill()  # its replica is promoted after the node timeout
         await eventually(lambda: own_cluster.owner_of("df:orders") is not owner, limit=30)
