@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
+import trustme
 
 from tidings import Channels, create_store
 from tidings.brokers.slots import Node
 from tidings.brokers.urls import (
+    REDACTED,
+    Address,
     ClusterAddress,
     MemoryAddress,
     RedisAddress,
     SentinelAddress,
+    display,
     parse_store_url,
     redact,
     split_userinfo,
@@ -71,7 +79,9 @@ FORMS = [
     ("redis://", RedisAddress("redis://localhost:6379/0"), None),
     (
         "redis://u:p%40w@h:7000/3?client_name=app&namespace=a:b",
-        RedisAddress("redis://u:****@h:7000/3", "h", 7000, None, "u", "p@w", 3, None, "app"),
+        RedisAddress(
+            "redis://u:****@h:7000/3?client_name=app", "h", 7000, None, "u", "p@w", 3, None, "app"
+        ),
         "a:b",
     ),
     ("redis://h?db=4", RedisAddress("redis://h:6379/4", "h", db=4), None),
@@ -125,7 +135,10 @@ def test_cluster_credentials_and_tls_apply_to_every_node() -> None:
         "rediss+cluster://u:s3cret@[::1]:7000,h2:7001/?ssl_cert_reqs=none&client_name=c"
     )
     assert isinstance(address, ClusterAddress)
-    assert address.url == "rediss+cluster://u:****@[::1]:7000,h2:7001/"
+    assert (
+        address.url
+        == "rediss+cluster://u:****@[::1]:7000,h2:7001/?client_name=c&ssl_cert_reqs=none"
+    )
     assert (address.template.username, address.template.password) == ("u", "s3cret")
     assert address.template.client_name == "c"
     assert isinstance(address.template.tls, ssl.SSLContext)
@@ -145,6 +158,7 @@ def test_cluster_credentials_and_tls_apply_to_every_node() -> None:
         ("redis://h/?client_name=a%20b", "client_name"),
         ("unix://", "socket path"),
         ("redis+cluster://h1:7000/2", "only database 0"),
+        ("redis+cluster://h1:7000/?db=3", "only database 0"),
         ("redis+cluster:///", "no seed"),
         ("redis+cluster://h1:x/", "bad seed"),
         ("redis+sentinel://h1:26379/", "no service name"),
@@ -189,7 +203,7 @@ def test_an_unbracketed_ipv6_seed_is_refused_but_a_bracketed_one_works() -> None
             (Node("::1", 26379), Node("::1", 5000)),
             "svc",
             0,
-            "rediss+sentinel://[::1]:26379,[::1]:5000/svc/0",
+            "rediss+sentinel://[::1]:26379,[::1]:5000/svc/0?ssl_cert_reqs=none",
         ),
     ],
 )
@@ -237,3 +251,162 @@ def test_a_password_in_the_query_never_shows_in_an_error(url: str) -> None:
     assert "S3CRET" not in str(refused.value)
     assert "again" not in str(refused.value)
     assert "S3CRET" not in redact(url)
+
+
+# -- the round trip: every form's shown URL parses back to the same address -----------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Real CA, certificate, key and combined files, in a folder whose name needs quoting."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    folder = tmp_path_factory.mktemp("tls") / "a@b c&d"
+    folder.mkdir()
+    files = {name: folder / f"{name}.pem" for name in ("ca", "cert", "key", "both")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(files["both"]))
+    return {name: quote(str(path)) for name, path in files.items()}
+
+
+#: Every form and parameter the module takes; ``{ca}``, ``{cert}``, ``{key}`` and
+#: ``{both}`` are TLS files. Every password holds "SECRET", to check it never shows.
+ROUND_TRIP = [
+    "memory://",
+    "memory://hub-1",
+    "memory://hub?namespace=shop",
+    "redis://",
+    "redis://h",
+    "redis://h?db=4&namespace=a:b",
+    "redis://u:SE%40CRET@h:7000/3?client_name=app",
+    "redis://:SECRET@h",
+    "redis://u:@h",  # an empty password is still a password (AUTH u "")
+    "redis://user@[::1]:6380",
+    "redis://u:SE/CR@T#ET@host:6379/0",  # "/@#" unescaped
+    "redis://h/0?client_name=me@box%26co&namespace=x%26y%20z",
+    "rediss://h",
+    "rediss://u:SECRET@h:6380/2?ssl_ca_certs={ca}&ssl_certfile={cert}&ssl_keyfile={key}",
+    "rediss://h?ssl_certfile={both}&client_name=app",
+    "rediss://h?ssl_cert_reqs=none",
+    "rediss://h?ssl_cert_reqs=NONE&ssl_check_hostname=no",
+    "rediss://h?ssl_check_hostname=false",
+    "rediss://h?ssl_check_hostname=yes",
+    "rediss://h?ssl_cert_reqs=none&ssl_check_hostname=on",  # (ssl verifies again)
+    "unix:///tmp/r.sock",
+    "unix://u:SECRET@/tmp/r.sock?db=2&client_name=app&namespace=shop",
+    "redis+cluster://h:7000/?sharded=1&namespace=shop",
+    "redis+cluster://h1:7000,h2:7001/",
+    "redis+cluster://h1:7000/?sharded=yes",
+    "redis+cluster://h1:7000/?sharded=off&db=0",
+    "redis+cluster://u:SECRET@[::1]:7000,h2:7001/?client_name=c",
+    "rediss+cluster://u:SECRET@h1:7000/?sharded=1&ssl_cert_reqs=none&client_name=c",
+    "rediss+cluster://h1:7000,h2:7000/?ssl_ca_certs={ca}&ssl_certfile={cert}&ssl_keyfile={key}",
+    "redis+sentinel://h1,h2:26380/mymaster",
+    "redis+sentinel://app:SECRET1@h1/svc/2?sentinel_username=watch&sentinel_password=SECRET2"
+    "&client_name=c&namespace=shop",
+    "redis+sentinel://h1:5000/svc?db=3&sentinel_password=SE%26CRET",
+    "redis+sentinel://h1/svc?sentinel_username=w%40x&sentinel_password=",
+    "rediss+sentinel://[::1],[::1]:5000/svc?ssl_ca_certs={ca}&ssl_check_hostname=0",
+    "rediss+sentinel://u:SECRET@h1/svc/1?ssl_cert_reqs=none&sentinel_username=w",
+]
+
+
+def comparable(value: Any) -> Any:
+    """An address as a tree of plain values, for ==.
+
+    Normalised on purpose, and only these: a password (the address's, a cluster's or
+    sentinel's template's, the sentinels' own) counts only as given or not, since the
+    shown URL holds ``****`` in its place, which parses back as the password
+    ``****``; a TLS context (which compares by identity) counts as what it checks and
+    the CAs it trusts (its client certificate is in ``tls_options``). Every other
+    field, ``url`` included, must be equal.
+    """
+    if isinstance(value, ssl.SSLContext):
+        cas = sorted(repr(sorted(ca.items())) for ca in value.get_ca_certs())
+        return ("SSLContext", value.verify_mode, value.check_hostname, cas)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        if "password" in fields:
+            fields["password"] = None if fields["password"] is None else REDACTED
+        return (type(value).__name__, {name: comparable(v) for name, v in fields.items()})
+    if isinstance(value, tuple):
+        return tuple(comparable(item) for item in value)
+    return value
+
+
+def passwords(address: Address) -> list[str]:
+    if isinstance(address, RedisAddress):
+        return [address.password] if address.password else []
+    if isinstance(address, ClusterAddress):
+        return passwords(address.template)
+    if isinstance(address, SentinelAddress):
+        return passwords(address.template) + passwords(address.sentinel)
+    return []
+
+
+@pytest.mark.parametrize("template", ROUND_TRIP)
+def test_the_shown_url_parses_back_to_the_same_address(
+    template: str, tls_files: dict[str, str]
+) -> None:
+    url = template.format(**tls_files)
+    address, namespace = parse_store_url(url)
+    shown = display(address.url, namespace)
+    assert repr(create_store(url)) == f"Store({shown!r})"
+    assert str(Channels(url)) == shown
+    again, namespace_again = parse_store_url(shown)
+    assert namespace_again == namespace
+    assert comparable(again) == comparable(address)
+    assert display(again.url, namespace_again) == shown  # canonical: shown as it was
+    assert "SECRET" not in shown
+    for password in passwords(address):
+        assert password not in shown
+        assert quote(password, safe="") not in shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "redis+cluster://h:7000/?sharded=1&namespace=shop",
+            "redis+cluster://h:7000/?sharded=1&namespace=shop",
+        ),
+        ("redis+cluster://h:7000?sharded=true", "redis+cluster://h:7000/?sharded=1"),
+        ("redis+cluster://h:7000/?sharded=0", "redis+cluster://h:7000/"),
+        ("redis://h?client_name=tidings", "redis://h:6379/0"),
+        ("redis://h?client_name=a%40b%26c", "redis://h:6379/0?client_name=a%40b%26c"),
+        ("unix:///r.sock?client_name=app", "unix:///r.sock?db=0&client_name=app"),
+        ("rediss://h?ssl_cert_reqs=required&ssl_check_hostname=1", "rediss://h:6379/0"),
+        ("rediss://h?ssl_check_hostname=off", "rediss://h:6379/0?ssl_check_hostname=false"),
+        ("rediss://h?ssl_cert_reqs=None", "rediss://h:6379/0?ssl_cert_reqs=none"),
+        (
+            "rediss+sentinel://h/svc?client_name=c&sentinel_password=SECRET&sentinel_username=w",
+            "rediss+sentinel://h:26379/svc/0?sentinel_username=w&sentinel_password=****"
+            "&client_name=c",
+        ),
+        ("memory://hub?namespace=a%23b", "memory://hub?namespace=a%23b"),
+    ],
+)
+def test_the_shown_url_is_canonical(url: str, shown: str) -> None:
+    assert str(Channels(url)) == shown
+
+
+def test_a_cluster_shown_sharded_stays_sharded() -> None:
+    store = create_store("redis+cluster://h:7000/?sharded=1&namespace=shop")
+    again, _ = parse_store_url(str(Channels(store)))
+    assert isinstance(again, ClusterAddress)
+    assert again.sharded
+    assert not store.broker.supports_patterns
+    assert not create_store(str(Channels(store))).broker.supports_patterns
+
+
+def test_the_tls_files_show_where_a_server_s_connections_use_them(
+    tls_files: dict[str, str],
+) -> None:
+    url = "rediss://h?ssl_ca_certs={ca}&ssl_certfile={cert}&ssl_keyfile={key}".format(**tls_files)
+    address, _ = parse_store_url(url)
+    assert isinstance(address, RedisAddress)
+    paths = {name: Path(value) for name, value in address.tls_options}
+    assert set(paths) == {"ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}
+    assert all(path.is_file() for path in paths.values())

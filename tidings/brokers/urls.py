@@ -21,7 +21,10 @@ URL's user and password are the master's). Flags accept
 ``1/true/yes/on`` and ``0/false/no/off``; anything else is an error, as is an unknown
 parameter. User names and passwords are percent-decoded, and may hold ``@ / ? #``
 unescaped (see `split_userinfo()`). Every address carries ``url``: the URL as
-tidings shows it, password redacted (`redact()`), the only form ever printed.
+tidings shows it, password redacted (`redact()`), the only form ever printed. It is
+canonical (port and database written out, defaults left out) and keeps every
+parameter that changes behaviour, so it parses back to the same address, apart
+from the passwords (``****``).
 
 This module is pure apart from reading TLS files: no sockets, table-tested.
 """
@@ -61,6 +64,10 @@ SCHEMES = (
 
 #: A sentinel's port when the URL names none.
 SENTINEL_PORT = 26379
+#: The client name when the URL names none (connections are ``NAME-sub``, ``NAME-pub``).
+DEFAULT_CLIENT_NAME = "tidings"
+#: What a URL shows instead of a password.
+REDACTED = "****"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +90,9 @@ class RedisAddress:
     password: str | None = field(default=None, repr=False)
     db: int = 0
     tls: ssl.SSLContext | None = None
-    client_name: str = "tidings"
+    client_name: str = DEFAULT_CLIENT_NAME
+    #: The ``ssl_*`` parameters that made ``tls``, canonical (shown in ``url``).
+    tls_options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +185,22 @@ def _quote_userinfo(url: str) -> str:
 _SECRET_PARAM = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
 
 
+def _quote_value(text: str) -> str:
+    """A query value as shown: what would end or change it percent-encoded.
+
+    ``@`` too, so that no ``@`` follows the host (`split_userinfo()`), and blanks.
+    """
+    return "".join(
+        f"%{ord(c):02X}" if c in "%&#+@" or c.isspace() or not c.isprintable() else c for c in text
+    )
+
+
+def _query(options: list[tuple[str, str]]) -> str:
+    """``?name=value&...`` (values quoted), or ``""`` for no options."""
+    text = "&".join(f"{name}={_quote_value(value)}" for name, value in options)
+    return f"?{text}" if text else ""
+
+
 def redact(url: str) -> str:
     """Hide the password of a URL (works on malformed URLs too; see split_userinfo).
 
@@ -186,20 +211,22 @@ def redact(url: str) -> str:
     """
     head, user, password, rest = split_userinfo(url)
     if password is not None:
-        url = f"{head}{_quote(user or '')}:****@{rest}"
+        url = f"{head}{_quote(user or '')}:{REDACTED}@{rest}"
     # Credentials in the query too (a sentinel's ``sentinel_password=``).
-    return _SECRET_PARAM.sub(r"\1****", url)
+    return _SECRET_PARAM.sub(rf"\1{REDACTED}", url)
 
 
 def display(url: str, namespace: str | None) -> str:
-    """A redacted URL with ``namespace`` added as a query parameter.
+    """A redacted URL with ``namespace`` added as a query parameter (quoted).
 
     >>> display("unix:///r.sock?db=2", "shop")
     'unix:///r.sock?db=2&namespace=shop'
+    >>> display("redis://h:6379/0", "a&b")
+    'redis://h:6379/0?namespace=a%26b'
     """
     if not namespace:
         return url
-    return f"{url}{'&' if '?' in url else '?'}namespace={namespace}"
+    return f"{url}{'&' if '?' in url else '?'}namespace={_quote_value(namespace)}"
 
 
 def _host(host: str) -> str:
@@ -287,9 +314,16 @@ def _memory(parts: SplitResult, shown: str) -> MemoryAddress:
     return MemoryAddress(url=f"memory://{parts.netloc}", name=parts.netloc)
 
 
-def _tls_context(params: dict[str, str], shown: str) -> ssl.SSLContext:
-    """Certificates are verified unless the URL says ``ssl_cert_reqs=none``."""
-    context = ssl.create_default_context(cafile=params.pop("ssl_ca_certs", None))
+def _tls_context(
+    params: dict[str, str], shown: str
+) -> tuple[ssl.SSLContext, tuple[tuple[str, str], ...]]:
+    """Certificates are verified unless the URL says ``ssl_cert_reqs=none``.
+
+    Returns the context and the parameters that made it, canonical, to show: the
+    files as given, and the checks only where they differ from the default.
+    """
+    cafile = params.pop("ssl_ca_certs", None)
+    context = ssl.create_default_context(cafile=cafile)
     reqs = params.pop("ssl_cert_reqs", "required").lower()
     if reqs == "none":
         context.check_hostname = False
@@ -302,7 +336,15 @@ def _tls_context(params: dict[str, str], shown: str) -> ssl.SSLContext:
         context.load_cert_chain(certfile, keyfile)
     elif keyfile is not None:
         raise ValueError(f"ssl_keyfile needs ssl_certfile, in store URL {shown!r}")
-    return context
+    files = {"ssl_ca_certs": cafile, "ssl_certfile": certfile, "ssl_keyfile": keyfile}
+    options = [(name, path) for name, path in files.items() if path is not None]
+    # From the context, not the URL: turning ssl_check_hostname on turns
+    # verification back on too (ssl does), which the URL does not say.
+    if context.verify_mode == ssl.CERT_NONE:
+        options.append(("ssl_cert_reqs", "none"))
+    elif not context.check_hostname:
+        options.append(("ssl_check_hostname", "false"))
+    return context, tuple(options)
 
 
 def _userinfo(parts: SplitResult) -> tuple[str | None, str | None, str]:
@@ -311,13 +353,19 @@ def _userinfo(parts: SplitResult) -> tuple[str | None, str | None, str]:
     password = unquote(parts.password) if parts.password is not None else None
     shown = ""
     if username is not None or password is not None:
-        shown = f"{parts.username or ''}{':****' if password is not None else ''}@"
+        shown = f"{parts.username or ''}{f':{REDACTED}' if password is not None else ''}@"
     return username, password, shown
+
+
+def _options(client_name: str, tls_options: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """The parameters every Redis URL shows: those that differ from the defaults."""
+    named = client_name != DEFAULT_CLIENT_NAME
+    return [("client_name", client_name)] * named + list(tls_options)
 
 
 def _redis(scheme: str, parts: SplitResult, params: dict[str, str], shown: str) -> RedisAddress:
     username, password, userinfo = _userinfo(parts)
-    client_name = params.pop("client_name", "tidings")
+    client_name = params.pop("client_name", DEFAULT_CLIENT_NAME)
     if not client_name or any(c.isspace() for c in client_name):
         raise ValueError(f"client_name must be non-empty with no spaces, in store URL {shown!r}")
     if scheme == "unix":
@@ -326,8 +374,9 @@ def _redis(scheme: str, parts: SplitResult, params: dict[str, str], shown: str) 
                 f"unix:// URLs need a socket path (unix:///path/redis.sock): {shown!r}"
             )
         db = _int(params.pop("db", "0"), "database number", shown)
+        query = _query([("db", str(db)), *_options(client_name, ())])
         return RedisAddress(
-            url=f"unix://{userinfo}{parts.path}?db={db}",
+            url=f"unix://{userinfo}{parts.path}{query}",
             path=parts.path,
             username=username,
             password=password,
@@ -340,15 +389,17 @@ def _redis(scheme: str, parts: SplitResult, params: dict[str, str], shown: str) 
         raise ValueError(f"bad port in store URL {shown!r}") from None
     path = parts.path.strip("/")
     db = _int(path or params.pop("db", "0"), "database number", shown)
-    tls = None
+    tls: ssl.SSLContext | None = None
+    tls_options: tuple[tuple[str, str], ...] = ()
     if scheme == "rediss":
         try:
-            tls = _tls_context(params, shown)
+            tls, tls_options = _tls_context(params, shown)
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"cannot load the TLS files of store URL {shown!r}: {exc}") from None
     host = parts.hostname or "localhost"
+    query = _query(_options(client_name, tls_options))
     return RedisAddress(
-        url=f"{scheme}://{userinfo}{_host(host)}:{port}/{db}",
+        url=f"{scheme}://{userinfo}{_host(host)}:{port}/{db}{query}",
         host=host,
         port=port,
         username=username,
@@ -356,6 +407,7 @@ def _redis(scheme: str, parts: SplitResult, params: dict[str, str], shown: str) 
         db=db,
         tls=tls,
         client_name=client_name,
+        tls_options=tls_options,
     )
 
 
@@ -367,6 +419,8 @@ def _cluster(scheme: str, parts: SplitResult, params: dict[str, str], shown: str
     if not seeds:
         raise ValueError(f"no seed node (host:port) in store URL {shown!r}")
     sharded = _flag(params, "sharded", False, shown)
+    if _int(params.pop("db", "0"), "database number", shown):  # SELECT fails on a cluster
+        raise ValueError(f"Redis Cluster has only database 0: no db in store URL {shown!r}")
     # The per-node details (credentials, TLS, client name) parse like a single server's.
     single = parts._replace(
         scheme="rediss" if scheme == "rediss+cluster" else "redis",
@@ -376,8 +430,14 @@ def _cluster(scheme: str, parts: SplitResult, params: dict[str, str], shown: str
     template = _redis(single.scheme, single, params, shown)
     _, _, userinfo = _userinfo(parts)
     listed = ",".join(str(seed) for seed in seeds)
+    query = _query(
+        [("sharded", "1")] * sharded + _options(template.client_name, template.tls_options)
+    )
     return ClusterAddress(
-        url=f"{scheme}://{userinfo}{listed}/", seeds=seeds, template=template, sharded=sharded
+        url=f"{scheme}://{userinfo}{listed}/{query}",
+        seeds=seeds,
+        template=template,
+        sharded=sharded,
     )
 
 
@@ -416,9 +476,16 @@ def _sentinel(
         password=sentinel_password,
         tls=template.tls,
         client_name=template.client_name,
+        tls_options=template.tls_options,
     )
+    credentials = []  # the sentinels' own, shown as given (the password redacted)
+    if sentinel_username is not None:
+        credentials.append(("sentinel_username", sentinel_username))
+    if sentinel_password is not None:
+        credentials.append(("sentinel_password", REDACTED))
+    query = _query(credentials + _options(template.client_name, template.tls_options))
     return SentinelAddress(
-        url=f"{scheme}://{userinfo}{listed}/{service}/{template.db}",
+        url=f"{scheme}://{userinfo}{listed}/{service}/{template.db}{query}",
         sentinels=sentinels,
         service=service,
         template=template,
