@@ -320,7 +320,7 @@ async def test_reconnects_while_registrations_churn(server: RedisServer) -> None
                         )
                     stop.set()
             await channels.connect()
-            await eventually(lambda: channels._connection.settled)
+            await eventually(lambda: channels._runtime.connection.in_sync)
             wanted = sorted(f"churn:{c.name}" for c in channels if not c.local)
             on_server = sorted(n.decode() for n in server.client().pubsub_channels("churn:*"))
             assert on_server == wanted

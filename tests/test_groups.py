@@ -595,15 +595,15 @@ async def test_cancellation_matrix_of_group_operations(
             for _ in range(200):
                 with anyio.move_on_after(rng.choice((0, 0, 0.0001, 0.0005, 0.002))):
                     await rng.choice(operations)()
+            registry = member._registry
             standing = {
-                (channel.name, registration.group)
-                for channel in member
-                for registrations in channel._patterns.values()
-                for registration in registrations.values()
+                (state.name, registration.group)
+                for state in registry.channels.values()
+                for registration in state.all_registrations()
                 if registration.group is not None
             }
             assert standing  # the matrix left some standing
-            assert {(f"{NS}:{c}", g) for c, g in standing} == set(member._groups._members)
+            assert {(f"{NS}:{c}", g) for c, g in standing} == registry.groups.memberships()
             for worker in workers:
                 worker.done.clear()
             for n, name in enumerate(names):
@@ -612,8 +612,7 @@ async def test_cancellation_matrix_of_group_operations(
             calls = {
                 name: sum(
                     registration.group is not None
-                    for registrations in member.channel(name)._patterns.values()  # type: ignore[union-attr]
-                    for registration in registrations.values()
+                    for registration in registry.state(name).all_registrations()  # type: ignore[union-attr]
                 )
                 if name in member
                 else 0

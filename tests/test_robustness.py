@@ -390,7 +390,7 @@ async def test_cancellation_matrix_keeps_the_broker_in_agreement(
                 for pattern in () if channel.local else channel.events:
                     event = pattern.replace("*", "z")
                     await channels.publish(channel.name, event, "marker")
-                    for registration in channel._patterns[pattern].values():
+                    for registration in channel.registrations_for(event):
                         expected_calls.append((registration.callback, (channel.name, event)))
             assert expected_calls
             for callback, (name, event) in expected_calls:
@@ -408,7 +408,7 @@ async def test_pubsub_cancellation_matrix(broker: Harness) -> None:
             operation = pubsub.subscribe if rng.random() < 0.6 else pubsub.unsubscribe
             with anyio.move_on_after(rng.choice((0, 0.0001, 0.0005, 0.002))):
                 await operation(*picked)
-        wanted = set(pubsub._connection.channels)
+        wanted = set(pubsub._runtime.connection.channels)
         await eventually(lambda: broker.numsub(*names) == {n: int(n in wanted) for n in names})
         await pubsub.unsubscribe()
         assert broker.numsub(*names) == dict.fromkeys(names, 0)
@@ -804,7 +804,7 @@ async def test_pubsub_decode_errors_name_the_channel(
         await pubsub.subscribe("news")
         with caplog.at_level(logging.WARNING, "tidings"):
             await pubsub.publish("news", {"ok": 1})  # encoded by the protocol
-            await pubsub._connection.publish("news", b"{not json")
+            await pubsub._runtime.connection.publish("news", b"{not json")
             await pubsub.publish("news", {"ok": 2})
             await eventually(lambda: len(received) == 2)
     assert "pubsub clients on 'news'" in caplog.text

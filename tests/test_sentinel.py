@@ -77,7 +77,7 @@ async def test_events_flow_through_the_master_the_sentinels_name(
         master = deployment.master()
         # The status names the server in use; the queries go to it.
         assert channels.status.name == "connected"
-        assert channels._connection.broker.server == f"127.0.0.1:{master.port}"
+        assert channels._runtime.connection.broker.server == f"127.0.0.1:{master.port}"
         clients = master.client(decode_responses=True).client_list()
         assert any(c["name"] == "tidings-sub" for c in clients)
         assert "disconnected" not in log.names
@@ -250,7 +250,8 @@ async def test_an_acl_user_without_role_trusts_the_sentinels(
         url = deployment.url().replace("redis+sentinel://", "redis+sentinel://app:app-secret@")
         async with listening(url, recorder) as (channels, log):
             assert "disconnected" not in log.names  # no ROLE: no refusal either
-            assert channels._connection.broker.server == f"127.0.0.1:{deployment.master().port}"
+            broker = channels._runtime.connection.broker
+            assert broker.server == f"127.0.0.1:{deployment.master().port}"
     finally:
         for server in servers:
             server.client().execute_command("ACL", "DELUSER", "app")

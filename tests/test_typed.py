@@ -204,7 +204,7 @@ def test_user_code_is_typed(tmp_path: Path) -> None:
     result = _mypy(tmp_path, USER_CODE)
     out = result.stdout
     assert 'Revealed type is "tidings.channels.Channels"' in out, out
-    assert 'Revealed type is "tidings.channels.Event[user.Order]"' in out, out
+    assert 'Revealed type is "tidings._runtime.events.Event[user.Order]"' in out, out
     assert 'Revealed type is "Any"' in out, out
     assert "error" not in out.replace("Revealed", ""), out
 

@@ -5,7 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["collapse_exception_group"]
+import anyio
+
+__all__ = ["CLEANUP_TIMEOUT", "cleanup_scope", "collapse_exception_group"]
+
+#: The bound, in seconds, on shielded cleanup that must await: an UNSUBSCRIBE,
+#: closing a socket, a last checkpoint. Long enough for a round trip to a live
+#: server, short enough that a dead one cannot hold a close.
+CLEANUP_TIMEOUT = 1.0
+
+
+def cleanup_scope() -> anyio.CancelScope:
+    """A shielded scope for cleanup, given up after `CLEANUP_TIMEOUT` seconds.
+
+    Use it as ``with cleanup_scope(): await connection.aclose()``: the cleanup runs
+    even in a cancelled task, and never for long.
+    """
+    return anyio.move_on_after(CLEANUP_TIMEOUT, shield=True)
 
 
 @contextmanager

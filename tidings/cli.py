@@ -29,7 +29,7 @@ import anyio
 from . import __version__
 from .channels import Channel, Channels
 from .errors import TidingsError
-from .policies.names import Namespace, check_event
+from .policies.names import Namespace, check_name
 from .policies.status import StatusType
 from .pubsub import PubSub
 from .store import create_store
@@ -177,7 +177,7 @@ def _check_names(channels: Channels, channel: str, events: Sequence[str]) -> Non
     """
     Namespace(channels.namespace).names(channel)
     for event in events:
-        check_event(event, "event")
+        check_name(event, "event")
 
 
 def _silence(out: TextIO) -> None:

@@ -16,29 +16,56 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Unpack
+from typing import Any, Protocol, Unpack
 
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from ._options import OptionArgs, Options
-from ._runtime import Hooks, Lifecycle
+from ._runtime.lifecycle import Hooks, Lifecycle, Runtime
 from .actors.callbacks import Registration
 from .actors.dispatch import DispatchActor
 from .actors.mailbox import Mailbox
-from .actors.router import handle_in_place
-from .brokers.base import Message
-from .policies.names import check_event
+from .brokers.base import Broker, Message
+from .brokers.factory import open_url
+from .policies.names import check_name
 from .protocols import Bytes, Codec
-from .store import Store, create_store
 
-__all__ = ["PubSub"]
+__all__ = ["PubSub", "StoreLike"]
 
 #: Signature of a client: ``client(channel, message)``, sync or async.
 Client = Callable[[str, Any], Any]
 
 
+class StoreLike(Protocol):
+    """What a `PubSub` needs of its store (a `Store` is one): its broker and URL.
+
+    A protocol, not the class, so that ``tidings.store`` imports this module one
+    way (its ``Store.pubsub()`` makes a `PubSub`), as httpcore's interfaces do.
+    """
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def url(self) -> str: ...
+
+
+class _URLStore:
+    """The store of a `PubSub` given a URL."""
+
+    def __init__(self, url: str) -> None:
+        self.broker, self.namespace = open_url(url)
+
+    @property
+    def url(self) -> str:
+        return self.broker.url
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+
 def _names(what: str, first: Any, rest: tuple[Any, ...]) -> tuple[str, ...]:
-    return tuple(check_event(name, what) for name in (first, *rest))
+    return tuple(check_name(name, what) for name in (first, *rest))
 
 
 class PubSub(Lifecycle):
@@ -56,30 +83,27 @@ class PubSub(Lifecycle):
 
     def __init__(
         self,
-        store: Store | str = "memory://",
+        store: StoreLike | str = "memory://",
         protocol: Codec | None = None,
         logger: logging.Logger | None = None,
         **options: Unpack[OptionArgs],
     ) -> None:
-        self._store = store if isinstance(store, Store) else create_store(store)
+        self._store = _URLStore(store) if isinstance(store, str) else store
         self.protocol = protocol
         self._codec: Codec = protocol if protocol is not None else Bytes()
-        opts = Options.from_kwargs(options)
-        self._compose(
-            self._store.broker,
-            opts,
-            logger,
-            Hooks(
-                deliver=self._deliver,
-                removed=self._removed,
-                start_actors=self._start_actors,
-                after_run=self._after_run,
-            ),
+        runtime = self._runtime = Runtime(
+            self._store.broker, Options.from_kwargs(options), logger, kind=type(self).__name__
         )
+        runtime.hooks = Hooks(
+            removed=self._removed,
+            start_actors=self._start_actors,
+            after_run=self._after_run,
+            describe=lambda name: "pubsub clients",
+        )
+        self._connection = runtime.connection
         self._clients: dict[Client, Registration] = {}
         self._snapshot: tuple[Registration, ...] = ()
-        self._dispatcher = self._runtime.new_dispatcher(self._stats)
-        self._actor: DispatchActor | None = None
+        self._dispatcher = runtime.new_dispatcher(runtime.stats, self._removed)
         self._mailbox: Mailbox[Message] | None = None
         # Subscribe calls in flight, by (is a pattern, name), and the names they
         # found unsubscribed: what a failed call may have to give up again.
@@ -87,8 +111,8 @@ class PubSub(Lifecycle):
         self._fresh: set[tuple[bool, str]] = set()
 
     @property
-    def store(self) -> Store:
-        """The store this handler runs on."""
+    def store(self) -> StoreLike:
+        """The store this handler runs on (made from the URL, if given one)."""
         return self._store
 
     def __str__(self) -> str:
@@ -107,7 +131,7 @@ class PubSub(Lifecycle):
         if not callable(client):
             raise TypeError(f"a client must be callable, not {type(client).__name__}: {client!r}")
         if client not in self._clients:
-            registration = self._dispatcher.registration("client", client, self)
+            registration = Registration("client", client, self)
             if self._mailbox is not None:  # what is queued came before this client
                 registration.since = self._mailbox.routed
             self._clients[client] = registration
@@ -236,14 +260,14 @@ class PubSub(Lifecycle):
             RuntimeError: not running, or closed.
             PublishError: no connection within ``publish_timeout``, or lost meanwhile.
         """
-        check_event(channel, "channel name")
+        check_name(channel, "channel name")
         payload = self._codec.encode(message)
         self._runtime.check_running("publish")
         return await self._connection.publish(channel, payload)
 
     async def count(self, *channels: str) -> dict[str, int]:
         """Subscribers of each channel, patterns not counted (PUBSUB NUMSUB)."""
-        names = tuple(check_event(name, "channel name") for name in channels)
+        names = tuple(check_name(name, "channel name") for name in channels)
         self._runtime.check_running("count")
         if not names:
             await checkpoint()
@@ -258,7 +282,7 @@ class PubSub(Lifecycle):
     async def channels(self, pattern: str | None = None) -> list[str]:
         """Active channels (with an exact subscriber), optionally matching a glob."""
         if pattern is not None:
-            check_event(pattern, "pattern")
+            check_name(pattern, "pattern")
         self._runtime.check_running("channels")
         return await self._connection.query("channels", lambda p: p.channels(pattern))
 
@@ -268,43 +292,32 @@ class PubSub(Lifecycle):
         # Started again after a close: the clients count from the new mailbox.
         for registration in self._clients.values():
             registration.since = 0
-        # Lazy: while the clients are sync, the reader calls them in place.
-        self._actor = DispatchActor(
+        runtime = self._runtime
+        # Lazy: while the clients are sync, the reader calls them in place. Every
+        # message goes to it, whatever its channel: a router with one route.
+        actor = DispatchActor(
             "pubsub clients",
-            Mailbox(self._options.max_pending, self._options.overflow),
+            Mailbox(runtime.options.max_pending, runtime.options.overflow),
             decode=self._decode_message,
-            registrations_for=lambda owner, key: self._snapshot,
+            registrations_for=lambda key: self._snapshot,
             where=lambda owner, message: f"pubsub clients on {message[0]!r}",
             dispatcher=self._dispatcher,
-            stats=self._stats,
-            logger=self._logger,
+            stats=runtime.stats,
+            logger=runtime.logger,
             lazy=True,
         )
-        self._mailbox = self._actor.mailbox
+        self._mailbox = actor.mailbox
+        runtime.router.catch_all(actor)
 
     def _decode_message(self, owner: None, message: Message) -> tuple[str, tuple[Any, ...]]:
         channel, payload = message
         return "", (channel, self._codec.decode(payload))
 
     async def _after_run(self) -> None:
-        for actor in self._actors.leftovers():  # past close_timeout: undelivered
-            self._stats.dropped += actor.discard()
+        runtime = self._runtime
+        runtime.router.catch_all(None)
+        for actor in runtime.actors.leftovers():  # past close_timeout: undelivered
+            runtime.stats.dropped += actor.discard()
         if self._mailbox is not None:
-            self._stats.dropped += self._mailbox.discard()
+            runtime.stats.dropped += self._mailbox.discard()
         await checkpoint()
-
-    async def _deliver(self, batch: list[Message]) -> None:
-        self._stats.received += len(batch)
-        actor = self._actor
-        assert actor is not None
-        if not actor.running:
-            rest = handle_in_place(actor, batch, self._runtime.spawn)
-            if not rest:
-                return
-            batch = rest
-        mailbox = actor.mailbox
-        dropped = await mailbox.put(batch)
-        if dropped:
-            self._stats.dropped += dropped
-            if not mailbox.closed:  # closed: the handler is stopping
-                self._logger.warning("pubsub clients not keeping up: %d messages dropped", dropped)

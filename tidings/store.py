@@ -27,19 +27,14 @@ optional database (``/SERVICE/2``); the user and password are the master's, and
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Unpack
+from typing import Unpack
 
+from ._options import OptionArgs
 from .brokers.base import Broker
-from .brokers.cluster import ClusterBroker
-from .brokers.memory import Hub, MemoryBroker
-from .brokers.redis import RedisBroker
-from .brokers.sentinel import SentinelBroker
-from .brokers.urls import ClusterAddress, MemoryAddress, SentinelAddress, display, parse_store_url
-
-if TYPE_CHECKING:
-    from ._options import OptionArgs
-    from .protocols import Codec
-    from .pubsub import PubSub
+from .brokers.factory import open_url
+from .brokers.urls import display
+from .protocols import Codec
+from .pubsub import PubSub
 
 __all__ = ["Store", "create_store"]
 
@@ -64,8 +59,6 @@ class Store:
         **options: Unpack[OptionArgs],
     ) -> PubSub:
         """A new `PubSub` handler on this store."""
-        from .pubsub import PubSub
-
         return PubSub(self, protocol, logger, **options)
 
     def __repr__(self) -> str:
@@ -80,14 +73,5 @@ def create_store(url: str = "memory://") -> Store:
         ValueError: a malformed URL or an unknown scheme or parameter; the message
             names the URL, with any password redacted.
     """
-    address, namespace = parse_store_url(url)
-    broker: Broker
-    if isinstance(address, MemoryAddress):
-        broker = MemoryBroker(Hub.named(address.name) if address.name else Hub())
-    elif isinstance(address, ClusterAddress):
-        broker = ClusterBroker(address)
-    elif isinstance(address, SentinelAddress):
-        broker = SentinelBroker(address)
-    else:
-        broker = RedisBroker(address)
+    broker, namespace = open_url(url)
     return Store(broker, namespace)

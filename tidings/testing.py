@@ -32,18 +32,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import anyio
-import anyio.lowlevel
-
-from .actors.base import Actor
+from ._runtime.lifecycle import runtime_of
 from .brokers.memory import Hub, MemoryBroker
+from .channels import Channels
+from .pubsub import PubSub
 from .store import Store
-
-if TYPE_CHECKING:
-    from .channels import Channels
-    from .pubsub import PubSub
 
 __all__ = ["RedisServer", "free_port", "memory_store", "settle"]
 
@@ -69,48 +64,7 @@ async def settle(handler: Channels | PubSub) -> None:
     Raises:
         RuntimeError: the handler is not running.
     """
-    handler._runtime.check_running("settle")
-    stats = handler._runtime.stats
-    while True:
-        received = stats.received
-        # Everything the broker sent before this point is in the mailboxes now.
-        await handler._connection.subscribe(mark=_nothing)
-        # Each turn lets the busy actors run; a short sleep, not a spin, while a
-        # callback waits on something slow.
-        turns = 0
-        while not _quiet(handler):
-            turns += 1
-            if turns < 100:
-                await anyio.lowlevel.checkpoint()
-            else:
-                await anyio.sleep(0.001)  # (no event says "all idle")
-        if stats.received == received:
-            return  # and nobody published more while it waited
-
-
-def _nothing() -> None:
-    pass
-
-
-def _actors(handler: Channels | PubSub) -> list[Actor[Any]]:
-    from .channels import Channels
-
-    if isinstance(handler, Channels):
-        return [actor for _, actor in handler._router]
-    return [handler._actor] if handler._actor is not None else []
-
-
-def _quiet(handler: Channels | PubSub) -> bool:
-    for actor in _actors(handler):
-        if (
-            actor.mailbox.pending
-            or actor.backlog
-            or actor._pending is not None
-            or actor.chores is not None
-            or (actor.running and not actor.waiting)
-        ):
-            return False
-    return True
+    await runtime_of(handler).settle()
 
 
 def memory_store() -> Store:

@@ -45,7 +45,7 @@ class World:
             self.mailbox,
             decode=envelope_decoder(Json()),
             owner="the channel",
-            registrations_for=lambda owner, event: tuple(self.registrations),
+            registrations_for=lambda event: tuple(self.registrations),
             found=self.found,
             dispatcher=self.dispatcher,
             stats=self.stats,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidings.policies.names import InvalidName, Namespace, check_event, check_namespace
+from tidings.policies.names import InvalidName, Namespace, check_name, check_namespace
 
 
 @pytest.mark.parametrize(
@@ -39,9 +39,9 @@ def test_non_str_names_are_value_and_type_errors(bad: object) -> None:
 
 
 def test_event_and_namespace_checks() -> None:
-    assert check_event("created") == "created"
+    assert check_name("created", "event name") == "created"
     with pytest.raises(ValueError, match="event name"):
-        check_event("")
+        check_name("", "event name")
     assert check_namespace(None) == ""
     assert check_namespace("") == ""
     assert check_namespace("shop") == "shop"

@@ -1,17 +1,19 @@
-"""The runtime of a handler, composed: its task tree, its life cycle, its counters.
+"""The runtime of a handler: its task tree, its life cycle, its router, its counters.
 
-A handler (`Channels` or `PubSub`) owns one
-`Runtime`, the root of a small task tree::
+A handler (`Channels` or `PubSub`) owns one `Runtime`, the root of a small task
+tree::
 
     run() ── task group ─┬─ ActorSupervisor ── one task per busy actor
                          └─ ConnectionSupervisor ── session ── readers, sync loop
 
-and hands it what is its own as `Hooks` (where batches go, what to do on a
-status change or a refused subscription, which actors exist from the start, the
-last clean-up). The runtime wires the supervisors to each other; they never import
-each other. It runs either in the caller's nursery (``await nursery.start(handler.run)``)
-or in its own (``async with handler:``). Nothing outlives it: leaving ``async with``,
-or ``run`` returning or being cancelled, ends every task and closes every connection.
+The runtime owns the `Router` and hands ``router.deliver`` to the connection
+supervisor: the reader's batches go straight to the actors, never through a facade.
+What is the handler's own it is told as `Hooks` (what to do on a status change or a
+refused subscription, which actors exist from the start, the last clean-up). The
+runtime wires the supervisors to each other; they never import each other. It runs
+either in the caller's nursery (``await nursery.start(handler.run)``) or in its own
+(``async with handler:``). Nothing outlives it: leaving ``async with``, or ``run``
+returning or being cancelled, ends every task and closes every connection.
 
 `Lifecycle` is the public face both handlers show (``run``, ``connect``,
 ``close``, ``status``...): thin methods that delegate to ``self._runtime``.
@@ -30,17 +32,18 @@ import anyio
 import anyio.abc
 from anyio.lowlevel import checkpoint
 
-from ._options import Options
-from ._stats import Counters, Stats
-from ._util import collapse_exception_group
-from .actors.base import Actor
-from .actors.callbacks import Dispatcher, Registration
-from .brokers.base import Broker, Deliver
-from .policies.status import StatusType
-from .supervisors.actors import ActorSupervisor
-from .supervisors.connection import ConnectionSupervisor, OnRefused, OnStatus, OnSubscribed
+from .._options import Options
+from .._stats import Counters, Stats
+from .._util import cleanup_scope, collapse_exception_group
+from ..actors.base import Actor
+from ..actors.callbacks import Dispatcher, Registration
+from ..actors.router import Router
+from ..brokers.base import Broker
+from ..policies.status import StatusType
+from ..supervisors.actors import ActorSupervisor
+from ..supervisors.connection import ConnectionSupervisor, OnRefused, OnStatus, OnSubscribed
 
-__all__ = ["Hooks", "Lifecycle", "Runtime"]
+__all__ = ["Hooks", "Lifecycle", "Runtime", "runtime_of"]
 
 _State = Literal["new", "running", "closed"]
 
@@ -51,16 +54,14 @@ def _ignore(*args: Any) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Hooks:
-    """What a handler gives its runtime."""
+    """What a handler gives its runtime (each has a default that does nothing)."""
 
-    #: Receives each batch the subscriber connection reads.
-    deliver: Deliver
     #: Told a callback a dispatcher removed (failing, or finished).
-    removed: Callable[[Registration], None]
+    removed: Callable[[Registration], None] = _ignore
     #: Starts the actors that exist before any subscription.
-    start_actors: Callable[[], None]
+    start_actors: Callable[[], None] = _ignore
     #: Last clean-up, shielded and bounded, on every way out of ``run``.
-    after_run: Callable[[], Awaitable[None]]
+    after_run: Callable[[], Awaitable[None]] = checkpoint
     #: Told every status transition (a handler with no status channel ignores them).
     on_status: OnStatus = _ignore
     #: Told the subscriptions the broker refused, no longer wanted (a handler that
@@ -72,6 +73,11 @@ class Hooks:
     #: Last words while the connection is still up, on the way to closing
     #: (shielded, bounded): a handler with named consumers saves their positions.
     before_close: Callable[[], Awaitable[None]] = checkpoint
+    #: Told ``(channel, dropped)`` at the start of each slow-consumer episode, after
+    #: the runtime logged it (a handler with a status channel reports it there).
+    on_slow_consumer: Callable[[str, int], None] = _ignore
+    #: How logs name a route of the router (default: the broker's channel name).
+    describe: Callable[[str], str] = repr
 
 
 class Runtime:
@@ -84,25 +90,30 @@ class Runtime:
         logger: logging.Logger | None,
         *,
         kind: str,
-        hooks: Hooks,
     ) -> None:
         self.options = options
         self.logger = logger if logger is not None else logging.getLogger("tidings")
         self.stats = Counters()
         self.kind = kind  # "Channels" or "PubSub", for messages
-        self._hooks = hooks
+        #: What the handler that owns this runtime does at each turn (set once, by
+        #: the handler's own composition, before it runs).
+        self.hooks = Hooks()
         self.actors = ActorSupervisor(
             max_restarts=options.max_restarts,
             restart_window=options.restart_window,
             stats=self.stats,
             logger=self.logger,
         )
+        #: Channel name -> actor: the one hop from the reader to the actors.
+        self.router = Router(self.stats, self.slow_consumer, self.spawn)
         self.connection = ConnectionSupervisor(
             broker,
-            deliver=hooks.deliver,
-            on_status=hooks.on_status,
-            on_refused=hooks.on_refused,
-            on_subscribed=hooks.on_subscribed,
+            deliver=self.router.deliver,
+            on_status=lambda status, data: self.hooks.on_status(status, data),
+            on_refused=lambda channels, patterns, error: self.hooks.on_refused(
+                channels, patterns, error
+            ),
+            on_subscribed=lambda names: self.hooks.on_subscribed(names),
             backoff=options.backoff,
             connect_timeout=options.connect_timeout,
             publish_timeout=options.publish_timeout,
@@ -115,19 +126,34 @@ class Runtime:
         #: True while running and not asked to stop: one flag for the hot paths.
         self.accepting = False
         self._stopping: anyio.Event | None = None
+        # Set once the last words of this run were said (None: not begun).
+        self._said: anyio.Event | None = None
         # Set once a run has wound down (a new one may start after a close).
         self._ended: anyio.Event | None = None
         self._context: AbstractAsyncContextManager[Any] | None = None
 
-    def new_dispatcher(self, stats: Counters) -> Dispatcher:
-        """A dispatcher counting into ``stats``, with the options' failure policy."""
+    def new_dispatcher(
+        self, stats: Counters, removed: Callable[[Registration], None]
+    ) -> Dispatcher:
+        """A dispatcher counting into ``stats``, with the options' failure policy,
+        telling ``removed`` each callback it removes."""
         return Dispatcher(
             stats=stats,
             logger=self.logger,
-            remove=self._hooks.removed,
+            remove=removed,
             failure_limit=self.options.callback_failure_limit,
             failure_window=self.options.callback_failure_window,
         )
+
+    def slow_consumer(self, name: str, dropped: int) -> None:
+        """A mailbox or an iterator's buffer began to overflow (see
+        `starts_episode()`): say so, once per episode."""
+        self.logger.warning(
+            "%s is not keeping up: its buffer is full (max_pending=%d), dropping messages",
+            self.hooks.describe(name),
+            self.options.max_pending,
+        )
+        self.hooks.on_slow_consumer(name, dropped)
 
     def spawn(self, actor: Actor[Any], crashed: Exception | None) -> None:
         """Give a lazy actor a task (the router found it needs one)."""
@@ -146,12 +172,13 @@ class Runtime:
             self.connection.reset()
         self._stopping = anyio.Event()
         self._ended = anyio.Event()
+        self._said = None
         self.state = "running"
         with collapse_exception_group():
             try:
                 async with anyio.create_task_group() as tg:
                     await tg.start(self.actors.run)
-                    self._hooks.start_actors()
+                    self.hooks.start_actors()
                     self.accepting = True  # actors can be started from now on
                     await tg.start(self.connection.run)
                     task_status.started()
@@ -166,8 +193,8 @@ class Runtime:
                 self.state = "closed"
                 self.accepting = False
                 try:
-                    with anyio.move_on_after(1.0, shield=True):
-                        await self._hooks.after_run()
+                    with cleanup_scope():
+                        await self.hooks.after_run()
                 finally:
                     self._ended.set()
 
@@ -191,8 +218,47 @@ class Runtime:
             await checkpoint()
 
     async def _last_words(self) -> None:
-        with anyio.move_on_after(1.0, shield=True):
-            await self._hooks.before_close()
+        """Say the handler's last words, once per run: `close()` says them before it
+        returns, and ``run`` on its way out, whichever comes first; the other waits
+        for them (both shielded and bounded)."""
+        with cleanup_scope():
+            if self._said is not None:
+                await self._said.wait()
+                return
+            said = self._said = anyio.Event()
+            try:
+                await self.hooks.before_close()
+            finally:
+                said.set()
+
+    async def settle(self) -> None:
+        """Return once every message published so far has been dispatched (see
+        ``tidings.testing.settle()``)."""
+        self.check_running("settle")
+        while True:
+            received = self.stats.received
+            # A round trip on the subscriber connection: everything the broker sent
+            # before this point is in the mailboxes now.
+            await self.connection.subscribe()
+            await self.all_idle()
+            if self.stats.received == received:
+                return  # and nobody published more while it waited
+
+    async def all_idle(self) -> None:
+        """Return once every actor has handled everything it was given (callbacks
+        returned, async ones too; iterators fed), without waiting for more.
+
+        There is no event for "all idle" (an actor between tasks has no task to set
+        one): it looks after each scheduling turn, and sleeps a millisecond between
+        looks once a callback is slow, so that it never spins.
+        """
+        turns = 0
+        while not all(actor.idle for _, actor in self.router):
+            turns += 1
+            if turns < 100:
+                await checkpoint()
+            else:
+                await anyio.sleep(0.001)
 
     async def enter(self, name: str, run: Callable[..., Coroutine[Any, Any, None]]) -> None:
         """Start running in a task group of its own (``async with``)."""
@@ -250,27 +316,15 @@ class Runtime:
         )
 
 
+def runtime_of(handler: Lifecycle) -> Runtime:
+    """The runtime of a handler (for ``tidings.testing``, which offers its primitives)."""
+    return handler._runtime
+
+
 class Lifecycle:
     """The life cycle both handlers show: thin methods over ``self._runtime``."""
 
     _runtime: Runtime
-    # The runtime's parts, under short names: the handlers read them on hot paths.
-    _stats: Counters
-    _logger: logging.Logger
-    _options: Options
-    _actors: ActorSupervisor
-    _connection: ConnectionSupervisor
-
-    def _compose(
-        self, broker: Broker, options: Options, logger: logging.Logger | None, hooks: Hooks
-    ) -> Runtime:
-        """Give this handler its runtime (called once, from the handler's ``__init__``)."""
-        runtime = self._runtime = Runtime(
-            broker, options, logger, kind=type(self).__name__, hooks=hooks
-        )
-        self._stats, self._logger, self._options = runtime.stats, runtime.logger, options
-        self._actors, self._connection = runtime.actors, runtime.connection
-        return runtime
 
     #: The status enumeration (the seed API's name for it).
     statusType = StatusType

@@ -1,4 +1,4 @@
-"""The consumer groups a `Channels` handler is a member of.
+"""Work queues: the consumer groups a `Channels` handler is a member of.
 
 One `GroupMember` per (durable channel, group) with
 registrations here, supervised like the channels' actors, woken by the channel's
@@ -13,21 +13,19 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._options import Options
-from ._stats import Counters
-from .actors.callbacks import Registration
-from .actors.dispatch import Decode
-from .actors.durable import DurableActor
-from .actors.group import GroupMember
-from .actors.router import Router
-from .brokers.base import Publisher
-from .policies.streams import Retention
-from .supervisors.actors import ActorSupervisor
-
-if TYPE_CHECKING:
-    from .channels import Channel
+from .._options import Options
+from .._stats import Counters
+from ..actors.callbacks import Dispatcher
+from ..actors.dispatch import Decode
+from ..actors.durable import DurableActor
+from ..actors.group import GroupMember
+from ..actors.router import Router
+from ..brokers.base import Publisher
+from ..policies.streams import Retention
+from ..supervisors.actors import ActorSupervisor
+from .channel import ChannelState
 
 __all__ = ["Groups"]
 
@@ -52,8 +50,8 @@ class Groups:
         stats: Counters,
         logger: logging.Logger,
         decode: Decode,
+        dispatcher: Dispatcher,
         emit: Callable[[str, dict[str, Any]], None],
-        removed: Callable[[Registration], None],
         retention: Callable[[str], Retention],
     ) -> None:
         self._query = query
@@ -64,7 +62,7 @@ class Groups:
         self._logger = logger
         self._decode = decode
         self._emit = emit
-        self._removed = removed
+        self._dispatcher = dispatcher
         self._retention = retention
         self._members: dict[tuple[str, str], GroupMember] = {}
         self._serial = 0
@@ -73,6 +71,10 @@ class Groups:
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self._members
+
+    def memberships(self) -> set[tuple[str, str]]:
+        """The ``(channel, group)`` pairs this handler is a member of."""
+        return set(self._members)
 
     async def create(self, wanted: dict[tuple[str, str], str]) -> None:
         """Create the groups ``(channel, group) -> start id`` this handler is not a
@@ -95,7 +97,7 @@ class Groups:
             if await self._query(f"create consumer group {group!r} of {name!r}", create):
                 self._logger.debug("consumer group %r of %r created at %s", group, name, start)
 
-    def join(self, channel: Channel, group: str) -> None:
+    def join(self, channel: ChannelState, group: str) -> None:
         """Be a member of ``group`` on ``channel`` (if not one already)."""
         name = channel.broker_name
         if (name, group) in self._members or not self._actors.running:
@@ -103,7 +105,7 @@ class Groups:
         options = self._options
         self._serial += 1
         member = GroupMember(
-            channel,
+            channel.channel,
             name,
             group,
             # One consumer per member: a member still leaving (DELCONSUMER once
@@ -112,7 +114,7 @@ class Groups:
             query=self._query,
             registrations_for=lambda event: channel.group_registrations_for(group, event),
             decode=self._decode,
-            remove=self._removed,
+            dispatcher=self._dispatcher,
             on_dead=lambda *dead: self._dead(channel, group, *dead),
             on_lost=lambda reason, ids: self._lost(channel, group, reason, ids),
             retention=self._retention(name),
@@ -129,7 +131,7 @@ class Groups:
             actor.groups.append(member)
         self._actors.start(member)
 
-    def leave(self, channel: Channel, groups: Iterable[str] | None = None) -> None:
+    def leave(self, channel: ChannelState, groups: Iterable[str] | None = None) -> None:
         """Stop being a member of ``groups`` on ``channel`` (all of them: None).
 
         The member finishes the event in hand, hands back the rest and leaves the
@@ -170,7 +172,13 @@ class Groups:
             await member.leave()
 
     def _dead(
-        self, channel: Channel, group: str, entry_id: str, deliveries: int, error: str, dead_id: str
+        self,
+        channel: ChannelState,
+        group: str,
+        entry_id: str,
+        deliveries: int,
+        error: str,
+        dead_id: str,
     ) -> None:
         self._logger.warning(
             "consumer group %r of %r: event %s dead-lettered after %d deliveries: %s",
@@ -192,7 +200,7 @@ class Groups:
             },
         )
 
-    def _lost(self, channel: Channel, group: str, reason: str, ids: list[str]) -> None:
+    def _lost(self, channel: ChannelState, group: str, reason: str, ids: list[str]) -> None:
         if reason == "trimmed":
             self._logger.warning(
                 "consumer group %r of %r: %d pending events were trimmed from the log "

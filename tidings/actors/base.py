@@ -75,7 +75,7 @@ class Actor(abc.ABC, Generic[T]):
         #: True while a task runs it: the router then queues for it instead of
         #: calling `handle_now()` (set and cleared by its supervisor).
         self.running = False
-        #: True while its task waits for mail (it has nothing in hand).
+        #: True while its task waits for mail (it has nothing in hand: `idle`).
         self.waiting = False
         # The batch being consumed and the index of its next message. (A list and
         # an index, not a deque: an idle deque costs 600 bytes per channel.) Never
@@ -104,6 +104,20 @@ class Actor(abc.ABC, Generic[T]):
     def backlog(self) -> int:
         """Messages taken from the mailbox and not yet handled."""
         return len(self._batch) - self._next
+
+    @property
+    def idle(self) -> bool:
+        """True when it has handled everything it was given and waits for more (or
+        has no task): nothing queued, nothing in hand, no chore, no callback
+        running. What `Runtime.all_idle()` (and so ``tidings.testing.settle()``)
+        waits for."""
+        return not (
+            self.mailbox.pending
+            or self.backlog
+            or self._pending is not None
+            or self.chores is not None
+            or (self.running and not self.waiting)
+        )
 
     def handle_now(self, batch: list[T]) -> list[T] | None:
         """Handle ``batch`` in place (no task runs this actor; its mailbox is empty).

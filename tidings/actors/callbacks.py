@@ -4,14 +4,20 @@ A callback that raises is logged with its traceback and counted; it stays regist
 unless it fails more than ``failure_limit`` times within ``failure_window`` seconds,
 when it is removed (and that is logged too). Raising `CallbackError`
 removes it at once, quietly.
+
+What a call *ended as* is decided in one place, `outcome()`, and counted in one
+place, `count()`: the dispatcher (sync and async calls alike) and a consumer group's
+member (which then acknowledges, hands back or dead-letters the event) read the
+same ladder, so a new kind of ending is added once.
 """
 
 from __future__ import annotations
 
+import enum
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -21,12 +27,17 @@ from ..policies.intensity import Intensity
 
 __all__ = [
     "DEAF",
+    "NO_META",
     "Dispatcher",
     "Interrupted",
+    "Meta",
+    "Outcome",
     "Registration",
     "Undelivered",
     "Unfinished",
     "Unfit",
+    "count",
+    "outcome",
 ]
 
 #: ``Registration.since`` of a registration that may not be called yet (its
@@ -55,16 +66,105 @@ class Interrupted(Undelivered):
     up (cancelled): not done, but delivered (a work queue counts the delivery)."""
 
 
+class Outcome(enum.Enum):
+    """How one call of one callback for one message ended, and what it counts as
+    (``Outcome.X.counter`` names the `Counters` field)."""
+
+    #: It returned: delivered.
+    DONE = "done"
+    #: It raised `CallbackError`: delivered, and the callback is removed.
+    FINISHED = "finished"
+    #: An iterator could not take it (a full buffer, a consumer gone): dropped.
+    UNDELIVERED = "undelivered"
+    #: An iterator's consumer took it and gave it up (cancelled): dropped here, but a
+    #: delivery as far as a work queue is concerned.
+    INTERRUPTED = "interrupted"
+    #: Its data does not fit the registration's schema: a decode error, not a failure.
+    UNFIT = "unfit"
+    #: It raised anything else: a callback error.
+    FAILED = "failed"
+
+    @property
+    def counter(self) -> str:
+        """The `Counters` field this outcome counts in."""
+        return _COUNTERS[self]
+
+
+_COUNTERS = {
+    Outcome.DONE: "delivered",
+    Outcome.FINISHED: "delivered",
+    Outcome.UNDELIVERED: "dropped",
+    Outcome.INTERRUPTED: "dropped",
+    Outcome.UNFIT: "decode_errors",
+    Outcome.FAILED: "callback_errors",
+}
+
+
+def outcome(exc: BaseException | None) -> Outcome:
+    """The outcome of a call that raised ``exc`` (None: it returned).
+
+    A `BaseException` that is not an `Exception` (a cancellation) is not an outcome:
+    the caller lets it propagate, and never gets here with it.
+    """
+    if exc is None:
+        return Outcome.DONE
+    if isinstance(exc, CallbackError):
+        return Outcome.FINISHED
+    if isinstance(exc, Interrupted):
+        return Outcome.INTERRUPTED
+    if isinstance(exc, Undelivered):
+        return Outcome.UNDELIVERED
+    if isinstance(exc, Unfit):
+        return Outcome.UNFIT
+    return Outcome.FAILED
+
+
+def count(stats: Counters, result: Outcome) -> None:
+    """Count one outcome in ``stats``."""
+    field = _COUNTERS[result]
+    setattr(stats, field, getattr(stats, field) + 1)
+
+
+class Meta(NamedTuple):
+    """What a delivery carries beside the callback's arguments, as data: the actor
+    that has it hands it to the registrations that take it (iterators, for their
+    `Event`), never through an attribute someone else reads later."""
+
+    #: The event's entry id in its channel's log (durable channels), else None.
+    id: str | None = None
+    #: How many times a consumer group has delivered it, this time included.
+    deliveries: int | None = None
+
+
+#: The metadata of a plain channel's message: none.
+NO_META = Meta()
+
+
 class Registration:
     """One callback registered under one key (an event pattern, or a client)."""
 
-    __slots__ = ("active", "callback", "cursor", "failures", "group", "key", "owner", "since")
+    __slots__ = (
+        "active",
+        "callback",
+        "cursor",
+        "failures",
+        "group",
+        "key",
+        "owner",
+        "since",
+        "takes_meta",
+    )
 
-    def __init__(self, key: str, callback: Callable[..., Any], owner: Any = None) -> None:
+    def __init__(
+        self, key: str, callback: Callable[..., Any], owner: Any = None, *, takes_meta: bool = False
+    ) -> None:
         self.key = key
-        #: What holds the registration (a Channel, a PubSub), for its removal.
+        #: What holds the registration (a channel's state, a PubSub), for its removal.
         self.owner = owner
         self.callback = callback
+        #: True for an iterator's feed: it is called with the delivery's `Meta` after
+        #: the arguments, to build its `Event` from.
+        self.takes_meta = takes_meta
         #: Its failure budget, made at its first failure (most callbacks never fail).
         self.failures: Intensity | None = None
         #: Cleared on removal, so a removal during a dispatch takes effect at once.
@@ -79,6 +179,12 @@ class Registration:
         self.cursor: int | None = None
         #: The consumer group it belongs to (a work queue), or None.
         self.group: str | None = None
+
+    def call(self, args: tuple[Any, ...], meta: Meta) -> Any:
+        """Call the callback for one message (sync: its result may be awaitable)."""
+        if self.takes_meta:
+            return self.callback(*args, meta)
+        return self.callback(*args)
 
     def __repr__(self) -> str:
         return f"<Registration {self.key!r} {self.callback!r}>"
@@ -110,11 +216,10 @@ class Dispatcher:
         self.failure_window = failure_window
 
     def registration(
-        self, key: str, callback: Callable[..., Any], owner: Any = None
+        self, key: str, callback: Callable[..., Any], owner: Any = None, *, takes_meta: bool = False
     ) -> Registration:
-        """A new registration (its failures are counted against this dispatcher's
-        budget)."""
-        return Registration(key, callback, owner)
+        """A new registration, to be dispatched by this dispatcher."""
+        return Registration(key, callback, owner, takes_meta=takes_meta)
 
     def dispatch(
         self,
@@ -122,14 +227,14 @@ class Dispatcher:
         args: tuple[Any, ...],
         where: str,
         position: int,
+        meta: Meta = NO_META,
         called: bool = False,
     ) -> Unfinished | None:
         """Call each active registration added before ``position`` with ``args``.
 
         A message that no registration takes is counted ``unrouted`` (``called``
-        says an earlier part of this dispatch took it). A call that returns, or
-        raises `CallbackError`, counts as ``delivered``; one that
-        raises anything else as a ``callback_error``.
+        says an earlier part of this dispatch took it). Each call counts as its
+        `outcome()` says.
 
         Returns:
             None when every call completed, else the `Unfinished` rest.
@@ -139,34 +244,44 @@ class Dispatcher:
                 continue
             called = True
             try:
-                result = registration.callback(*args)
-            except CallbackError:
-                self._stats.delivered += 1
-                self._unregister(registration, where)
-                continue
-            except Undelivered:
-                self._stats.dropped += 1
-                continue
-            except Unfit:  # its schema refused the data (logged by the schema's wrapper)
-                self._stats.decode_errors += 1
-                continue
+                if registration.takes_meta:
+                    result = registration.callback(*args, meta)
+                else:  # (inlined `Registration.call`: this is the hot loop)
+                    result = registration.callback(*args)
             except Exception as exc:
-                self._failed(registration, exc, where)
+                self.account(registration, exc, where)
                 continue
             if result is not None and inspect.isawaitable(result):
                 rest = registrations[index + 1 :]
-                return Unfinished(self, result, registration, rest, args, where, position)
+                return Unfinished(self, result, registration, rest, args, where, position, meta)
             self._stats.delivered += 1
         if not called:
             self._stats.unrouted += 1
         return None
 
-    def _unregister(self, registration: Registration, where: str) -> None:
-        self._logger.debug("%s: %r raised CallbackError, unregistered", where, registration)
-        self._drop(registration)
+    def account(
+        self,
+        registration: Registration,
+        exc: Exception | None,
+        where: str,
+        *,
+        failed: Callable[[Registration, Exception, str], None] | None = None,
+    ) -> Outcome:
+        """Count a call that ended (raising ``exc``, or None) and apply the policy:
+        a `CallbackError` removes the callback; another error is logged and counted
+        against its failure budget (``failed``, if given, handles it instead: a
+        consumer group retries the event rather than the callback)."""
+        result = outcome(exc)
+        count(self._stats, result)
+        if result is Outcome.FINISHED:
+            self._logger.debug("%s: %r raised CallbackError, unregistered", where, registration)
+            self.drop(registration)
+        elif result is Outcome.FAILED:
+            assert exc is not None
+            (failed or self._failed)(registration, exc, where)
+        return result
 
     def _failed(self, registration: Registration, exc: Exception, where: str) -> None:
-        self._stats.callback_errors += 1
         self._logger.error(
             "%s: callback %r for %r failed",
             where,
@@ -186,9 +301,10 @@ class Dispatcher:
                 self.failure_limit,
                 self.failure_window,
             )
-            self._drop(registration)
+            self.drop(registration)
 
-    def _drop(self, registration: Registration) -> None:
+    def drop(self, registration: Registration) -> None:
+        """Remove a registration for good (its owner forgets it)."""
         if registration.active:
             registration.active = False
             self._stats.callbacks_removed += 1
@@ -206,6 +322,7 @@ class Unfinished:
         "_args",
         "_awaitable",
         "_dispatcher",
+        "_meta",
         "_position",
         "_registration",
         "_rest",
@@ -221,6 +338,7 @@ class Unfinished:
         args: tuple[Any, ...],
         where: str,
         position: int,
+        meta: Meta,
     ) -> None:
         self._dispatcher = dispatcher
         self._awaitable = awaitable
@@ -229,24 +347,26 @@ class Unfinished:
         self._args = args
         self._where = where
         self._position = position
+        self._meta = meta
 
     async def complete(self) -> None:
         """Await the pending callback, then call the ones after it, in order."""
         dispatcher = self._dispatcher
         unfinished: Unfinished | None = self
         while unfinished is not None:
-            stats, registration = dispatcher._stats, unfinished._registration
+            error: Exception | None = None
             try:
                 await unfinished._awaitable
-            except CallbackError:
-                stats.delivered += 1
-                dispatcher._unregister(registration, unfinished._where)
             except Exception as exc:
-                dispatcher._failed(registration, exc, unfinished._where)
-            else:
-                stats.delivered += 1
+                error = exc
+            dispatcher.account(unfinished._registration, error, unfinished._where)
             unfinished = dispatcher.dispatch(
-                unfinished._rest, unfinished._args, unfinished._where, unfinished._position, True
+                unfinished._rest,
+                unfinished._args,
+                unfinished._where,
+                unfinished._position,
+                unfinished._meta,
+                True,
             )
 
     def abandon(self) -> None:

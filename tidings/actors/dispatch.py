@@ -121,8 +121,8 @@ class DispatchActor(Actor[Any]):
         mailbox: Mailbox[Any],
         *,
         decode: Decode,
-        registrations_for: Callable[[Any, str], tuple[Registration, ...]],
-        found: dict[str, tuple[Registration, ...]] | None = None,
+        registrations_for: Callable[[str], tuple[Registration, ...]],
+        found: dict[Any, tuple[Registration, ...]] | None = None,
         dispatcher: Dispatcher,
         stats: Counters,
         logger: logging.Logger,
@@ -140,7 +140,7 @@ class DispatchActor(Actor[Any]):
         self._registrations_for = registrations_for
         # The owner's cache of lookups, read directly on the hot path; the owner
         # clears it (never replaces it) when its registrations change.
-        self._found: dict[str, tuple[Registration, ...]] = found if found is not None else {}
+        self._found: dict[Any, tuple[Registration, ...]] = found if found is not None else {}
         self._dispatcher = dispatcher
         self._logger = logger
 
@@ -163,7 +163,7 @@ class DispatchActor(Actor[Any]):
                 continue
             registrations = found.get(key)
             if registrations is None:
-                registrations = lookup(owner, key)
+                registrations = lookup(key)
             if registrations:
                 unfinished = dispatch(registrations, args, name, base + index + 1)
                 if unfinished is not None:

@@ -26,40 +26,18 @@ from typing import Any, Protocol
 
 import anyio
 
-from ..brokers.base import CONNECTION_ERRORS, TRANSIENT_REPLIES, Entry
+from ..brokers.base import COMMAND_ERRORS, CONNECTION_ERRORS, TRANSIENT_REPLIES, Entry
 from ..errors import ReplyError
-from ..policies.streams import parse_id
+from ..policies.streams import position, position_id
 from .base import Pending
-from .callbacks import DEAF, Registration, Unfinished
+from .callbacks import DEAF, Meta, Registration, Unfinished
 from .dispatch import DECODE_ERRORS, DispatchActor, decode_failed
 from .mailbox import Mailbox
 
-__all__ = ["DurableActor", "Upkeep", "position", "position_id"]
+__all__ = ["CATCH_UP_BATCH", "DurableActor", "Upkeep"]
 
-#: Entries asked for per read of the log.
-READ_COUNT = 1000
-
-_SEQUENCE_BITS = 64
-_SEQUENCE_MASK = (1 << _SEQUENCE_BITS) - 1
-
-
-def position(entry_id: str | bytes) -> int:
-    """A log id as an int that orders like it (``ms << 64 | sequence``).
-
-    Raises:
-        ValueError: not an id.
-    """
-    # The hot path (every live message): plain digits, no validation to repeat.
-    ms, _, seq = entry_id.partition(b"-" if type(entry_id) is bytes else "-")  # type: ignore[arg-type]
-    if ms.isdigit() and seq.isdigit() and len(seq) < 20:
-        return int(ms) << _SEQUENCE_BITS | int(seq)
-    parsed = parse_id(entry_id, "entry id")  # the careful way, and its error
-    return parsed[0] << _SEQUENCE_BITS | parsed[1]
-
-
-def position_id(value: int) -> str:
-    """The log id of a position."""
-    return f"{value >> _SEQUENCE_BITS}-{value & _SEQUENCE_MASK}"
+#: Entries asked for per read of the log by a catch-up.
+CATCH_UP_BATCH = 1000
 
 
 #: Told ``(reason, last id, next id or None)`` when events were lost.
@@ -195,14 +173,15 @@ class DurableActor(DispatchActor):
             decode_failed(self._stats, self._logger, where, exc)
             self._advance(at)
             return None
-        self.owner._event_id = entry_id
         registrations = self._found.get(key)
         if registrations is None:
-            registrations = self._registrations_for(self.owner, key)
+            registrations = self._registrations_for(key)
         if only is not None:
             registrations = tuple(r for r in registrations if r in only)
         unfinished = (
-            self._dispatcher.dispatch(registrations, args, self.name, at) if registrations else None
+            self._dispatcher.dispatch(registrations, args, self.name, at, Meta(entry_id))
+            if registrations
+            else None
         )
         if not registrations:
             self._stats.unrouted += 1
@@ -272,7 +251,7 @@ class DurableActor(DispatchActor):
         self._logger.debug("%s: catch-up after %s", self.name, position_id(cursor))
         while True:
             try:
-                entries = await self._read(position_id(cursor), READ_COUNT)
+                entries = await self._read(position_id(cursor), CATCH_UP_BATCH)
             except ReplyError as exc:
                 if exc.code in TRANSIENT_REPLIES:  # busy, loading, moved: read again
                     self._logger.info("%s: log read deferred: %s", self.name, exc)
@@ -299,13 +278,13 @@ class DurableActor(DispatchActor):
                     if position(reached[0]) != expected:
                         self._report(reason, expected, reached[0])
                     del expect[expected]
-                elif len(entries) < READ_COUNT:  # the log ends before it
+                elif len(entries) < CATCH_UP_BATCH:  # the log ends before it
                     if expected != self.last:  # not ours: the caller's id is not there
                         self._report("missing", expected, None)
                     else:
                         try:
                             tail = await self._tail()
-                        except CONNECTION_ERRORS:  # read it all again next time
+                        except COMMAND_ERRORS:  # read it all again next time
                             self._retry(broken, expect)
                             await anyio.sleep(0.01)
                             return
@@ -323,7 +302,7 @@ class DurableActor(DispatchActor):
                 pending = self._dispatch(entry_id, at, payload)
                 if pending is not None:
                     await self._interruptible(pending)
-            if len(entries) < READ_COUNT or not fresh:
+            if len(entries) < CATCH_UP_BATCH or not fresh:
                 return
             cursor = fresh[-1][1]
 

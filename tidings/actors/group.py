@@ -34,18 +34,26 @@ from typing import Any, TypeVar
 import anyio
 
 from .._stats import Counters
-from ..brokers.base import CONNECTION_ERRORS, TRANSIENT_REPLIES, Claimed, Entry, Job, Publisher
-from ..errors import CallbackError, ReplyError
+from ..brokers.base import (
+    COMMAND_ERRORS,
+    CONNECTION_ERRORS,
+    TRANSIENT_REPLIES,
+    Claimed,
+    Entry,
+    Job,
+    Publisher,
+)
+from ..errors import ReplyError
 from ..policies.streams import Retention
-from .callbacks import DEAF, Interrupted, Registration, Undelivered, Unfit
+from .callbacks import DEAF, Dispatcher, Meta, Outcome, Registration
 from .dispatch import DECODE_ERRORS, Decode, decode_failed
 
-__all__ = ["READ_COUNT", "GroupMember"]
+__all__ = ["MAX_BATCH", "GroupMember"]
 
 T = TypeVar("T")
 
 #: The most entries a member takes per read or claim.
-READ_COUNT = 100
+MAX_BATCH = 100
 #: Entries taken by the first read, before the callbacks' pace is known.
 FIRST_COUNT = 10
 #: Claim calls per claim round at most (each scans a bounded part of the pending list).
@@ -79,7 +87,7 @@ class GroupMember:
         query: Query,
         registrations_for: Callable[[str], tuple[Registration, ...]],
         decode: Decode,
-        remove: Callable[[Registration], None],
+        dispatcher: Dispatcher,
         on_dead: OnDead,
         on_lost: OnLost,
         retention: Retention,
@@ -101,7 +109,9 @@ class GroupMember:
         self._query = query
         self._registrations_for = registrations_for
         self._decode = decode
-        self._remove = remove
+        # Counts each call's outcome and removes a callback that finished (raised
+        # CallbackError); a failure is this member's to handle (the event is retried).
+        self._dispatcher = dispatcher
         self._on_dead = on_dead
         self._on_lost = on_lost
         self._retention = retention
@@ -192,7 +202,7 @@ class GroupMember:
             left = await self._command(
                 lambda p: p.group_leave(self.channel, self.group, self.consumer)
             )
-        except CONNECTION_ERRORS as exc:  # its consumer entry stays, harmless
+        except COMMAND_ERRORS as exc:  # its consumer entry stays, harmless
             self._logger.debug("%s: could not leave the group: %s", self.name, exc)
         else:
             if not left:
@@ -254,7 +264,7 @@ class GroupMember:
         for _ in range(CLAIMS_PER_ROUND):
             claimed: Claimed = await self._command(
                 lambda p: p.group_claim(
-                    self.channel, self.group, self.consumer, self.ack_wait, self._cursor, READ_COUNT
+                    self.channel, self.group, self.consumer, self.ack_wait, self._cursor, MAX_BATCH
                 )
             )
             self._cursor = claimed.next
@@ -319,7 +329,7 @@ class GroupMember:
         ``ack_wait`` at the callbacks' pace."""
         if self._pace is None:
             return FIRST_COUNT
-        return max(1, min(READ_COUNT, int(self.ack_wait / 4 / max(self._pace, 1e-6))))
+        return max(1, min(MAX_BATCH, int(self.ack_wait / 4 / max(self._pace, 1e-6))))
 
     async def _handle(self, job: Job) -> None:
         entry_id, payload, deliveries = job
@@ -343,44 +353,30 @@ class GroupMember:
         called = failed = handed_back = counted = done = False
         error: Exception | None = None
         unfit: str | None = None
+        meta = Meta(entry_id, deliveries)
         for registration in self._registrations_for(key):
             if not registration.active or registration.since == DEAF:
                 continue  # removed, or its register() has not returned yet
             called = True
-            owner._event_id, owner._deliveries = entry_id, deliveries
+            raised: Exception | None = None
             try:
-                result = registration.callback(*args)
+                result = registration.call(args, meta)
                 if result is not None and inspect.isawaitable(result):
                     await self._flush()  # what is done is acknowledged before any wait
                     await result
-            except CallbackError:  # done, and unregistered
-                stats.delivered += 1
-                done = True
-                if registration.active:
-                    stats.callbacks_removed += 1
-                    self._remove(registration)
-            except Unfit as exc:  # its schema refused the data: it never will fit
-                stats.decode_errors += 1
-                unfit = str(exc)
-            except Undelivered as exc:  # an iterator gave it up: it goes back
-                stats.dropped += 1
-                handed_back = True
-                counted = counted or isinstance(exc, Interrupted)
             except Exception as exc:
-                stats.callback_errors += 1
-                failed, error = True, exc
-                self._logger.error(
-                    "%s: callback %r for %r failed on entry %s (delivery %d of %d)",
-                    self.name,
-                    registration.callback,
-                    registration.key,
-                    entry_id,
-                    deliveries,
-                    self.max_deliver,
-                    exc_info=exc,
-                )
-            else:
-                stats.delivered += 1
+                raised = exc
+            outcome = self._dispatcher.account(
+                registration, raised, self.name, failed=self._failed_job(entry_id, deliveries)
+            )
+            if outcome is Outcome.UNFIT:  # its schema refused the data: it never will fit
+                unfit = str(raised)
+            elif outcome in (Outcome.UNDELIVERED, Outcome.INTERRUPTED):
+                handed_back = True  # an iterator gave it up: it goes back
+                counted = counted or outcome is Outcome.INTERRUPTED
+            elif outcome is Outcome.FAILED:
+                failed, error = True, raised
+            else:  # returned, or raised CallbackError (and was unregistered)
                 done = True
         if not called:  # no callback of this group takes it (here): done with it
             stats.unrouted += 1
@@ -395,6 +391,26 @@ class GroupMember:
             self._claim_at = anyio.current_time()  # redeliver it soon, not in ack_wait
         else:
             self._acks.append(entry_id)
+
+    def _failed_job(
+        self, entry_id: str, deliveries: int
+    ) -> Callable[[Registration, Exception, str], None]:
+        """How a callback failure on this delivery is logged (the event is retried,
+        or dead-lettered: the callback is not counted against a failure budget)."""
+
+        def failed(registration: Registration, exc: Exception, where: str) -> None:
+            self._logger.error(
+                "%s: callback %r for %r failed on entry %s (delivery %d of %d)",
+                where,
+                registration.callback,
+                registration.key,
+                entry_id,
+                deliveries,
+                self.max_deliver,
+                exc_info=exc,
+            )
+
+        return failed
 
     async def _flush(self) -> None:
         """Acknowledge the entries done (kept for the next try if the connection is
@@ -422,7 +438,7 @@ class GroupMember:
                     self.channel, self.group, self.consumer, jobs, self.ack_wait
                 )
             )
-        except CONNECTION_ERRORS as exc:  # claimed after ack_wait anyway
+        except COMMAND_ERRORS as exc:  # claimed after ack_wait anyway
             self._logger.debug("%s: entries not handed back: %s", self.name, exc)
 
     async def _bury(self, job: Job, error: str) -> None:
@@ -442,7 +458,7 @@ class GroupMember:
                 lambda p: p.add_dead(self.channel, fields, self._retention)
             )
             await self._command(lambda p: p.group_ack(self.channel, self.group, [entry_id]))
-        except CONNECTION_ERRORS as exc:  # ReplyError included: still pending, tried again
+        except COMMAND_ERRORS as exc:  # still pending: tried again later
             self._logger.error("%s: entry %s not dead-lettered: %s", self.name, entry_id, exc)
             return
         self._stats.dead_lettered += 1

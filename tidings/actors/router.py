@@ -15,7 +15,11 @@ message. Either way a channel's messages are handled in order.
 A message for a channel with no actor (unsubscribed a moment ago) is counted
 ``unrouted``; what a full mailbox refuses is counted ``dropped``, and the first drop
 of an *episode* (from the first drop until the actor has emptied the mailbox) is
-reported once, not once per message.
+reported once, not once per message (`starts_episode()`: the one slow-consumer
+rule, which an iterator's buffer follows too).
+
+A router with a *catch-all* actor (`Router.catch_all()`: a `PubSub`'s clients) gives
+it every message, whatever its channel, as ``(channel, payload)``.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from typing import Any
 from .._stats import Counters
 from ..brokers.base import Message
 from .base import Actor
+from .mailbox import Mailbox
 
-__all__ = ["Router", "handle_in_place"]
+__all__ = ["Router", "handle_in_place", "starts_episode"]
 
 #: Told ``(channel, dropped)`` at the start of each slow-consumer episode.
 OnSlowConsumer = Callable[[str, int], None]
@@ -38,13 +43,19 @@ Spawn = Callable[[Actor[Any], Exception | None], None]
 class Router:
     """Actors by channel name (only the owning handler changes them)."""
 
-    __slots__ = ("_actors", "_on_slow_consumer", "_spawn", "_stats")
+    __slots__ = ("_actors", "_all", "_on_slow_consumer", "_spawn", "_stats")
 
     def __init__(self, stats: Counters, on_slow_consumer: OnSlowConsumer, spawn: Spawn) -> None:
         self._stats = stats
         self._on_slow_consumer = on_slow_consumer
         self._spawn = spawn
         self._actors: dict[str, Actor[Any]] = {}
+        # The actor every message goes to, if this router has one route only.
+        self._all: Actor[Any] | None = None
+
+    def catch_all(self, actor: Actor[Any] | None) -> None:
+        """Route every message to ``actor``, as ``(channel, payload)`` (None: stop)."""
+        self._all = actor
 
     def __contains__(self, name: str) -> bool:
         return name in self._actors
@@ -53,6 +64,8 @@ class Router:
         return len(self._actors)
 
     def __iter__(self) -> Iterator[tuple[str, Actor[Any]]]:
+        if self._all is not None:
+            return iter(((CATCH_ALL, self._all),))
         return iter(tuple(self._actors.items()))
 
     def get(self, name: str) -> Actor[Any] | None:
@@ -71,6 +84,9 @@ class Router:
         """Route a batch from the reader: one hop, one handling or put per channel."""
         stats = self._stats
         stats.received += len(batch)
+        if self._all is not None:
+            await self._give(CATCH_ALL, self._all, batch)
+            return
         actors = self._actors
         if len(batch) == 1:  # a quiet connection: no grouping to do
             name, payload = batch[0]
@@ -111,6 +127,14 @@ class Router:
             else:
                 await self._put(name, actor, payloads)
 
+    async def _give(self, name: str, actor: Actor[Any], items: list[Any]) -> None:
+        if actor.running:
+            await self._put(name, actor, items)
+            return
+        rest = handle_in_place(actor, items, self._spawn)
+        if rest:
+            await self._put(name, actor, rest)
+
     async def _hand_over(self, name: str, actor: Actor[Any], rest: list[Any]) -> None:
         """The actor needs a task (unless it crashed, it has none yet); then its
         mailbox takes what it did not handle."""
@@ -125,7 +149,7 @@ class Router:
         dropped = await mailbox.put(payloads)
         if dropped and not actor.overflowed(dropped):
             self._stats.dropped += dropped
-            if not was_overflowing and not mailbox.closed:
+            if starts_episode(mailbox, was_overflowing):
                 self._on_slow_consumer(name, dropped)
 
     def put_nowait(self, name: str, items: list[Any]) -> int | None:
@@ -139,6 +163,21 @@ class Router:
         if actor is None or actor.lazy:
             return None
         return actor.mailbox.put_nowait(items)
+
+
+#: The name the catch-all actor goes by (in iteration and slow-consumer reports).
+CATCH_ALL = "*"
+
+
+def starts_episode(mailbox: Mailbox[Any], was_overflowing: bool) -> bool:
+    """True when a drop from ``mailbox`` starts a slow-consumer episode (the one rule
+    for every bounded buffer: a channel's mailbox, an iterator's).
+
+    An episode runs from a mailbox's first drop until its consumer has emptied it:
+    one report each, however many messages it drops. A closed mailbox (its channel
+    is being dropped, or the handler is stopping) reports nothing.
+    """
+    return not was_overflowing and not mailbox.closed
 
 
 def handle_in_place(actor: Actor[Any], items: list[Any], spawn: Spawn) -> list[Any] | None:

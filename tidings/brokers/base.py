@@ -7,11 +7,14 @@ or callbacks. Each `Broker` opens two kinds of connection:
   hands received messages, in batches, to a ``deliver`` coroutine;
 - a `Publisher`, which carries PUBLISH and the PUBSUB queries.
 
-Error contract. A connection that fails raises one of `CONNECTION_ERRORS`
-(a reply of the wrong shape included: the stream cannot be trusted after it); the
-supervisor turns that into a status event and a reconnect. A command the server
-refuses raises `ReplyError` and fails that command alone: catch it
-*before* `CONNECTION_ERRORS` (it is a `BrokerError`, one of them).
+Error contract. A connection that fails raises one of `CONNECTION_ERRORS`: a
+transport error (`OSError`, anyio's broken, closed or ended streams) or
+`ConnectionLost`, the `BrokerError` broker code raises when a connection failed
+or must be made again (a reply of the wrong shape included: the stream cannot be
+trusted after it). The supervisor turns that into a status event and a reconnect.
+A command the server refuses raises `ReplyError` and fails that command alone; it
+is a `BrokerError` too, but *not* one of `CONNECTION_ERRORS`: a caller that
+means to handle both the same way says so, with ``except COMMAND_ERRORS``.
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ from dataclasses import dataclass
 
 import anyio
 
-from ..errors import BrokerError
+from ..errors import BrokerError, ReplyError
 from ..policies.streams import Retention
 
 __all__ = [
+    "COMMAND_ERRORS",
     "CONNECTION_ERRORS",
     "TRANSIENT_REPLIES",
     "Broker",
     "Claimed",
+    "ConnectionLost",
     "Deliver",
     "Entry",
     "Job",
@@ -79,9 +84,6 @@ def position_key(channel: str, consumer: str) -> str:
 #: Receives each batch the subscriber reads; may wait (that is back-pressure).
 Deliver = Callable[[list[Message]], Awaitable[None]]
 
-#: The exceptions that mean "this connection is gone (or refused us), connect again".
-#: A BrokerError from a *command* (an error reply) is the caller's to handle: catch
-#: it before these where the connection itself is fine.
 #: Error codes that mean "not here, not now" rather than "never": the cluster moved
 #: the slot, the server is loading, failing over or read-only. A subscription
 #: refused with one of these is retried on a new connection, not given up.
@@ -89,13 +91,32 @@ TRANSIENT_REPLIES = frozenset(
     {"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "BUSY", "MASTERDOWN", "READONLY"}
 )
 
+
+class ConnectionLost(BrokerError):
+    """The connection failed, or must be made again; it is a `BrokerError`.
+
+    Raised by broker code (and the connection supervisor) for a failure of the
+    connection rather than of one command: a reply that breaks the protocol, a
+    handshake that failed, no node or master to connect to, a subscription the
+    server deferred, a query whose connection was lost. Unlike `ReplyError`, it is
+    one of `CONNECTION_ERRORS`. Users see it as a `BrokerError`.
+    """
+
+
+#: The exceptions that mean "this connection is gone (or refused us), connect again".
+#: `ReplyError` (a command the server refused; the connection is fine) is not one
+#: of them: catch it on its own where it can come.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable; TimeoutError is an OSError too
     anyio.BrokenResourceError,
     anyio.ClosedResourceError,
     anyio.EndOfStream,
-    BrokerError,
+    ConnectionLost,
 )
+
+#: A command failed either way: refused (`ReplyError`), or its connection failed.
+#: For callers whose answer to both is the same (log it, try again later).
+COMMAND_ERRORS: tuple[type[BaseException], ...] = (ReplyError, *CONNECTION_ERRORS)
 
 
 class Subscriber(abc.ABC):

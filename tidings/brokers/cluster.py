@@ -27,12 +27,15 @@ from typing import Any, TypeVar
 import anyio
 import hiredis
 
+from .._util import cleanup_scope
 from ..errors import BrokerError, ReplyError
 from ..policies.streams import Retention
 from .base import (
+    COMMAND_ERRORS,
     CONNECTION_ERRORS,
     Broker,
     Claimed,
+    ConnectionLost,
     Deliver,
     Entry,
     Publisher,
@@ -102,16 +105,16 @@ class ClusterBroker(Broker):
 
     async def refresh(self, reply_timeout: float) -> Topology:
         """Ask the nodes, in turn, for the slot map (CLUSTER SLOTS)."""
-        error: BaseException = BrokerError(f"{self.url}: no node to ask")
+        error: BaseException = ConnectionLost(f"{self.url}: no node to ask")
         for node in self._rotation():
             try:
                 reply = await self.ask(node, "CLUSTER", "SLOTS", reply_timeout=reply_timeout)
-            except CONNECTION_ERRORS as exc:
+            except COMMAND_ERRORS as exc:  # refused or down: the next
                 error = exc
                 continue
             topology = Topology.from_cluster_slots(reply, default_host=node.host)
             if not topology.masters:
-                error = BrokerError(f"{node} knows no slots yet (is the cluster created?)")
+                error = ConnectionLost(f"{node} knows no slots yet (is the cluster created?)")
                 continue
             self.topology = topology
             self._known = topology.nodes
@@ -119,7 +122,7 @@ class ClusterBroker(Broker):
         raise error
 
     async def _first_reachable(self, role: str, reply_timeout: float) -> Any:
-        error: BaseException = BrokerError(f"{self.url}: no node to connect to")
+        error: BaseException = ConnectionLost(f"{self.url}: no node to connect to")
         for node in self._rotation():
             try:
                 return await open_connection(self.node_address(node), role, reply_timeout)
@@ -133,7 +136,7 @@ class ClusterBroker(Broker):
         if self.address.sharded:
             topology = await self.refresh(reply_timeout)
             return ShardedSubscriber(self, topology, health_check_interval, reply_timeout)
-        with suppress(*CONNECTION_ERRORS):  # a seed may still take the connection
+        with suppress(*COMMAND_ERRORS):  # a seed may still take the connection
             await self.refresh(reply_timeout)  # learn every node, to fail over to
         connection = await self._first_reachable("sub", reply_timeout)
         return RedisSubscriber(connection, health_check_interval)
@@ -161,7 +164,7 @@ async def _enlist(
     try:
         linked.start(loop)
     except BaseException:
-        with anyio.move_on_after(1.0, shield=True):
+        with cleanup_scope():
             await connection.aclose()
         raise
 
@@ -209,7 +212,7 @@ class ShardedSubscriber(Subscriber):
         for channel in channels:
             owner = self._topology.owner(key_slot(encode_name(channel)))
             if owner is None:
-                raise BrokerError(f"{self._broker.url}: no node serves the slot of {channel!r}")
+                raise ConnectionLost(f"{self._broker.url}: no node serves the slot of {channel!r}")
             owners.setdefault(owner, []).append(channel)
         return owners
 
@@ -371,7 +374,7 @@ class ClusterPublisher(Publisher):
             topology = self._broker.topology or await self._broker.refresh(self._reply_timeout)
             owner = topology.owner(slot)
             if owner is None:
-                raise BrokerError(f"{self._broker.url}: no node serves the slot of {channel!r}")
+                raise ConnectionLost(f"{self._broker.url}: no node serves the slot of {channel!r}")
             try:
                 return await command(await self._node(owner))
             except ReplyError as exc:
@@ -387,10 +390,8 @@ class ClusterPublisher(Publisher):
         for node in nodes:
             try:
                 reply = await self._broker.ask(node, *command, reply_timeout=self._reply_timeout)
-            except ReplyError:
-                raise
             except CONNECTION_ERRORS as exc:
-                raise BrokerError(
+                raise ConnectionLost(
                     f"cannot reach cluster node {node} for {command[1]}: {exc}"
                 ) from exc
             if not check(reply):

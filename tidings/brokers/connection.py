@@ -4,7 +4,7 @@ One connection is an anyio byte stream (TCP, TLS or a unix socket) and a
 `hiredis.Reader`. This is the one place where transport failures are
 translated (a closed stream is an `anyio.BrokenResourceError`; bytes that are
 not RESP, or a reply of a shape its command does not allow, a
-`BrokerError`: the connection is then dropped) and where an error
+`ConnectionLost`: the connection is then dropped) and where an error
 reply becomes a `ReplyError` (a refused command; the connection is
 fine). Nothing else parses a reply's or an exception's text.
 """
@@ -19,7 +19,9 @@ import anyio.abc
 import hiredis
 from anyio.streams.tls import TLSStream
 
-from ..errors import BrokerError, ReplyError
+from .._util import cleanup_scope
+from ..errors import ReplyError
+from .base import ConnectionLost
 from .resp import encode_commands
 from .urls import RedisAddress
 
@@ -51,7 +53,7 @@ def reply_error(url: str, reply: hiredis.ReplyError) -> ReplyError:
     return ReplyError(f"{url}: {text}", text.split(" ", 1)[0] or "ERR")
 
 
-def violation(url: str, what: str, reply: object) -> BrokerError:
+def violation(url: str, what: str, reply: object) -> ConnectionLost:
     """The error for a reply whose shape the command does not allow.
 
     The stream can no longer be trusted (a middlebox, a bug, replies out of step),
@@ -60,7 +62,7 @@ def violation(url: str, what: str, reply: object) -> BrokerError:
     shown = repr(reply)
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    return BrokerError(f"{url} broke the protocol: {what}: {shown}")
+    return ConnectionLost(f"{url} broke the protocol: {what}: {shown}")
 
 
 class Connection:
@@ -134,9 +136,9 @@ class Connection:
         """The error for a reply that did not come within the reply timeout."""
         return TimeoutError(f"{self.url} did not answer {what} within {self.timeout:g}s")
 
-    def not_resp(self, exc: hiredis.ProtocolError) -> BrokerError:
+    def not_resp(self, exc: hiredis.ProtocolError) -> ConnectionLost:
         """The error for bytes that do not parse as RESP (the stream is unusable)."""
-        return BrokerError(f"{self.url} sent something that is not RESP: {exc}")
+        return ConnectionLost(f"{self.url} sent something that is not RESP: {exc}")
 
     async def read(self) -> list[Any]:
         """Wait for data and return every complete reply it finished (maybe none)."""
@@ -157,7 +159,7 @@ class Connection:
     async def aclose(self) -> None:
         if not self.closed:
             self.closed = True
-            with anyio.move_on_after(1.0, shield=True):
+            with cleanup_scope():
                 await self.stream.aclose()
 
 
@@ -202,7 +204,7 @@ async def open_connection(address: RedisAddress, role: str, reply_timeout: float
                 # The connection cannot be used: this is a failed connection attempt,
                 # not a refused command of the caller's (the cause keeps the code).
                 refused = reply_error(address.url, reply)
-                raise BrokerError(f"{address.url}: {name} failed: {reply}") from refused
+                raise ConnectionLost(f"{address.url}: {name} failed: {reply}") from refused
             if reply != b"OK":
                 raise violation(address.url, f"{name} answered", reply)
     except BaseException:

@@ -27,11 +27,13 @@ import anyio
 import anyio.abc
 import hiredis
 
-from ..errors import BrokerError, ReplyError
+from ..errors import ReplyError
+from ..policies.cache import BoundedCache
 from ..policies.streams import Retention
 from .base import (
     Broker,
     Claimed,
+    ConnectionLost,
     Deliver,
     Entry,
     Message,
@@ -65,6 +67,9 @@ __all__ = [
 #: Names per SUBSCRIBE command when many are (re)subscribed at once; all the
 #: commands still go out in one write.
 CHUNK = 512
+#: Channel names a connection remembers encoded (or decoded): bounded, for the many
+#: short-lived channels some applications make.
+NAME_CACHE_SIZE = 65536
 
 _CONFIRMATIONS = frozenset({b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe"})
 
@@ -130,7 +135,7 @@ class RedisSubscriber(Subscriber):
     async def run(self, deliver: Deliver) -> None:
         connection = self._connection
         # Channel names repeat: decode each once (bounded by what is subscribed).
-        names: dict[bytes, str] = {}
+        names: BoundedCache[bytes, str] = BoundedCache(NAME_CACHE_SIZE)
         next_reply = connection.reader.gets
         message, expected = self._message, self._expected
         url = connection.url
@@ -166,11 +171,7 @@ class RedisSubscriber(Subscriber):
                             if name is None:
                                 if type(raw) is not bytes:
                                     raise violation(url, "a message push", reply)
-                                name = decode_name(raw)
-                                # Bounded (many short-lived channels), and once
-                                # full it keeps what it has: no thrash at 10k.
-                                if len(names) < 65536:
-                                    names[raw] = name
+                                name = names.remember(raw, decode_name(raw))
                             batch.append((name, payload))
                             continue
                     if (
@@ -224,7 +225,7 @@ class RedisSubscriber(Subscriber):
             raise violation(url, "not a pub/sub reply", reply)
         if not self._expected or self._expected[0][0] != kind:
             if kind == b"sunsubscribe":
-                raise BrokerError(
+                raise ConnectionLost(
                     f"{url} stopped serving sharded channel "
                     f"{decode_name(name)!r} (its slot moved or the node is failing over)"
                 )
@@ -337,7 +338,8 @@ class RedisPublisher(Publisher):
         # batch of replies, not one per command.
         self._replied = anyio.Event()
         self._error: BaseException | None = None
-        self._names: dict[str, bytes] = {}  # channel names, encoded once
+        # Channel names, encoded once.
+        self._names: BoundedCache[str, bytes] = BoundedCache(NAME_CACHE_SIZE)
         #: Reads so far: the watchdog's evidence that the peer is alive.
         self._reads = 0
         # Set when a reply becomes due on an idle connection: wakes the watchdog.
@@ -428,7 +430,7 @@ class RedisPublisher(Publisher):
 
         Raises:
             ReplyError: the server refused the command.
-            BrokerError: the reply failed ``check`` (the connection is dropped).
+            ConnectionLost: the reply failed ``check`` (the connection is dropped).
             anyio.BrokenResourceError: the connection was lost.
         """
         what = args[0] if isinstance(args[0], str) else "the command"
@@ -478,11 +480,7 @@ class RedisPublisher(Publisher):
     async def publish(self, channel: str, payload: bytes) -> int:
         name = self._names.get(channel)
         if name is None:
-            name = encode_name(channel)
-            # Bounded, and once full it keeps what it has (clearing it would make a
-            # loop over more channels than it holds miss every time).
-            if len(self._names) < 65536:
-                self._names[channel] = name
+            name = self._names.remember(channel, encode_name(channel))
         received: int = await self._execute(encode_publish(name, payload), is_int, "PUBLISH")
         return received
 

@@ -23,8 +23,18 @@ from typing import Any
 import anyio
 import hiredis
 
-from ..errors import BrokerError, ReplyError
-from .base import CONNECTION_ERRORS, Broker, Deliver, Message, Publisher, Subscriber
+from .._util import cleanup_scope
+from ..errors import ReplyError
+from .base import (
+    COMMAND_ERRORS,
+    CONNECTION_ERRORS,
+    Broker,
+    ConnectionLost,
+    Deliver,
+    Message,
+    Publisher,
+    Subscriber,
+)
 from .connection import Connection, Linked, open_connection, reply_error, violation
 from .redis import RedisPublisher, RedisSubscriber
 from .resp import encode_command
@@ -90,7 +100,7 @@ class SentinelBroker(Broker):
         """Where the sentinels say the master is (the first that knows, in turn).
 
         Raises:
-            BrokerError: no sentinel could say, naming each and why.
+            ConnectionLost: no sentinel could say, naming each and why.
         """
         service = self.address.service
         failures = []
@@ -124,7 +134,7 @@ class SentinelBroker(Broker):
             ):
                 raise violation(str(node), "SENTINEL GET-MASTER-ADDR-BY-NAME answered", reply)
             return Node(reply[0].decode("utf-8", "replace"), int(reply[1]))
-        raise BrokerError(
+        raise ConnectionLost(
             f"{self.url}: no sentinel could name the master of {service!r}: " + "; ".join(failures)
         )
 
@@ -139,7 +149,7 @@ class SentinelBroker(Broker):
                     reply = await _command(connection, str(node), "ROLE")
                 finally:
                     await connection.aclose()
-        except CONNECTION_ERRORS:
+        except COMMAND_ERRORS:  # ROLE refused, or the node is down
             return False
         return type(reply) is list and bool(reply) and reply[0] == b"master"
 
@@ -150,7 +160,7 @@ class SentinelBroker(Broker):
         checked with ``ROLE``.
 
         Raises:
-            BrokerError: no sentinel named a master that says it is one (a
+            ConnectionLost: no sentinel named a master that says it is one (a
                 failover under way: the caller tries again later).
         """
         if node is None:
@@ -173,7 +183,7 @@ class SentinelBroker(Broker):
             return connection, node
         await connection.aclose()
         said = reply[0].decode("utf-8", "replace") if type(reply) is list and reply else reply
-        raise BrokerError(
+        raise ConnectionLost(
             f"{address.url} is not the master of {self.address.service!r} (it says "
             f"{said!r}): a failover is under way, the sentinels have not caught up"
         )
@@ -201,7 +211,7 @@ class SentinelBroker(Broker):
         return RedisPublisher(connection, health_check_interval)
 
 
-class MasterMoved(BrokerError):
+class MasterMoved(ConnectionLost):
     """The sentinels announced a new master: this connection is on the old one."""
 
 
@@ -238,12 +248,12 @@ class SentinelSubscriber(Subscriber):
                     await self._watch_one(node)
                 except MasterMoved:
                     raise
-                except CONNECTION_ERRORS as exc:
+                except COMMAND_ERRORS as exc:
                     _logger.debug("sentinel %s: not watched: %s", node, exc)
                 finally:
                     if self._watch is not None:
                         watch, self._watch = self._watch, None
-                        with anyio.move_on_after(1.0, shield=True):
+                        with cleanup_scope():
                             await watch.aclose()
             await anyio.sleep(WATCH_RETRY)
 

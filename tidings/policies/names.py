@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DELIMITER", "InvalidName", "Namespace", "check_event", "check_namespace"]
+from .cache import BoundedCache
+
+__all__ = ["DELIMITER", "InvalidName", "Namespace", "check_name", "check_namespace"]
 
 DELIMITER = ":"
+#: Channel names a namespace remembers as checked.
+KNOWN_NAMES = 65536
 
 
 class InvalidName(ValueError, TypeError):
@@ -29,8 +33,10 @@ def _check_str(value: Any, what: str) -> str:
     return value
 
 
-def check_event(value: Any, what: str = "event name") -> str:
-    """Return ``value`` if it is a usable event name (or pattern)."""
+def check_name(value: Any, what: str) -> str:
+    """Return ``value`` if it is a non-empty ``str``: what every name that is not a
+    channel's must be (an event name or pattern, a consumer or group name, a PubSub
+    channel or pattern). ``what`` names it in the error."""
     return _check_str(value, what)
 
 
@@ -60,7 +66,7 @@ class Namespace:
         self._prefix = f"{name}{DELIMITER}" if name else ""
         # Names already checked -> (broker name, user name): a publish loop on one
         # channel validates it once.
-        self._known: dict[str, tuple[str, str]] = {}
+        self._known: BoundedCache[str, tuple[str, str]] = BoundedCache(KNOWN_NAMES)
 
     def names(self, channel: Any) -> tuple[str, str]:
         """Validate ``channel``; return its name on the broker and without prefix."""
@@ -70,12 +76,7 @@ class Namespace:
                 return known
         name = _check_segments(_check_str(channel, "channel name"), "channel name")
         full = name if not self._prefix or name.startswith(self._prefix) else self._prefix + name
-        known = (full, self.user_name(full))
-        # Bounded, and once full it keeps what it has: clearing it would make a
-        # loop over more names than it holds miss every time.
-        if len(self._known) < 65536:
-            self._known[name] = known
-        return known
+        return self._known.remember(name, (full, self.user_name(full)))
 
     def broker_name(self, channel: Any) -> str:
         """Validate ``channel`` and return its name on the broker (prefixed)."""

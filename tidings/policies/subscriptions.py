@@ -66,17 +66,25 @@ class _Kind:
 
     def added(self, names: list[str]) -> None:
         self.active.update(names)
-        self._settle(names)
+        self._clean(names)
 
     def removed(self, names: list[str]) -> None:
         self.active.difference_update(names)
-        self._settle(names)
+        self._clean(names)
 
-    def _settle(self, names: list[str]) -> None:
-        # A name changed again while its command was in flight stays dirty.
+    def _clean(self, names: list[str]) -> None:
+        # A name changed again while its command was in flight is dirty (again: a
+        # plan made meanwhile may have forgotten it, seeing it in sync before the
+        # command landed), so that the next plan undoes the command.
         for name in names:
             if (name in self.wanted) == (name in self.active):
                 self.dirty.pop(name, None)
+            else:
+                self.dirty[name] = None
+
+    def in_sync(self) -> bool:
+        """True when every name changed is as wanted (changes nothing)."""
+        return all((name in self.wanted) == (name in self.active) for name in self.dirty)
 
     def forget(self, names: list[str]) -> None:
         for name in names:
@@ -117,6 +125,10 @@ class Subscriptions:
         """Remove from what must be subscribed."""
         self._channels.unwant(channels)
         self._patterns.unwant(patterns)
+
+    def in_sync(self) -> bool:
+        """True when the broker has confirmed everything wanted, and nothing more."""
+        return self._channels.in_sync() and self._patterns.in_sync()
 
     def plan(self) -> Plan:
         """The difference between wanted and confirmed, for the names changed."""

@@ -20,10 +20,13 @@ import anyio.abc
 from anyio.lowlevel import checkpoint
 
 from .._stats import Counters
+from .._util import cleanup_scope
 from ..brokers.base import (
+    COMMAND_ERRORS,
     CONNECTION_ERRORS,
     TRANSIENT_REPLIES,
     Broker,
+    ConnectionLost,
     Deliver,
     Publisher,
     Subscriber,
@@ -66,7 +69,10 @@ def describe(exc: BaseException) -> str:
 
 def _one(exc: BaseException) -> str:
     text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    # ConnectionLost is internal: users know it (and status events name it) as the
+    # public BrokerError it is.
+    name = BrokerError.__name__ if type(exc) is ConnectionLost else type(exc).__name__
+    return f"{name}: {text}" if text else name
 
 
 class ConnectionSupervisor:
@@ -207,7 +213,7 @@ class ConnectionSupervisor:
                         health_check_interval=self._health_check_interval,
                         reply_timeout=self._publish_timeout,
                     )
-            except CONNECTION_ERRORS as exc:
+            except COMMAND_ERRORS as exc:  # refused too: a failed attempt
                 lost.record(exc)
                 return lost.error
             async with anyio.create_task_group() as tg:
@@ -218,7 +224,7 @@ class ConnectionSupervisor:
                 tg.start_soon(self._read, publisher, publisher.run)
                 try:
                     resubscribed = await self._round(subscriber)
-                except CONNECTION_ERRORS as exc:
+                except COMMAND_ERRORS as exc:
                     self._lose(exc, subscriber)
                 else:
                     self._publisher = publisher
@@ -236,7 +242,7 @@ class ConnectionSupervisor:
             released.release()
             for connection in (publisher, subscriber):
                 if connection is not None:
-                    with anyio.move_on_after(1.0, shield=True), suppress(*CONNECTION_ERRORS):
+                    with cleanup_scope(), suppress(*COMMAND_ERRORS):
                         await connection.aclose()
         return lost.error
 
@@ -253,7 +259,7 @@ class ConnectionSupervisor:
         """Run a task of a connection (its reader, the sync loop); its end ends the session."""
         try:
             await read(*args)
-        except CONNECTION_ERRORS as exc:
+        except COMMAND_ERRORS as exc:  # either way, the session ends
             self._lose(exc, connection)
         else:
             self._lose(anyio.BrokenResourceError("the broker closed the connection"), connection)
@@ -386,9 +392,9 @@ class ConnectionSupervisor:
         await self._next_round.done.wait()
 
     @property
-    def settled(self) -> bool:
+    def in_sync(self) -> bool:
         """True when the broker has confirmed everything wanted (and nothing more)."""
-        return not self._subscriptions.plan()
+        return self._subscriptions.in_sync()
 
     async def _sync_loop(self, subscriber: Subscriber) -> None:
         """Run a round whenever something changed (the session's only sync task)."""
@@ -435,7 +441,7 @@ class ConnectionSupervisor:
             if exc.code in TRANSIENT_REPLIES:
                 # Not a refusal: the slot moved, the server is loading... Start over
                 # on a new connection (which asks the cluster where things live).
-                raise BrokerError(f"{self.broker.url}: subscription deferred: {exc}") from exc
+                raise ConnectionLost(f"{self.broker.url}: subscription deferred: {exc}") from exc
             if len(names) > 1:
                 # The broker refuses a whole command for one name it may not have:
                 # find which, one name at a time (rare, and only after a refusal).
@@ -507,16 +513,16 @@ class ConnectionSupervisor:
         """Run a query on the publisher connection, waiting like `publish()`.
 
         Raises:
-            tidings.BrokerError: no connection in time, closed, or lost meanwhile.
+            ConnectionLost: (a `tidings.BrokerError`) no connection in time, closed,
+                or lost meanwhile.
+            ReplyError: the broker refused the command (the connection is fine).
         """
-        publisher = self._publisher or await self._ready(BrokerError, what)
+        publisher = self._publisher or await self._ready(ConnectionLost, what)
         try:
             return await command(publisher)
-        except ReplyError:  # refused: the connection itself is fine
-            raise
-        except CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:  # a ReplyError (refused) is the caller's
             self._lose(exc, publisher)
-            raise BrokerError(
+            raise ConnectionLost(
                 f"connection to {self.broker.url} lost during {what}: {describe(exc)}"
             ) from exc
 
