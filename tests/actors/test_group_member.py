@@ -39,6 +39,11 @@ def envelope(event: str, data: Any) -> bytes:
     return Json().encode({"channel": "jobs", "event": event, "data": data})
 
 
+async def open_publisher(hub: Hub) -> Publisher:
+    """A connection to ``hub`` (a new one is how the tests reconnect)."""
+    return await MemoryBroker(hub).open_publisher(health_check_interval=1.0, reply_timeout=1.0)
+
+
 class Job(msgspec.Struct):
     n: int
 
@@ -72,6 +77,7 @@ class World:
         takes_meta: bool = False,
         ack_wait: float = QUICK,
         max_deliver: int = 3,
+        claim_interval: float = QUICK,
     ) -> GroupMember:
         """A member of `GROUP` whose registrations are ``callbacks`` (pattern ``*``)."""
         self._serial += 1
@@ -96,7 +102,7 @@ class World:
             retention=Retention(),
             ack_wait=ack_wait,
             max_deliver=max_deliver,
-            claim_interval=QUICK,
+            claim_interval=claim_interval,
             stats=self.stats,
             logger=LOG,
             serial=self._serial,
@@ -141,14 +147,14 @@ class World:
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
     hub = Hub("group-member")
-    publisher = await MemoryBroker(hub).open_publisher(health_check_interval=1.0, reply_timeout=1.0)
+    publisher = await open_publisher(hub)
     await publisher.group_create(CHANNEL, GROUP, "$")
     yield World(hub, publisher)
     await publisher.aclose()
 
 
 class Taken:
-    """A callback recording ``(data, meta)``; async ones may be held at a gate."""
+    """A callback recording ``(data, meta)`` (``meta`` when it takes one)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, Meta | None]] = []
@@ -240,7 +246,8 @@ async def test_a_failed_entry_is_redelivered_and_acknowledged_once_it_succeeds(
         if meta.deliveries == 1:
             raise RuntimeError("not yet")
 
-    member = world.member(flaky, takes_meta=True, ack_wait=30)  # redelivered at once
+    # Redelivered at once: not after ack_wait, nor at the next claim round.
+    member = world.member(flaky, takes_meta=True, ack_wait=30, claim_interval=30)
     async with world.running(member):
         await world.store("job", member)
         await eventually(lambda: deliveries == [1, 2] and not world.pending())
@@ -365,16 +372,58 @@ async def test_leave_hands_back_what_was_taken_and_not_started(world: World) -> 
     assert other.calls == [(n, Meta(i, 1)) for n, i in zip([2, 3, 4], ids[1:], strict=True)]
 
 
-async def test_a_deleted_group_is_recreated_and_reported(world: World) -> None:
-    taken = Taken()
-    member = world.member(taken)
-    async with world.running(member):
-        await world.store(1, member)
-        await eventually(lambda: taken.calls and not world.pending())
+async def test_a_deleted_group_is_recreated_and_reported_once(world: World) -> None:
+    first, second = Taken(), Taken()
+    a, b = world.member(first), world.member(second)
+    async with world.running(a, b):
+        await world.store(1, a, b)
+        await eventually(lambda: first.calls + second.calls and not world.pending())
         assert world.hub.delete_log(CHANNEL)  # DEL, FLUSHALL: the group goes with it
-        await eventually(lambda: world.lost)  # its next claim round finds out
-        assert world.lost == [("deleted", [])]
-        await world.store(2, member)
-        await eventually(lambda: len(taken.calls) == 2 and not world.pending())
-    assert taken.data == [1, 2]
-    assert world.lost == [("deleted", [])]  # once
+        # The next claim round finds out; the member that recreates it says so.
+        await eventually(lambda: world.lost)
+        assert world.pending() == {}  # the group is back (else NOGROUP)
+        await world.store(2, a, b)
+        await eventually(lambda: len(first.calls + second.calls) == 2 and not world.pending())
+    assert sorted(first.data + second.data) == [1, 2]
+    assert world.lost == [("deleted", [])]  # once, whichever members met NOGROUP
+
+
+async def test_a_pending_entry_trimmed_from_the_log_is_reported_lost(world: World) -> None:
+    calls: list[Any] = []
+
+    def trimmed_meanwhile(channel: Any, event: str, data: Any) -> None:
+        calls.append(data)
+        world.hub.trim_log(CHANNEL, 0)  # retention catches up with the retries
+        raise RuntimeError("try again")
+
+    member = world.member(trimmed_meanwhile, max_deliver=5)
+    async with world.running(member):
+        entry_id = await world.store("job", member)
+        await eventually(lambda: world.lost)
+    assert world.lost == [("trimmed", [entry_id])]
+    assert (calls, world.pending(), world.dead) == (["job"], {}, [])
+
+
+async def test_acks_that_meet_a_lost_connection_are_sent_on_the_next_one(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[Any] = []
+
+    def cut(channel: Any, event: str, data: Any) -> None:
+        calls.append(data)
+        if len(calls) == 1:
+            world.hub.kill_connections()  # before its acknowledgement goes out
+
+    member = world.member(cut, ack_wait=30)  # no redelivery could hide a lost ack
+    with caplog.at_level(logging.DEBUG, logger=LOG.name):
+        async with world.running(member):
+            entry_id = await world.store("job", member)
+            await eventually(lambda: "acks deferred" in caplog.text)
+            await eventually(lambda: "connection lost" in caplog.text)  # it waits, alive
+            assert world.pending() == {entry_id: (member.consumer, 1)}
+            world.publisher = await open_publisher(world.hub)  # connected again
+            await eventually(lambda: not world.pending())
+            assert world.stats.acked == 1
+            await world.store("next", member)  # and it goes on taking entries
+            await eventually(lambda: len(calls) == 2 and not world.pending())
+    assert calls == ["job", "next"]

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 from anyio.lowlevel import checkpoint
 
-from tests.helpers import FAST
+from tests.helpers import FAST, Recorder
 from tidings._options import Options
 from tidings._runtime.channel import ChannelState
 from tidings._runtime.lifecycle import Runtime
@@ -88,22 +88,8 @@ class World:
             await self.runtime.settle()
 
 
-class Log:
+class Log(Recorder):
     """A callback recording ``(channel name, event, data)`` (sync)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, Any]] = []
-
-    def __call__(self, channel: Any, event: str, data: Any) -> None:
-        self.calls.append((channel.name, event, data))
-
-    @property
-    def events(self) -> list[str]:
-        return [event for _, event, _ in self.calls]
-
-    @property
-    def data(self) -> list[Any]:
-        return [data for _, _, data in self.calls]
 
     def last(self, event: str) -> Any:
         return next(data for _, name, data in reversed(self.calls) if name == event)

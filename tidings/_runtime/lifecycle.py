@@ -41,7 +41,8 @@ from ..actors.router import Router
 from ..brokers.base import Broker
 from ..policies.status import StatusType
 from ..supervisors.actors import ActorSupervisor
-from ..supervisors.connection import ConnectionSupervisor, OnRefused, OnStatus, OnSubscribed
+from ..supervisors.connection import ConnectionSupervisor, OnStatus
+from ..supervisors.rounds import OnRefused, OnSubscribed
 
 __all__ = ["Hooks", "Lifecycle", "Runtime", "runtime_of"]
 

@@ -318,8 +318,17 @@ class DurableActor(DispatchActor):
             self._report("rewound", last, tail)
 
     def _retry(self, broken: bool, expect: dict[int, str]) -> None:
-        """Read again later (what this read still had to check, checked then)."""
+        """Read again later (what this read still had to check, checked then).
+
+        A read for the newcomers alone (``since=``) gives them their place back, as
+        a cursor, and deafness until then: the next catch-up reads their past from
+        where this one got to, and no live message takes them past it meanwhile.
+        """
         self._broken = self._broken or broken
+        if not broken and self._only is not None:
+            for registration in self._only:
+                if registration.cursor is None and registration.since < DEAF:
+                    registration.cursor, registration.since = registration.since, DEAF
         self.verify.update(expect)
         self.chores = self._catch_up
 

@@ -136,6 +136,7 @@ class RedisSubscriber(Subscriber):
         connection = self._connection
         # Channel names repeat: decode each once (bounded by what is subscribed).
         names: BoundedCache[bytes, str] = BoundedCache(NAME_CACHE_SIZE)
+        known_name = names.get  # (bound once: a dict subclass's methods cost a lookup)
         next_reply = connection.reader.gets
         message, expected = self._message, self._expected
         url = connection.url
@@ -165,7 +166,7 @@ class RedisSubscriber(Subscriber):
                         kind, raw, payload = reply
                         if kind == message and type(payload) is bytes:
                             try:
-                                name = names.get(raw)
+                                name = known_name(raw)
                             except TypeError:  # unhashable: not a channel name
                                 raise violation(url, "a message push", reply) from None
                             if name is None:
