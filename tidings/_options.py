@@ -48,6 +48,9 @@ class Options:
             raise `BrokerError` with the cause, instead of retrying in
             the background (a service that cannot start without its broker says
             so at once).
+        telemetry: ``False`` turns off the OpenTelemetry spans and metrics a
+            `Channels` handler records when ``opentelemetry-api`` is installed (see
+            the "Observability" page); without it there is nothing to turn off.
     """
 
     publish_timeout: float = 10.0
@@ -65,6 +68,7 @@ class Options:
     ack_wait: float = 30.0
     max_deliver: int = 5
     fail_fast: bool = False
+    telemetry: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -85,8 +89,9 @@ class Options:
                 or math.isnan(value)
             ):
                 raise ValueError(f"option {name} must be a number of seconds > 0, got {value!r}")
-        if not isinstance(self.fail_fast, bool):
-            raise TypeError(f"option fail_fast must be True or False, got {self.fail_fast!r}")
+        for name in ("fail_fast", "telemetry"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"option {name} must be True or False, got {getattr(self, name)!r}")
         if math.isinf(self.ack_wait):
             raise ValueError(
                 f"option ack_wait must be a finite number of seconds, got {self.ack_wait!r}"
@@ -143,3 +148,4 @@ class OptionArgs(TypedDict, total=False):
     ack_wait: float
     max_deliver: int
     fail_fast: bool
+    telemetry: bool

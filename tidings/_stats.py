@@ -43,6 +43,8 @@ class Stats:
             event that only consumer groups take (they read it from the log).
         acked: events of consumer groups acknowledged (their callbacks returned).
         dead_lettered: events of consumer groups moved to the dead-letter stream.
+        redeliveries: events of consumer groups delivered again (an earlier delivery
+            failed, or was not acknowledged in time).
 
     With one callback (or iterator) per message, every message received ends as
     exactly one of: ``received == delivered + callback_errors + dropped + unrouted
@@ -66,6 +68,7 @@ class Stats:
     superseded: int = 0
     acked: int = 0
     dead_lettered: int = 0
+    redeliveries: int = 0
 
 
 _NAMES = tuple(f.name for f in fields(Stats))
@@ -97,6 +100,7 @@ class Counters:
     superseded: int
     acked: int
     dead_lettered: int
+    redeliveries: int
 
     def __init__(self) -> None:
         for name in _NAMES:

@@ -21,10 +21,12 @@ from ._options import OptionArgs, Options
 from ._runtime.channel import Channel
 from ._runtime.events import Event, Events, iterate, work
 from ._runtime.lifecycle import Lifecycle, Runtime
+from ._runtime.producer import Producer
 from ._runtime.registry import Registry, Wanted
 from ._stats import Stats
 from .actors.typed import check_schema
 from .brokers.urls import display
+from .policies.headers import check_headers
 from .policies.names import Namespace, check_name, check_namespace
 from .policies.status import StatusType
 from .policies.streams import DEFAULT_RETENTION, Retention, position, start_after
@@ -100,6 +102,9 @@ class Channels(Lifecycle):
             self._durable,
         )
         self._runtime.hooks = self._registry.hooks()
+        self._producer = Producer(
+            self._runtime, self._protocol, self._durable, self._registry.telemetry
+        )
 
     def _check_protocol(self) -> None:
         """Refuse, up front, a codec that cannot encode an event envelope: every
@@ -448,19 +453,33 @@ class Channels(Lifecycle):
 
     # -- publishing ---------------------------------------------------------------------
 
-    async def publish(self, channel: str, event: str, data: Any = None) -> int:
+    async def publish(
+        self,
+        channel: str,
+        event: str,
+        data: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
         """Publish ``event`` with ``data`` on ``channel``.
 
         The message is ``{"channel": channel, "event": event, "data": data}``, encoded
-        by the protocol. While disconnected it waits for the connection, up to
-        ``publish_timeout`` seconds.
+        by the protocol (with ``"headers"`` too when there are any). While
+        disconnected it waits for the connection, up to ``publish_timeout`` seconds.
+
+        ``headers`` is a mapping of str to str carried beside the data: subscribers
+        see it as ``Event.headers`` (durable channels keep it in the log). Trace
+        context travels there: with ``opentelemetry-api`` installed, the publish is a
+        span whose context is added to the headers (see the "Observability" page).
 
         Returns:
             How many subscriptions the broker delivered it to.
 
         Raises:
-            ValueError: an empty or non-str channel or event name.
-            TypeError: ``data`` cannot be encoded by the protocol.
+            ValueError: an empty or non-str channel or event name, or an empty header
+                name or one starting with ``tidings-`` (tidings' own).
+            TypeError: ``data`` cannot be encoded by the protocol, or ``headers`` is
+                not a mapping of str to str.
             RuntimeError: not running, or closed.
             PublishError: no connection within ``publish_timeout``, closed while
                 waiting, or the connection broke while publishing.
@@ -468,15 +487,8 @@ class Channels(Lifecycle):
         broker_name, name = self._namespace.names(channel)
         if type(event) is not str or not event:
             check_name(event, "event name")  # raises, naming the bad value
-        payload = self._protocol.encode({"channel": name, "event": event, "data": data})
-        runtime = self._runtime
-        if not runtime.accepting:
-            runtime.check_running("publish")
-        if self._durable:
-            retention = self._durable.get(broker_name)
-            if retention is not None:
-                return await runtime.connection.publish(broker_name, payload, retention)
-        return await runtime.connection.publish(broker_name, payload)
+        checked = check_headers(headers) if headers is not None else None
+        return await self._producer.publish(broker_name, name, event, data, checked)
 
     def stats(self) -> Stats:
         """A snapshot of the counters (status events counted apart, in ``status_events``)."""

@@ -309,9 +309,9 @@ class PubSub(Lifecycle):
         self._mailbox = actor.mailbox
         runtime.router.catch_all(actor)
 
-    def _decode_message(self, owner: None, message: Message) -> tuple[str, tuple[Any, ...]]:
+    def _decode_message(self, owner: None, message: Message) -> tuple[str, tuple[Any, ...], None]:
         channel, payload = message
-        return "", (channel, self._codec.decode(payload))
+        return "", (channel, self._codec.decode(payload)), None
 
     async def _after_run(self) -> None:
         runtime = self._runtime

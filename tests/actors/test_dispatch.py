@@ -166,10 +166,10 @@ async def test_a_crash_in_place_skips_one_message_and_gives_back_the_rest(
     class Bug(Exception):
         pass
 
-    def decode(owner: Any, payload: bytes) -> tuple[str, tuple[Any, ...]]:
+    def decode(owner: Any, payload: bytes) -> tuple[str, tuple[Any, ...], None]:
         if payload == b"bug":
             raise Bug  # not a decode error: a bug in the codec
-        return "e", (owner, "e", payload)
+        return "e", (owner, "e", payload), None
 
     world.actor._decode = decode
     seen: list[Any] = []

@@ -184,6 +184,7 @@ def test_dispatch_passes_meta_as_call_does() -> None:
 
 
 def test_meta_defaults() -> None:
-    assert NO_META == Meta() == (None, None)
+    assert NO_META == Meta() == (None, None, {})
+    assert not Meta().headers
     assert Meta("1-1", 3).id == "1-1"
     assert Meta("1-1", 3).deliveries == 3

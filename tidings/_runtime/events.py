@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -30,6 +30,7 @@ from ..actors.callbacks import Interrupted, Meta, Undelivered
 from ..actors.mailbox import Mailbox
 from ..actors.router import starts_episode
 from ..errors import CallbackError
+from ..policies.headers import NO_HEADERS, Headers
 from .channel import Channel
 from .lifecycle import Runtime
 from .registry import Registry, Wanted
@@ -55,6 +56,9 @@ class Event(Generic[D]):
         deliveries: in a consumer group, how many times the event has been
             delivered, this time included (more than 1: an earlier delivery failed
             or was not acknowledged in time); None outside groups.
+        headers: the headers it was published with (``publish(..., headers=)``),
+            read-only; empty when it has none. Trace context travels here: see the
+            "Observability" page for continuing the producer's trace.
     """
 
     channel: str
@@ -62,13 +66,18 @@ class Event(Generic[D]):
     data: D
     id: str | None = None
     deliveries: int | None = None
+    headers: Headers = field(default_factory=lambda: NO_HEADERS)
 
     def __repr__(self) -> str:
-        # The fields a plain channel leaves None are left out: the common case reads
+        # The fields a plain channel leaves empty are left out: the common case reads
         # as Event(channel='orders', event='created', data={'id': 1}).
         extra = "".join(
             f", {name}={value!r}"
-            for name, value in (("id", self.id), ("deliveries", self.deliveries))
+            for name, value in (
+                ("id", self.id),
+                ("deliveries", self.deliveries),
+                ("headers", dict(self.headers) if self.headers else None),
+            )
             if value is not None
         )
         return f"Event(channel={self.channel!r}, event={self.event!r}, data={self.data!r}{extra})"
@@ -194,7 +203,7 @@ class _Feed:
     def __call__(self, channel: Channel, event: str, data: Any, meta: Meta) -> None:
         mailbox = self._mailbox
         was_overflowing = mailbox.overflowing
-        if mailbox.put_nowait([Event(channel.name, event, data, meta.id)]):
+        if mailbox.put_nowait([Event(channel.name, event, data, meta.id, None, meta.headers)]):
             if mailbox.closed:
                 raise CallbackError("the iterator is closed")
             if starts_episode(mailbox, was_overflowing):
@@ -212,7 +221,7 @@ class _BlockingFeed:
         self._mailbox = mailbox
 
     async def __call__(self, channel: Channel, event: str, data: Any, meta: Meta) -> None:
-        if await self._mailbox.put([Event(channel.name, event, data, meta.id)]):
+        if await self._mailbox.put([Event(channel.name, event, data, meta.id, None, meta.headers)]):
             raise CallbackError("the iterator is closed")
 
 
@@ -226,7 +235,7 @@ class _JobFeed:
         self._mailbox = mailbox
 
     async def __call__(self, channel: Channel, event: str, data: Any, meta: Meta) -> None:
-        job = Job(Event(channel.name, event, data, meta.id, meta.deliveries))
+        job = Job(Event(channel.name, event, data, meta.id, meta.deliveries, meta.headers))
         if await self._mailbox.put([job]):
             raise Undelivered  # the consumer is gone: another member takes it
         await job.done.wait()

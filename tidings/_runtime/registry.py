@@ -50,6 +50,7 @@ from .channel import Channel, ChannelState
 from .lifecycle import Hooks, Runtime
 from .logs import Logs, Placement
 from .status import StatusChannel
+from .telemetry import Telemetry
 from .work_queues import Groups
 
 __all__ = ["Registry", "Wanted"]
@@ -134,6 +135,13 @@ class Registry:
         #: Keyed by broker name. Subscribed channels also have an actor.
         self.channels: dict[str, ChannelState] = {}
         self.dispatcher = runtime.new_dispatcher(runtime.stats, self.removed)
+        #: The handler's OpenTelemetry instrumentation (None: off, or not installed).
+        self.telemetry = Telemetry.load(
+            runtime.options.telemetry,
+            system=runtime.connection.broker.system,
+            stats=runtime.stats,
+            router=runtime.router,
+        )
         self.decode = envelope_decoder(protocol)
         broker_name = namespace.broker_name(status_channel)
         self.status = StatusChannel(
@@ -292,10 +300,13 @@ class Registry:
             plan.targets.append(target)
             if target.has(item.event, item.callback, item.group):
                 continue
-            callback = item.callback
+            callback, takes_meta = item.callback, item.takes_meta
             if item.schema is not None:
                 callback = Typed(callback, item.schema, self._logger, item.name)
-            registration = Registration(item.event, callback, target, takes_meta=item.takes_meta)
+            if self.telemetry is not None and not takes_meta:  # (not an iterator's feed)
+                callback = self.telemetry.traced(callback, item.broker_name, item.group)
+                takes_meta = True
+            registration = Registration(item.event, callback, target, takes_meta=takes_meta)
             registration.since = DEAF
             if item.group is not None:
                 registration.group = item.group
@@ -419,6 +430,8 @@ class Registry:
 
     def _start_actors(self) -> None:
         self.status.start()
+        if self.telemetry is not None:
+            self.telemetry.start()
         if self.logs is not None:
             self.logs.start()
         # Started again after a close: the channels it kept get their actors back,
@@ -433,6 +446,8 @@ class Registry:
                 self.groups.join(state, group)
 
     async def _after_run(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.stop()
         self.groups.forget()
         for mailbox in tuple(self.iterators):
             mailbox.close()  # the consumer takes what is left, then the iteration ends
@@ -452,6 +467,9 @@ class Registry:
 
     def _on_status(self, status: StatusType, data: dict[str, Any]) -> None:
         self.status.emit(status.name, data)
+        down_for = data.get("down_for")
+        if self.telemetry is not None and down_for is not None:
+            self.telemetry.reconnected(down_for)
         if status is StatusType.disconnected and self.logs is not None:
             self.logs.on_disconnected(self.channels.values())
 

@@ -118,6 +118,6 @@ class StatusChannel:
         return actor is self._actor
 
 
-def _status_decode(channel: Channel, message: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
+def _status_decode(channel: Channel, message: tuple[str, Any]) -> tuple[str, tuple[Any, ...], None]:
     """Status events are queued as ``(event, data)``: nothing to decode."""
-    return message[0], (channel, message[0], message[1])
+    return message[0], (channel, message[0], message[1]), None

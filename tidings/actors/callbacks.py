@@ -23,6 +23,7 @@ import anyio
 
 from .._stats import Counters
 from ..errors import CallbackError
+from ..policies.headers import NO_HEADERS, Headers
 from ..policies.intensity import Intensity
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Undelivered",
     "Unfinished",
     "Unfit",
+    "Wrapper",
     "count",
     "outcome",
 ]
@@ -134,10 +136,34 @@ class Meta(NamedTuple):
     id: str | None = None
     #: How many times a consumer group has delivered it, this time included.
     deliveries: int | None = None
+    #: Its headers (read-only; empty when it has none).
+    headers: Headers = NO_HEADERS
 
 
 #: The metadata of a plain channel's message: none.
 NO_META = Meta()
+
+
+class Wrapper:
+    """A callback wrapped by tidings (converted data, a span around the call) that
+    stands for the callback itself: equal to it and hashed like it, so that the same
+    callback is found, deduplicated and unregistered however it is wrapped."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[..., Any]) -> None:
+        self.callback = callback
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Wrapper):
+            return bool(self.callback == other.callback)
+        return bool(self.callback == other)
+
+    def __hash__(self) -> int:
+        return hash(self.callback)
+
+    def __repr__(self) -> str:
+        return repr(self.callback)
 
 
 class Registration:

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
 
 from .._stats import Counters
 from ..errors import ProtocolError
+from ..policies.headers import Headers, decoded_headers
 from ..protocols import Codec, Json
 from .base import Actor, Pending
-from .callbacks import Dispatcher, Registration
+from .callbacks import NO_META, Dispatcher, Meta, Registration
 from .mailbox import Mailbox
 
 __all__ = ["DECODE_ERRORS", "Decode", "DispatchActor", "decode_failed", "envelope_decoder"]
@@ -51,8 +53,9 @@ def decode_failed(stats: Counters, logger: logging.Logger, where: str, exc: Exce
 
 
 #: ``(owner, message)`` -> (the key to find its registrations by, the callback
-#: arguments); ``owner`` is what the actor was given (a channel, or None).
-Decode = Callable[[Any, Any], tuple[str, tuple[Any, ...]]]
+#: arguments, the message's headers or None); ``owner`` is what the actor was given
+#: (a channel, or None).
+Decode = Callable[[Any, Any], tuple[str, tuple[Any, ...], Headers | None]]
 
 
 class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
@@ -67,13 +70,16 @@ class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
     event: str
     data: Any = None
     channel: Any = None
+    headers: dict[str, str] | None = None
 
 
 def envelope_decoder(protocol: Codec) -> Decode:
-    """Decode ``{"channel": ..., "event": ..., "data": ...}`` for a channel's actor.
+    """Decode ``{"channel": ..., "event": ..., "data": ..., "headers": ...}`` for a
+    channel's actor.
 
-    The result is ``(event, (channel, event, data))``: the key to find callbacks by,
-    and their arguments (``channel`` is the actor's owner).
+    The result is ``(event, (channel, event, data), headers)``: the key to find
+    callbacks by, their arguments (``channel`` is the actor's owner), and the
+    headers, read-only (None when there are none).
     """
     decode = protocol.decode
     # The default codec decodes straight into a struct: one pass, no dict built
@@ -81,7 +87,7 @@ def envelope_decoder(protocol: Codec) -> Decode:
     # which accepts and refuses exactly what the codec's own decode does.
     fast = msgspec.json.Decoder(_Envelope).decode if type(protocol) is Json else None
 
-    def decode_event(channel: Any, payload: bytes) -> tuple[str, tuple[Any, ...]]:
+    def decode_event(channel: Any, payload: bytes) -> tuple[str, tuple[Any, ...], Headers | None]:
         if fast is not None:
             try:
                 envelope = fast(payload)
@@ -89,12 +95,18 @@ def envelope_decoder(protocol: Codec) -> Decode:
                 pass  # the careful path says what is wrong with it
             else:
                 if envelope.event:
-                    return envelope.event, (channel, envelope.event, envelope.data)
+                    headers = envelope.headers
+                    return (
+                        envelope.event,
+                        (channel, envelope.event, envelope.data),
+                        MappingProxyType(headers) if headers else None,
+                    )
         message = decode(payload)
         if type(message) is dict:
             event = message.get("event")  # dict.get: any JSON object is safe here
             if type(event) is str and event:
-                return event, (channel, event, message.get("data"))
+                checked = decoded_headers(message.get("headers"))
+                return event, (channel, event, message.get("data")), checked
         raise ProtocolError(
             f"not a tidings event (an object with a non-empty string 'event'): {payload[:80]!r}"
         )
@@ -158,7 +170,7 @@ class DispatchActor(Actor[Any]):
         while (index := self._next) < len(batch):
             self._next = index + 1
             try:
-                key, args = decode(owner, batch[index])
+                key, args, headers = decode(owner, batch[index])
             except DECODE_ERRORS as exc:
                 where = self.where(owner, batch[index]) if self.where is not None else name
                 decode_failed(stats, self._logger, where, exc)
@@ -167,7 +179,13 @@ class DispatchActor(Actor[Any]):
             if registrations is None:
                 registrations = lookup(key)
             if registrations:
-                unfinished = dispatch(registrations, args, name, base + index + 1)
+                unfinished = dispatch(
+                    registrations,
+                    args,
+                    name,
+                    base + index + 1,
+                    NO_META if headers is None else Meta(headers=headers),
+                )
                 if unfinished is not None:
                     return unfinished
             else:

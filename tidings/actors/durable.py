@@ -28,6 +28,7 @@ import anyio
 
 from ..brokers.base import COMMAND_ERRORS, CONNECTION_ERRORS, TRANSIENT_REPLIES, Entry
 from ..errors import ReplyError
+from ..policies.headers import NO_HEADERS
 from ..policies.streams import position, position_id
 from .base import Pending
 from .callbacks import DEAF, Meta, Registration, Unfinished
@@ -66,6 +67,7 @@ class DurableActor(DispatchActor):
         "_until",
         "groups",
         "last",
+        "newest",
         "verify",
     )
 
@@ -88,6 +90,8 @@ class DurableActor(DispatchActor):
         self._on_gap = on_gap
         #: The position of the last event dispatched (0: none yet).
         self.last = 0
+        #: The newest position seen, live or in the log (0: none yet).
+        self.newest = 0
         #: Positions registrations start after that name entries (``since=<id>``, a
         #: consumer's checkpoint): the next catch-up checks they are in the log,
         #: and reports a gap with the reason given here if not.
@@ -145,6 +149,8 @@ class DurableActor(DispatchActor):
                     stats, self._logger, where, ValueError(f"no entry id: {message[:80]!r}")
                 )
                 continue
+            if at > self.newest:
+                self.newest = at
             if at <= self.last:
                 stats.superseded += 1  # a catch-up read dispatched it already
                 continue
@@ -167,7 +173,7 @@ class DurableActor(DispatchActor):
         if only is None:
             self.last = at
         try:
-            key, args = self._decode(self.owner, payload)
+            key, args, headers = self._decode(self.owner, payload)
         except DECODE_ERRORS as exc:
             where = self.where(self.owner, payload) if self.where is not None else self.name
             decode_failed(self._stats, self._logger, where, exc)
@@ -179,7 +185,9 @@ class DurableActor(DispatchActor):
         if only is not None:
             registrations = tuple(r for r in registrations if r in only)
         unfinished = (
-            self._dispatcher.dispatch(registrations, args, self.name, at, Meta(entry_id))
+            self._dispatcher.dispatch(
+                registrations, args, self.name, at, Meta(entry_id, None, headers or NO_HEADERS)
+            )
             if registrations
             else None
         )
@@ -189,6 +197,10 @@ class DurableActor(DispatchActor):
             self._advance(at)
             return None
         return _ThenAdvance(unfinished, self, at)
+
+    def behind(self) -> int | None:
+        """The position of the registration furthest behind (None: none placed)."""
+        return min((r.since for r in self._registrations() if r.since < DEAF), default=None)
 
     def _advance(self, at: int) -> None:
         """Every registration has now been given, or passed over, position ``at``."""
@@ -295,6 +307,8 @@ class DurableActor(DispatchActor):
                 for entry_id, payload in entries
                 if (at := position(entry_id)) > cursor
             ]
+            if fresh and fresh[-1][1] > self.newest:
+                self.newest = fresh[-1][1]
             for entry_id, at, payload in fresh:
                 if self.mailbox.closed:
                     return  # stopping: the rest is not delivered

@@ -44,6 +44,7 @@ from ..brokers.base import (
     Publisher,
 )
 from ..errors import ReplyError
+from ..policies.headers import NO_HEADERS
 from ..policies.streams import Retention
 from .callbacks import DEAF, Dispatcher, Meta, Outcome, Registration
 from .dispatch import DECODE_ERRORS, Decode, decode_failed
@@ -128,8 +129,8 @@ class GroupMember:
         self._claim_at = 0.0
         # Where the next claim scans the pending list from.
         self._cursor = "0-0"
-        # The last entry read: a group recreated (it was deleted) starts after it.
-        self._last_read: str | None = None
+        #: The last entry read: a group recreated (it was deleted) starts after it.
+        self.last_read: str | None = None
         # Seconds an entry takes, on average (None until the first one).
         self._pace: float | None = None
         self._leaving = False
@@ -242,7 +243,7 @@ class GroupMember:
                 self._more = True  # (set, never cleared here: a wake-up during the
                 # read is for entries it may not have seen)
             if entries:
-                self._last_read = entries[-1][0]
+                self.last_read = entries[-1][0]
                 await self._work([(entry_id, payload, 1) for entry_id, payload in entries])
             return
         await self._idle(self._claim_at - anyio.current_time())
@@ -282,7 +283,7 @@ class GroupMember:
                 return
 
     async def _recreate(self) -> None:
-        start = self._last_read or "$"
+        start = self.last_read or "$"
         try:
             created = await self._command(lambda p: p.group_create(self.channel, self.group, start))
         except ReplyError as exc:
@@ -335,6 +336,8 @@ class GroupMember:
         entry_id, payload, deliveries = job
         owner, stats = self.owner, self._stats
         stats.replayed += 1  # read from the log (its live copy was superseded)
+        if deliveries > 1:
+            stats.redeliveries += 1
         if deliveries > self.max_deliver:
             # Claimed from members that never acknowledged it (they died, or hung):
             # running it again could take this one down too.
@@ -345,7 +348,7 @@ class GroupMember:
             )
             return
         try:
-            key, args = self._decode(owner, payload)
+            key, args, headers = self._decode(owner, payload)
         except DECODE_ERRORS as exc:
             decode_failed(stats, self._logger, self.name, exc)
             await self._bury(job, f"undecodable: {exc}")  # it never will be
@@ -353,7 +356,7 @@ class GroupMember:
         called = failed = handed_back = counted = done = False
         error: Exception | None = None
         unfit: str | None = None
-        meta = Meta(entry_id, deliveries)
+        meta = Meta(entry_id, deliveries, headers or NO_HEADERS)
         for registration in self._registrations_for(key):
             if not registration.active or registration.since == DEAF:
                 continue  # removed, or its register() has not returned yet

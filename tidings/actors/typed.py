@@ -17,7 +17,7 @@ import anyio
 import msgspec
 import msgspec.inspect
 
-from .callbacks import Unfit
+from .callbacks import Unfit, Wrapper
 
 __all__ = ["UNFIT_LOG_INTERVAL", "Typed", "check_schema"]
 
@@ -68,20 +68,20 @@ def _custom_type(info: Any, seen: set[int]) -> Any:
     return None
 
 
-class Typed:
+class Typed(Wrapper):
     """``callback`` given its data converted to ``schema`` (msgspec's conversion).
 
     Raises:
         TypeError: at construction, for a type msgspec cannot convert to (naming it).
     """
 
-    __slots__ = ("_logger", "_quiet_until", "_unlogged", "_where", "callback", "schema")
+    __slots__ = ("_logger", "_quiet_until", "_unlogged", "_where", "schema")
 
     def __init__(
         self, callback: Callable[..., Any], schema: Any, logger: logging.Logger, where: str
     ) -> None:
         check_schema(schema)
-        self.callback = callback
+        super().__init__(callback)
         self.schema = schema
         self._logger = logger
         self._where = where
@@ -112,14 +112,6 @@ class Typed:
             more,
         )
         self._quiet_until, self._unlogged = now + UNFIT_LOG_INTERVAL, 0
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Typed):
-            return bool(self.callback == other.callback)
-        return bool(self.callback == other)
-
-    def __hash__(self) -> int:
-        return hash(self.callback)
 
     def __repr__(self) -> str:
         return f"{self.callback!r} (schema {_type_name(self.schema)})"

@@ -292,6 +292,9 @@ class Broker(abc.ABC):
     #: False where pattern subscriptions do not exist (sharded Redis Cluster).
     supports_patterns: bool = True
 
+    #: The messaging system, as telemetry names it (``messaging.system``).
+    system: str = "redis"
+
     #: The server in use when the URL does not say it (Sentinel: the master found),
     #: for status events; None otherwise.
     server: str | None = None

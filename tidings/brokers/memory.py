@@ -684,6 +684,8 @@ class _Log:
 class MemoryBroker(Broker):
     """Connections to one `Hub`."""
 
+    system = "memory"
+
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.url = f"memory://{hub.name}"
