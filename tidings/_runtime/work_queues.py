@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._options import Options
@@ -20,7 +20,7 @@ from .._stats import Counters
 from ..actors.callbacks import Dispatcher
 from ..actors.dispatch import Decode
 from ..actors.durable import DurableActor
-from ..actors.group import GroupMember
+from ..actors.group import GroupMember, Query
 from ..actors.router import Router
 from ..brokers.base import Publisher
 from ..policies.streams import Retention
@@ -29,7 +29,6 @@ from .channel import ChannelState
 
 __all__ = ["Groups"]
 
-Query = Callable[[str, Callable[[Publisher], Awaitable[Any]]], Awaitable[Any]]
 
 
 def consumer_name() -> str:

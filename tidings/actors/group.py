@@ -49,7 +49,7 @@ from ..policies.streams import Retention
 from .callbacks import DEAF, Dispatcher, Meta, Outcome, Registration
 from .dispatch import DECODE_ERRORS, Decode, decode_failed
 
-__all__ = ["MAX_BATCH", "GroupMember"]
+__all__ = ["MAX_BATCH", "GroupMember", "Query"]
 
 T = TypeVar("T")
 
