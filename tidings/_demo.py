@@ -36,65 +36,9 @@ async def demo(url: str = "memory://demo") -> int:
 
     async with channels:
         await channels.connect()
-
-        _say("\n1. callbacks on event patterns (globs), sync and async")
-        orders = _Countdown(3)
-
-        def on_any_order(channel: Channel, event: str, data: Any) -> None:
-            orders.tick()
-            _say(f"  orders/*          got {event!r} {data}")
-
-        async def on_created(channel: Channel, event: str, data: Any) -> None:
-            await anyio.lowlevel.checkpoint()  # an async callback may await
-            _say(f"  orders/created    got {event!r} {data}")
-
-        await channels.register("orders", "*", on_any_order)
-        await channels.register("orders", "created", on_created)
-        await channels.register(
-            "orders", "[a-c]*", lambda c, e, d: _say(f"  orders/[a-c]*     got {e!r}")
-        )
-        for event, data in (
-            ("created", {"id": 1}),
-            ("shipped", {"id": 1}),
-            ("cancelled", {"id": 2}),
-        ):
-            receivers = await channels.publish("orders", event, data)
-            _say(f"published orders/{event} to {receivers} subscriber(s)")
-        await orders.wait()
-
-        _say("\n2. async iteration")
-        async with channels.subscribe("payments", "settled") as events:
-            await channels.publish("payments", "refused", {"id": 7})  # no match: skipped
-            await channels.publish("payments", "settled", {"id": 8, "amount": 12.5})
-            async for ev in events:
-                _say(f"  iterator got {ev}")
-                break
-
-        _say("\n3. a failing callback is isolated, then removed")
-        delivered: list[int] = []
-        alerts_done = _Countdown(4)
-
-        def broken(channel: Channel, event: str, data: Any) -> None:
-            raise RuntimeError("this callback is broken")
-
-        def healthy(channel: Channel, event: str, data: Any) -> None:
-            delivered.append(data)
-            alerts_done.tick()
-
-        def one_shot(channel: Channel, event: str, data: Any) -> None:
-            _say(f"  one-shot callback got {data} and unregisters itself")
-            raise CallbackError
-
-        await channels.register("alerts", "*", broken)
-        await channels.register("alerts", "*", healthy)
-        await channels.register("alerts", "*", one_shot)
-        for n in range(4):
-            await channels.publish("alerts", "fired", n)
-        await alerts_done.wait()
-        alerts = channels.channel("alerts", create=False)
-        assert alerts is not None
-        _say(f"  the healthy callback got all of {delivered}")
-        _say(f"  'alerts' still has callbacks for {list(alerts.events)} (the healthy one)")
+        await _callbacks(channels)
+        await _iteration(channels)
+        await _failures(channels)
         stats = channels.stats()
         _say(
             f"\nstats: published={stats.published} delivered={stats.delivered} "
@@ -102,6 +46,71 @@ async def demo(url: str = "memory://demo") -> int:
         )
     _say("\ndone.")
     return 0
+
+
+async def _callbacks(channels: Channels) -> None:
+    _say("\n1. callbacks on event patterns (globs), sync and async")
+    orders = _Countdown(3)
+
+    def on_any_order(channel: Channel, event: str, data: Any) -> None:
+        orders.tick()
+        _say(f"  orders/*          got {event!r} {data}")
+
+    async def on_created(channel: Channel, event: str, data: Any) -> None:
+        await anyio.lowlevel.checkpoint()  # an async callback may await
+        _say(f"  orders/created    got {event!r} {data}")
+
+    await channels.register("orders", "*", on_any_order)
+    await channels.register("orders", "created", on_created)
+    await channels.register(
+        "orders", "[a-c]*", lambda c, e, d: _say(f"  orders/[a-c]*     got {e!r}")
+    )
+    for event, data in (
+        ("created", {"id": 1}),
+        ("shipped", {"id": 1}),
+        ("cancelled", {"id": 2}),
+    ):
+        receivers = await channels.publish("orders", event, data)
+        _say(f"published orders/{event} to {receivers} subscriber(s)")
+    await orders.wait()
+
+
+async def _iteration(channels: Channels) -> None:
+    _say("\n2. async iteration")
+    async with channels.subscribe("payments", "settled") as events:
+        await channels.publish("payments", "refused", {"id": 7})  # no match: skipped
+        await channels.publish("payments", "settled", {"id": 8, "amount": 12.5})
+        async for ev in events:
+            _say(f"  iterator got {ev}")
+            break
+
+
+async def _failures(channels: Channels) -> None:
+    _say("\n3. a failing callback is isolated, then removed")
+    delivered: list[int] = []
+    alerts_done = _Countdown(4)
+
+    def broken(channel: Channel, event: str, data: Any) -> None:
+        raise RuntimeError("this callback is broken")
+
+    def healthy(channel: Channel, event: str, data: Any) -> None:
+        delivered.append(data)
+        alerts_done.tick()
+
+    def one_shot(channel: Channel, event: str, data: Any) -> None:
+        _say(f"  one-shot callback got {data} and unregisters itself")
+        raise CallbackError
+
+    await channels.register("alerts", "*", broken)
+    await channels.register("alerts", "*", healthy)
+    await channels.register("alerts", "*", one_shot)
+    for n in range(4):
+        await channels.publish("alerts", "fired", n)
+    await alerts_done.wait()
+    alerts = channels.channel("alerts", create=False)
+    assert alerts is not None
+    _say(f"  the healthy callback got all of {delivered}")
+    _say(f"  'alerts' still has callbacks for {list(alerts.events)} (the healthy one)")
 
 
 class _Countdown:
