@@ -231,6 +231,31 @@ async def test_durable_channels_keep_their_logs_on_each_slot_owner(
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_idempotent_publishes_and_checkpoints_on_each_slot_owner(
+    cluster: RedisCluster, mode: dict[str, str], recorder: Recorder
+) -> None:
+    """The dedupe key shares its channel's slot (one script touches both), and a
+    named consumer's checkpoint is found on its own slot's owner."""
+    namespace = f"idem{uuid.uuid4().hex[:8]}"
+    url = cluster.url(namespace=namespace, **mode)
+    names = ["c0", "c1", "c2", "{tag}.c3"]
+    async with (
+        Channels(url, durable=names, **OPTIONS) as sender,
+        Channels(url, durable=names, **OPTIONS) as receiver,
+    ):
+        for name in names:
+            await receiver.register(name, "*", recorder, consumer="billing")
+        for name in names:
+            # (A classic cluster counts the receivers of the node it asked only.)
+            await sender.publish(name, "e", 1, key="k")
+            assert await sender.publish(name, "e", 2, key="k") == 0
+            await sender.publish(name, "e", 3)
+        await eventually(lambda: len(recorder.calls) == 2 * len(names))
+        assert sender.stats().deduplicated == len(names)
+        assert sorted(d for _, _, d in recorder.calls) == [1] * len(names) + [3] * len(names)
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_consumer_groups_share_work_and_dead_letter_on_a_cluster(
     cluster: RedisCluster, mode: dict[str, str]
 ) -> None:

@@ -48,6 +48,9 @@ class Options:
             raise `BrokerError` with the cause, instead of retrying in
             the background (a service that cannot start without its broker says
             so at once).
+        dedupe_window: seconds a ``publish(..., key=)`` on a durable channel is
+            remembered: a publish with the same key within it is dropped (the window
+            of the handler that published first applies).
         telemetry: ``False`` turns off the OpenTelemetry spans and metrics a
             `Channels` handler records when ``opentelemetry-api`` is installed (see
             the "Observability" page); without it there is nothing to turn off.
@@ -68,6 +71,7 @@ class Options:
     ack_wait: float = 30.0
     max_deliver: int = 5
     fail_fast: bool = False
+    dedupe_window: float = 120.0
     telemetry: bool = True
 
     def __post_init__(self) -> None:
@@ -79,6 +83,7 @@ class Options:
             "restart_window",
             "close_timeout",
             "recheck_interval",
+            "dedupe_window",
             "ack_wait",
         ):
             value = getattr(self, name)
@@ -148,4 +153,5 @@ class OptionArgs(TypedDict, total=False):
     ack_wait: float
     max_deliver: int
     fail_fast: bool
+    dedupe_window: float
     telemetry: bool

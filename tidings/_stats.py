@@ -45,6 +45,8 @@ class Stats:
         dead_lettered: events of consumer groups moved to the dead-letter stream.
         redeliveries: events of consumer groups delivered again (an earlier delivery
             failed, or was not acknowledged in time).
+        deduplicated: publishes with a ``key=`` published within the dedupe window
+            already: nothing was stored or delivered.
 
     With one callback (or iterator) per message, every message received ends as
     exactly one of: ``received == delivered + callback_errors + dropped + unrouted
@@ -69,6 +71,7 @@ class Stats:
     acked: int = 0
     dead_lettered: int = 0
     redeliveries: int = 0
+    deduplicated: int = 0
 
 
 _NAMES = tuple(f.name for f in fields(Stats))
@@ -101,6 +104,7 @@ class Counters:
     acked: int
     dead_lettered: int
     redeliveries: int
+    deduplicated: int
 
     def __init__(self) -> None:
         for name in _NAMES:

@@ -460,6 +460,7 @@ class Channels(Lifecycle):
         data: Any = None,
         *,
         headers: Mapping[str, str] | None = None,
+        key: str | None = None,
     ) -> int:
         """Publish ``event`` with ``data`` on ``channel``.
 
@@ -472,12 +473,21 @@ class Channels(Lifecycle):
         context travels there: with ``opentelemetry-api`` installed, the publish is a
         span whose context is added to the headers (see the "Observability" page).
 
+        ``key`` (durable channels) makes the publish idempotent: the first publish
+        of a key within ``dedupe_window`` seconds (option, default 120) is stored and
+        published; a repeat within the window, from any handler or process, stores
+        and delivers nothing and returns 0 (counted in ``Stats.deduplicated``). The
+        check and the append are one atomic step on the broker, so a producer may
+        retry a `PublishError` with the same key safely.
+
         Returns:
-            How many subscriptions the broker delivered it to.
+            How many subscriptions the broker delivered it to (0 for a repeated
+            ``key``).
 
         Raises:
-            ValueError: an empty or non-str channel or event name, or an empty header
-                name or one starting with ``tidings-`` (tidings' own).
+            ValueError: an empty or non-str channel or event name, an empty header
+                name or one starting with ``tidings-`` (tidings' own), or ``key`` on
+                a channel that is not durable, or an empty one.
             TypeError: ``data`` cannot be encoded by the protocol, or ``headers`` is
                 not a mapping of str to str.
             RuntimeError: not running, or closed.
@@ -488,7 +498,14 @@ class Channels(Lifecycle):
         if type(event) is not str or not event:
             check_name(event, "event name")  # raises, naming the bad value
         checked = check_headers(headers) if headers is not None else None
-        return await self._producer.publish(broker_name, name, event, data, checked)
+        if key is not None:
+            check_name(key, "idempotency key")
+            if broker_name not in self._durable:
+                raise ValueError(
+                    f"key={key!r} needs a durable channel, and {name!r} is not one "
+                    "(name it in Channels(durable=...))"
+                )
+        return await self._producer.publish(broker_name, name, event, data, checked, key)
 
     def stats(self) -> Stats:
         """A snapshot of the counters (status events counted apart, in ``status_events``)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..brokers.base import Dedupe
 from ..policies.streams import Retention
 from ..protocols import Codec
 from .lifecycle import Runtime
@@ -22,7 +23,7 @@ __all__ = ["Producer"]
 class Producer:
     """Sends a handler's events."""
 
-    __slots__ = ("_connection", "_durable", "_encode", "_runtime", "telemetry")
+    __slots__ = ("_connection", "_durable", "_encode", "_runtime", "_window", "telemetry")
 
     def __init__(
         self,
@@ -35,6 +36,7 @@ class Producer:
         self._connection = runtime.connection
         self._encode = protocol.encode
         self._durable = durable
+        self._window = runtime.options.dedupe_window
         #: The handler's telemetry, or None (then nothing is traced).
         self.telemetry = telemetry
 
@@ -45,15 +47,16 @@ class Producer:
         event: str,
         data: Any,
         headers: dict[str, str] | None,
+        key: str | None = None,
     ) -> int:
         """Publish checked arguments; the receiver count (see `Channels.publish()`)."""
         telemetry = self.telemetry
         if telemetry is None:
-            return await self.send(broker_name, name, event, data, headers)
+            return await self.send(broker_name, name, event, data, headers, key)
         return await telemetry.publish(
             broker_name,
             headers,
-            lambda traced: self.send(broker_name, name, event, data, traced),
+            lambda traced: self.send(broker_name, name, event, data, traced, key),
         )
 
     async def send(
@@ -63,6 +66,7 @@ class Producer:
         event: str,
         data: Any,
         headers: dict[str, str] | None,
+        key: str | None = None,
     ) -> int:
         """Encode and send one event (no span)."""
         envelope = {"channel": name, "event": event, "data": data}
@@ -75,5 +79,6 @@ class Producer:
         if self._durable:
             retention = self._durable.get(broker_name)
             if retention is not None:
-                return await self._connection.publish(broker_name, payload, retention)
+                dedupe = Dedupe(key, self._window) if key is not None else None
+                return await self._connection.publish(broker_name, payload, retention, dedupe)
         return await self._connection.publish(broker_name, payload)

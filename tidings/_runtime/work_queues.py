@@ -30,7 +30,6 @@ from .channel import ChannelState
 __all__ = ["Groups"]
 
 
-
 def consumer_name() -> str:
     """A consumer name no other handler uses: readable in ``XINFO CONSUMERS``."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"

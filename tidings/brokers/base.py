@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import anyio
 
@@ -35,6 +36,7 @@ __all__ = [
     "Broker",
     "Claimed",
     "ConnectionLost",
+    "Dedupe",
     "Deliver",
     "Entry",
     "Job",
@@ -42,7 +44,10 @@ __all__ = [
     "Publisher",
     "Subscriber",
     "dead_key",
+    "dedupe_key",
+    "legacy_position_key",
     "position_key",
+    "side_key",
 ]
 
 #: ``(channel, payload)`` as received on a subscriber connection.
@@ -75,10 +80,46 @@ def dead_key(channel: str) -> str:
     return f"{channel}:dead"
 
 
+def side_key(channel: str, kind: str, name: str) -> str:
+    """A key of tidings' own beside a durable channel's log (a checkpoint, an
+    idempotency key): ``<channel>::<kind>::[{<channel>}::]<name>``.
+
+    - It starts with the channel's name, so that the namespace's ACL key patterns
+      (``~shop:*``) cover it.
+    - It is never a channel's name: it has an empty segment (``::``), which no
+      channel name may have.
+    - On a cluster it lives in the channel's slot, so that one script may touch both:
+      its first hash tag is the channel's own, or, for a channel without one (whose
+      whole name is hashed), the channel's name in braces.
+    """
+    start = channel.find("{")
+    if start != -1 and channel.find("}", start + 1) > start + 1:
+        return f"{channel}::{kind}::{name}"
+    return f"{channel}::{kind}::{{{channel}}}::{name}"
+
+
 def position_key(channel: str, consumer: str) -> str:
-    """The key holding a named consumer's checkpoint: under the channel's name, so
-    that the namespace's ACL key patterns cover it."""
+    """The key holding a named consumer's checkpoint (see `side_key()`)."""
+    return side_key(channel, "checkpoint", consumer)
+
+
+def legacy_position_key(channel: str, consumer: str) -> str:
+    """Where releases before 0.2 kept a checkpoint (it could collide with a channel
+    named ``<channel>:checkpoint:<consumer>``): read when the new key is missing."""
     return f"{channel}:checkpoint:{consumer}"
+
+
+def dedupe_key(channel: str, key: str) -> str:
+    """The key remembering an idempotency key of a durable channel (see `side_key()`)."""
+    return side_key(channel, "dedupe", key)
+
+
+class Dedupe(NamedTuple):
+    """An idempotent publish: its key, and for how long a repeat is dropped."""
+
+    key: str
+    #: Seconds the key is remembered (the window of the first publish applies).
+    window: float
 
 
 #: Receives each batch the subscriber reads; may wait (that is back-pressure).
@@ -185,12 +226,18 @@ class Publisher(abc.ABC):
         """Publish; return how many subscriptions received the message."""
 
     @abc.abstractmethod
-    async def append(self, channel: str, payload: bytes, retention: Retention) -> tuple[str, int]:
+    async def append(
+        self, channel: str, payload: bytes, retention: Retention, dedupe: Dedupe | None = None
+    ) -> tuple[str | None, int]:
         """Store ``payload`` in the log of a durable channel (trimmed to ``retention``)
         and publish ``b"<id> " + payload`` on the channel, as one atomic step.
 
+        With ``dedupe``, it does nothing if its key was published within its window
+        (by anyone: the key is kept by the broker), as part of the same step.
+
         Returns:
-            The entry's id and how many subscriptions received the message.
+            The entry's id and how many subscriptions received the message; ``(None,
+            0)`` when ``dedupe`` found its key.
         """
 
     @abc.abstractmethod

@@ -36,11 +36,13 @@ from .base import (
     Broker,
     Claimed,
     ConnectionLost,
+    Dedupe,
     Deliver,
     Entry,
     Publisher,
     Subscriber,
     dead_key,
+    legacy_position_key,
     position_key,
 )
 from .connection import (
@@ -311,8 +313,12 @@ class ClusterPublisher(Publisher):
     # the channel's name, so the live message hashes to the same slot), in both
     # modes; classic mode's PUBLISH from there reaches every node.
 
-    async def append(self, channel: str, payload: bytes, retention: Retention) -> tuple[str, int]:
-        return await self._on_owner(channel, lambda p: p.append(channel, payload, retention))
+    async def append(
+        self, channel: str, payload: bytes, retention: Retention, dedupe: Dedupe | None = None
+    ) -> tuple[str | None, int]:
+        return await self._on_owner(
+            channel, lambda p: p.append(channel, payload, retention, dedupe)
+        )
 
     async def read(self, channel: str, start: str, count: int) -> list[Entry]:
         return await self._on_owner(channel, lambda p: p.read(channel, start, count))
@@ -321,8 +327,16 @@ class ClusterPublisher(Publisher):
         return await self._on_owner(channel, lambda p: p.tail(channel))
 
     async def load_position(self, channel: str, consumer: str) -> str | None:
-        key = position_key(channel, consumer)
-        return await self._on_owner(key, lambda p: p.load_position(channel, consumer))
+        # The two keys (see RedisPublisher.load_position) may live on two nodes.
+        for key in (position_key(channel, consumer), legacy_position_key(channel, consumer)):
+
+            async def get(publisher: RedisPublisher, key: str = key) -> str | None:
+                return await publisher.get_id(key)
+
+            found = await self._on_owner(key, get)
+            if found is not None:
+                return found
+        return None
 
     async def save_position(self, channel: str, consumer: str, entry_id: str) -> None:
         key = position_key(channel, consumer)

@@ -33,6 +33,7 @@ from ..policies.streams import Retention, StreamId, format_id, parse_id
 from .base import (
     Broker,
     Claimed,
+    Dedupe,
     Deliver,
     Entry,
     Job,
@@ -40,6 +41,7 @@ from .base import (
     Publisher,
     Subscriber,
     dead_key,
+    dedupe_key,
     position_key,
 )
 
@@ -72,6 +74,8 @@ class Hub:
         self._dead: dict[str, _Log] = {}
         #: Named consumers' checkpoints (Redis: plain keys), by key.
         self.positions: dict[str, str] = {}
+        # Idempotency keys remembered (Redis: keys with an expiry) -> until when.
+        self._dedupe: dict[str, float] = {}
         self._patterns: dict[str, tuple[Callable[[str], bool], set[_MemorySubscriber]]] = {}
         self._connections: set[_MemorySubscriber | _MemoryPublisher] = set()
 
@@ -120,10 +124,19 @@ class Hub:
         return received
 
     def append(
-        self, channel: str, payload: bytes, retention: Retention, *, live: bool = True
-    ) -> tuple[str, int]:
+        self,
+        channel: str,
+        payload: bytes,
+        retention: Retention,
+        dedupe: Dedupe | None = None,
+        *,
+        live: bool = True,
+    ) -> tuple[str | None, int]:
         """XADD (trimmed to ``retention``) and PUBLISH ``"<id> <payload>"``, at once
-        (``live=False``: no PUBLISH, as a producer that only writes the stream)."""
+        (``live=False``: no PUBLISH, as a producer that only writes the stream); with
+        ``dedupe``, nothing at all if its key is remembered (see `Publisher.append`)."""
+        if dedupe is not None and not self._remember(dedupe_key(channel, dedupe.key), dedupe):
+            return None, 0
         log = self._logs.get(channel)
         if log is None:
             log = self._logs[channel] = _Log()
@@ -133,6 +146,17 @@ class Hub:
         if not live:
             return entry, 0
         return entry, self.publish(channel, b"%s %s" % (entry.encode(), payload))
+
+    def _remember(self, key: str, dedupe: Dedupe) -> bool:
+        """SET key NX PX window: True if the key was not remembered (now it is)."""
+        now = time.monotonic()
+        until = self._dedupe.get(key)
+        if until is not None and until > now:
+            return False
+        if len(self._dedupe) >= 1024:  # forget the expired ones now and then
+            self._dedupe = {k: t for k, t in self._dedupe.items() if t > now}
+        self._dedupe[key] = now + dedupe.window
+        return True
 
     def read(self, channel: str, start: str, count: int) -> list[Entry]:
         """XRANGE channel start + COUNT count."""
@@ -522,12 +546,14 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
             await cancel_shielded_checkpoint()
         return received
 
-    async def append(self, channel: str, payload: bytes, retention: Retention) -> tuple[str, int]:
+    async def append(
+        self, channel: str, payload: bytes, retention: Retention, dedupe: Dedupe | None = None
+    ) -> tuple[str | None, int]:
         await checkpoint_if_cancelled()
         self.check()
         if self.hub.allowed_channels is not None:
             self.hub.check_allowed((channel,))
-        appended = self.hub.append(channel, payload, retention)
+        appended = self.hub.append(channel, payload, retention, dedupe)
         await cancel_shielded_checkpoint()
         return appended
 

@@ -34,12 +34,15 @@ from .base import (
     Broker,
     Claimed,
     ConnectionLost,
+    Dedupe,
     Deliver,
     Entry,
     Message,
     Publisher,
     Subscriber,
     dead_key,
+    dedupe_key,
+    legacy_position_key,
     position_key,
 )
 from .connection import (
@@ -485,22 +488,38 @@ class RedisPublisher(Publisher):
         received: int = await self._execute(encode_publish(name, payload), is_int, "PUBLISH")
         return received
 
-    async def append(self, channel: str, payload: bytes, retention: Retention) -> tuple[str, int]:
+    async def append(
+        self, channel: str, payload: bytes, retention: Retention, dedupe: Dedupe | None = None
+    ) -> tuple[str | None, int]:
         max_len = b"" if retention.max_len is None else b"%d" % retention.max_len
         max_age = b"" if retention.max_age is None else b"%d" % int(retention.max_age * 1000)
+        window = b"%d" % max(int(dedupe.window * 1000), 1) if dedupe is not None else b""
         if self._scripting:
-            args = (channel, payload, max_len, max_age, self.publish_verb)
+            keys: tuple[str, ...] = (channel,)
+            if dedupe is not None:
+                keys = (channel, dedupe_key(channel, dedupe.key))
+            args: tuple[bytes | str | int, ...] = (
+                len(keys),
+                *keys,
+                payload,
+                max_len,
+                max_age,
+                self.publish_verb,
+                window,
+            )
             try:
-                reply = await self.execute("EVALSHA", APPEND.sha, 1, *args, check=_is_appended)
+                reply = await self.execute("EVALSHA", APPEND.sha, *args, check=_is_appended)
             except ReplyError as exc:
                 if exc.code == "NOSCRIPT":  # a restarted or failed-over server
-                    reply = await self.execute("EVAL", APPEND.source, 1, *args, check=_is_appended)
+                    reply = await self.execute("EVAL", APPEND.source, *args, check=_is_appended)
                 elif exc.code == "NOPERM":
                     reply = None
                     self._scripting = False
                     _logger.warning(
                         "%s: scripts are not allowed (%s); durable publishes take two "
-                        "commands, XADD then %s, and are no longer atomic",
+                        "commands, XADD then %s, and are no longer atomic (an "
+                        "idempotent publish whose append fails after its key was "
+                        "recorded is lost: a retry with the key is taken for a repeat)",
                         self._connection.url,
                         exc,
                         self.publish_verb,
@@ -508,7 +527,13 @@ class RedisPublisher(Publisher):
                 else:
                     raise
             if reply is not None:
-                return reply[0].decode("ascii"), reply[1]
+                return (reply[0].decode("ascii") or None), reply[1]
+        if dedupe is not None:
+            fresh = await self.execute(
+                "SET", dedupe_key(channel, dedupe.key), "1", "NX", "PX", window, check=_is_set_nx
+            )
+            if fresh is None:
+                return None, 0
         trim = ("MAXLEN", "~", max_len) if max_len else ()
         entry = await self.execute("XADD", channel, *trim, "*", "envelope", payload, check=_is_id)
         if max_age:
@@ -528,7 +553,14 @@ class RedisPublisher(Publisher):
         return reply[0][0].decode("ascii") if reply else None
 
     async def load_position(self, channel: str, consumer: str) -> str | None:
-        reply = await self.execute("GET", position_key(channel, consumer), check=_is_optional_id)
+        found = await self.get_id(position_key(channel, consumer))
+        if found is None:  # saved by a release before 0.2, maybe (the next save moves it)
+            found = await self.get_id(legacy_position_key(channel, consumer))
+        return found
+
+    async def get_id(self, key: str) -> str | None:
+        """The stream id kept under ``key`` (None: no such key)."""
+        reply = await self.execute("GET", key, check=_is_optional_id)
         return reply.decode("ascii") if reply is not None else None
 
     async def save_position(self, channel: str, consumer: str, entry_id: str) -> None:
@@ -670,6 +702,9 @@ class _Script:
 #: hash slot). ARGV: envelope, max_len or "", max_age in ms or "", the publish verb.
 APPEND = _Script(
     """
+if KEYS[2] and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5]) then
+  return {'', 0}
+end
 local id
 if ARGV[2] ~= '' then
   id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'envelope', ARGV[1])
@@ -684,6 +719,10 @@ end
 return {id, redis.call(ARGV[4], KEYS[1], id .. ' ' .. ARGV[1])}
 """
 )
+
+
+def _is_set_nx(reply: object) -> bool:
+    return reply is None or reply == b"OK"
 
 
 def _is_appended(reply: object) -> bool:

@@ -26,6 +26,7 @@ from ..brokers.base import (
     CONNECTION_ERRORS,
     Broker,
     ConnectionLost,
+    Dedupe,
     Deliver,
     Publisher,
     Subscriber,
@@ -326,10 +327,15 @@ class ConnectionSupervisor:
     # -- commands ---------------------------------------------------------------------
 
     async def publish(
-        self, channel: str, payload: bytes, retention: Retention | None = None
+        self,
+        channel: str,
+        payload: bytes,
+        retention: Retention | None = None,
+        dedupe: Dedupe | None = None,
     ) -> int:
         """Publish, waiting up to ``publish_timeout`` for a connection; with a
-        ``retention``, store it in the channel's log too (a durable channel).
+        ``retention``, store it in the channel's log too (a durable channel), unless
+        ``dedupe`` finds its key published within its window (then it returns 0).
 
         Raises:
             PublishError: no connection in time, closed, or lost while publishing.
@@ -341,7 +347,10 @@ class ConnectionSupervisor:
             if retention is None:
                 received = await publisher.publish(channel, payload)
             else:
-                _, received = await publisher.append(channel, payload, retention)
+                entry, received = await publisher.append(channel, payload, retention, dedupe)
+                if entry is None:  # its key was published within the window: a repeat
+                    self._stats.deduplicated += 1
+                    return 0
         except ReplyError as exc:  # refused: the connection itself is fine
             self._stats.publish_errors += 1
             raise PublishError(f"the broker refused the publish to {channel!r}: {exc}") from exc
