@@ -50,6 +50,8 @@ def _fresh_namespace() -> None:
 def handler(broker: Harness, **options: Any) -> Channels:
     options.setdefault("durable", {"jobs": Retention(max_len=100_000)})
     options.setdefault("backoff", FAST)
+    # The mechanics of failure here; retry schedules have tests of their own.
+    options.setdefault("retry_backoff", None)
     return Channels(broker.store(), namespace=NS, **options)
 
 

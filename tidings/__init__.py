@@ -26,6 +26,7 @@ from .errors import CallbackError as CallbackError
 from .errors import ProtocolError as ProtocolError
 from .errors import PublishError as PublishError
 from .errors import ReplyError as ReplyError
+from .errors import Retry as Retry
 from .errors import TidingsError as TidingsError
 from .policies.backoff import Backoff as Backoff
 from .policies.streams import DEFAULT_RETENTION as DEFAULT_RETENTION
@@ -57,6 +58,7 @@ __all__ = [
     "PublishError",
     "ReplyError",
     "Retention",
+    "Retry",
     "Stats",
     "StatusType",
     "Store",

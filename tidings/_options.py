@@ -10,7 +10,10 @@ from typing import Any, TypedDict
 from .actors.mailbox import Overflow
 from .policies.backoff import Backoff
 
-__all__ = ["OptionArgs", "Options"]
+__all__ = ["DEFAULT_RETRY_BACKOFF", "OptionArgs", "Options"]
+
+#: The default ``retry_backoff``: 1 s, 2 s, 4 s... up to a minute, no jitter.
+DEFAULT_RETRY_BACKOFF = Backoff(initial=1.0, factor=2.0, cap=60.0, jitter=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,10 @@ class Options:
             raise `BrokerError` with the cause, instead of retrying in
             the background (a service that cannot start without its broker says
             so at once).
+        retry_backoff: when a consumer group's callback fails (or raises
+            `tidings.Retry` without a delay), the event is delivered again, to any
+            member, no earlier than this back-off's delay for that attempt (default
+            1 s, doubling up to 60 s, no jitter); None delivers it again at once.
         dedupe_window: seconds a ``publish(..., key=)`` on a durable channel is
             remembered: a publish with the same key within it is dropped (the window
             of the handler that published first applies).
@@ -71,6 +78,7 @@ class Options:
     ack_wait: float = 30.0
     max_deliver: int = 5
     fail_fast: bool = False
+    retry_backoff: Backoff | None = field(default_factory=lambda: DEFAULT_RETRY_BACKOFF)
     dedupe_window: float = 120.0
     telemetry: bool = True
 
@@ -114,6 +122,11 @@ class Options:
             raise ValueError(f"option overflow must be 'drop' or 'block', got {self.overflow!r}")
         if not isinstance(self.backoff, Backoff):
             raise TypeError(f"option backoff must be a tidings.Backoff, got {self.backoff!r}")
+        if self.retry_backoff is not None and not isinstance(self.retry_backoff, Backoff):
+            raise TypeError(
+                f"option retry_backoff must be a tidings.Backoff or None, "
+                f"got {self.retry_backoff!r}"
+            )
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> Options:
@@ -153,5 +166,6 @@ class OptionArgs(TypedDict, total=False):
     ack_wait: float
     max_deliver: int
     fail_fast: bool
+    retry_backoff: Backoff | None
     dedupe_window: float
     telemetry: bool

@@ -45,6 +45,8 @@ class Stats:
         dead_lettered: events of consumer groups moved to the dead-letter stream.
         redeliveries: events of consumer groups delivered again (an earlier delivery
             failed, or was not acknowledged in time).
+        retries: events of consumer groups whose callback raised `tidings.Retry`
+            (delivered again later).
         deduplicated: publishes with a ``key=`` published within the dedupe window
             already: nothing was stored or delivered.
 
@@ -71,6 +73,7 @@ class Stats:
     acked: int = 0
     dead_lettered: int = 0
     redeliveries: int = 0
+    retries: int = 0
     deduplicated: int = 0
 
 
@@ -104,6 +107,7 @@ class Counters:
     acked: int
     dead_lettered: int
     redeliveries: int
+    retries: int
     deduplicated: int
 
     def __init__(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar, Unpack, overload
 
 from ._options import OptionArgs, Options
 from ._runtime.channel import Channel
+from ._runtime.dead_letters import DeadLetters
 from ._runtime.events import Event, Events, iterate, work
 from ._runtime.lifecycle import Lifecycle, Runtime
 from ._runtime.producer import Producer
@@ -29,7 +30,14 @@ from .brokers.urls import display
 from .policies.headers import check_headers
 from .policies.names import Namespace, check_name, check_namespace
 from .policies.status import StatusType
-from .policies.streams import DEFAULT_RETENTION, Retention, position, start_after
+from .policies.streams import (
+    DEFAULT_RETENTION,
+    Retention,
+    format_id,
+    parse_id,
+    position,
+    start_after,
+)
 from .protocols import Codec, Json
 from .store import Store, create_store
 
@@ -105,6 +113,7 @@ class Channels(Lifecycle):
         self._producer = Producer(
             self._runtime, self._protocol, self._durable, self._registry.telemetry
         )
+        self._dead = DeadLetters(self._runtime, self._protocol, self._namespace, self._durable)
 
     def _check_protocol(self) -> None:
         """Refuse, up front, a codec that cannot encode an event envelope: every
@@ -507,9 +516,94 @@ class Channels(Lifecycle):
                 )
         return await self._producer.publish(broker_name, name, event, data, checked, key)
 
+    # -- dead letters ---------------------------------------------------------------------
+
+    async def dead_letters(self, channel: str, count: int = 100) -> list[Event[Any]]:
+        """The newest ``count`` dead letters of a durable channel, newest last.
+
+        A consumer group moves an event that failed its ``max_deliver``-th delivery
+        (or could not be decoded) to the channel's dead letters. Each comes back as
+        an `Event`: ``id`` is the dead letter's own id (give it to `requeue_dead()`
+        or `purge_dead()`), ``event`` and ``data`` are the original ones, and
+        ``headers`` are the event's own plus ``tidings-original-id`` (the id of the
+        event's entry in the log), ``tidings-group``, ``tidings-deliveries`` and
+        ``tidings-error`` (why it was buried). A dead letter that cannot be decoded
+        has ``event`` ``""`` and its stored bytes as ``data``.
+
+        Raises:
+            ValueError: a channel that is not durable, or ``count`` not an int >= 1.
+            RuntimeError: not running, or closed.
+            BrokerError: the broker could not be reached, or refused.
+        """
+        broker_name = self._dead_channel(channel)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be an int >= 1, got {count!r}")
+        return await self._dead.show(broker_name, count)
+
+    async def requeue_dead(self, channel: str, ids: Iterable[str] | None = None) -> int:
+        """Give dead letters of a durable channel another chance: each is appended
+        to the channel's log as a new event, for the group it died in, and removed
+        from the dead letters (``ids=None``: all of them).
+
+        The new event carries the original's event, data and headers, plus
+        ``tidings-requeued-for: <group>``: members of that group run it (its
+        delivery count starts over), members of other groups acknowledge it
+        without running it, and durable subscribers outside groups skip it. It is
+        appended before the dead letter is removed, so a failure in between leaves
+        it in both places (run twice, never lost). A dead letter that cannot be
+        decoded stays where it is.
+
+        Returns:
+            How many were requeued (unknown ids are ignored).
+
+        Raises:
+            ValueError: a channel that is not durable, or an id that is not a stream
+                id.
+            TypeError: ``ids`` is not an iterable of ids.
+            RuntimeError: not running, or closed.
+            PublishError: the log could not be appended to.
+            BrokerError: the dead letters could not be read or removed.
+        """
+        broker_name = self._dead_channel(channel)
+        return await self._dead.requeue(broker_name, _stream_ids(ids))
+
+    async def purge_dead(self, channel: str, ids: Iterable[str] | None = None) -> int:
+        """Delete dead letters of a durable channel (``ids=None``: all of them).
+
+        Returns:
+            How many were deleted (unknown ids are ignored).
+
+        Raises:
+            ValueError: a channel that is not durable, or an id that is not a stream
+                id.
+            TypeError: ``ids`` is not an iterable of ids.
+            RuntimeError: not running, or closed.
+            BrokerError: the broker could not be reached, or refused.
+        """
+        broker_name = self._dead_channel(channel)
+        return await self._dead.purge(broker_name, _stream_ids(ids))
+
+    def _dead_channel(self, channel: str) -> str:
+        broker_name, name = self._namespace.names(channel)
+        if broker_name not in self._durable:
+            raise ValueError(
+                f"dead letters are kept for durable channels, and {name!r} is not one "
+                "(name it in Channels(durable=...))"
+            )
+        return broker_name
+
     def stats(self) -> Stats:
         """A snapshot of the counters (status events counted apart, in ``status_events``)."""
         return self._registry.stats()
+
+
+def _stream_ids(ids: Iterable[str] | None) -> list[str] | None:
+    """Dead-letter ids, checked (before any I/O) and written in full (``"1-0"``)."""
+    if ids is None:
+        return None
+    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+        raise TypeError(f"ids must be an iterable of dead-letter ids, not {ids!r:.80}")
+    return list(dict.fromkeys(format_id(parse_id(i, "dead-letter id")) for i in ids))
 
 
 def open_channels(

@@ -6,6 +6,8 @@
     tidings publish orders created '{"id": 1}'  # prints how many received it
     echo '{"id": 2}' | tidings publish orders created -
     tidings channels 'ord*'                     # active channels and subscribers
+    tidings inspect orders                      # a durable channel's log, groups, dead letters
+    tidings dead orders --requeue               # a durable channel's dead letters
     tidings demo
 
 The store URL comes from ``--url``, else ``$TIDINGS_URL``, else
@@ -27,10 +29,13 @@ from typing import Any, TextIO
 import anyio
 
 from . import __version__
+from ._runtime.lifecycle import runtime_of
+from .brokers.base import GroupInfo, Publisher, StreamInfo, dead_key
 from .channels import Channel, Channels
 from .errors import TidingsError
 from .policies.names import Namespace, check_name
 from .policies.status import StatusType
+from .policies.streams import Retention, parse_id
 from .pubsub import PubSub
 from .store import create_store
 
@@ -109,6 +114,40 @@ def _parser() -> argparse.ArgumentParser:
         description="List channels with subscribers on the broker (within --namespace).",
     )
     channels.add_argument("pattern", nargs="?", default="*", help="a glob (default: *)")
+
+    inspect = commands.add_parser(
+        "inspect",
+        parents=[common],
+        help="show a durable channel's log, groups and dead letters (or list the logs)",
+        description="Show a durable channel's log (length, first and last id), its "
+        "consumer groups and their consumers, and its dead letters. Without CHANNEL, "
+        "list the durable channels' logs within --namespace.",
+    )
+    inspect.add_argument("channel", nargs="?", default=None, help="a durable channel")
+
+    dead = commands.add_parser(
+        "dead",
+        parents=[common],
+        help="list, requeue or purge a durable channel's dead letters",
+        description="List the newest dead letters of a durable channel (one line each: "
+        "id, event, group, deliveries, error). --requeue appends them to the channel's "
+        "log again, for the group each died in; --purge deletes them; both act on the "
+        "--id given, else on all of them, and print how many.",
+    )
+    dead.add_argument("channel", help="a durable channel")
+    action = dead.add_mutually_exclusive_group()
+    action.add_argument("--requeue", action="store_true", help="requeue them")
+    action.add_argument("--purge", action="store_true", help="delete them")
+    dead.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        metavar="ID",
+        help="a dead letter's id (repeatable; with --requeue or --purge; default: all)",
+    )
+    dead.add_argument(
+        "--count", type=int, default=100, help="how many to list, the newest (default 100)"
+    )
 
     commands.add_parser(
         "demo",
@@ -222,6 +261,150 @@ async def _channels(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+async def _dead(args: argparse.Namespace, out: TextIO) -> int:
+    if args.ids is not None and not (args.requeue or args.purge):
+        raise CommandError("--id goes with --requeue or --purge", EXIT_USAGE)
+    if args.count < 1:
+        raise CommandError(f"--count must be at least 1, got {args.count}", EXIT_USAGE)
+    for entry_id in args.ids or ():
+        parse_id(entry_id, "--id")  # a bad one is a usage error, found before connecting
+    # No retention of its own: a requeue appends without trimming the log (the
+    # publishers' next publish trims it as they declare).
+    channels = Channels(
+        args.url,
+        namespace=args.namespace,
+        durable={args.channel: Retention()},
+        publish_timeout=args.timeout,
+    )
+    async with channels:
+        await _connected(channels, args.timeout)
+        if args.requeue:
+            print(await channels.requeue_dead(args.channel, args.ids), file=out)
+            return 0
+        if args.purge:
+            print(await channels.purge_dead(args.channel, args.ids), file=out)
+            return 0
+        letters = await channels.dead_letters(args.channel, args.count)
+    rows = [
+        (
+            letter.id or "",
+            letter.event,
+            letter.headers.get("tidings-group", ""),
+            letter.headers.get("tidings-deliveries", ""),
+            " ".join(letter.headers.get("tidings-error", "").split()),
+        )
+        for letter in letters
+    ]
+    _table(out, ("ID", "EVENT", "GROUP", "DELIVERIES", "ERROR"), rows, right={3})
+    return 0
+
+
+#: Runs a command on a handler's command connection (``ConnectionSupervisor.query``).
+Query = Callable[[str, Callable[[Publisher], Awaitable[Any]]], Awaitable[Any]]
+
+
+async def _inspect(args: argparse.Namespace, out: TextIO) -> int:
+    channels = Channels(args.url, namespace=args.namespace, publish_timeout=args.timeout)
+    namespace = Namespace(channels.namespace)
+    key = None if args.channel is None else namespace.broker_name(args.channel)  # checked now
+    async with channels:
+        await _connected(channels, args.timeout)
+        query: Query = runtime_of(channels).connection.query
+        if key is None:
+            rows = await _logs(query, namespace)
+        else:
+            log, dead, groups = await _log(query, key)
+    if key is None:
+        _table(out, ("CHANNEL", "LENGTH", "GROUPS", "DEAD"), rows, right={1, 2, 3})
+        return 0
+    if log is None and dead is None:
+        raise CommandError(
+            f"no log at {key!r}: {args.channel!r} is not a durable channel here "
+            "(or nothing was published to it yet)"
+        )
+    for label, value in (
+        ("channel", args.channel),
+        ("stream", key),
+        ("length", log.length if log is not None else 0),
+        ("first id", log.first_id if log is not None and log.first_id else "-"),
+        ("last id", log.last_id if log is not None and log.last_id else "-"),
+        ("retention", "as the publishers declare it"),
+        ("dead letters", dead.length if dead is not None else 0),
+    ):
+        print(f"{label:<13} {value}", file=out)
+    print(file=out)
+    _table(
+        out,
+        ("GROUP", "CONSUMERS", "PENDING", "LAG", "LAST-DELIVERED"),
+        [
+            (g.name, str(len(g.consumers)), str(g.pending), _maybe(g.lag), g.last_delivered)
+            for g in groups
+        ],
+        right={1, 2, 3},
+    )
+    print(file=out)
+    consumers = [
+        (g.name, c.name, str(c.pending), "?" if c.idle is None else f"{c.idle:.1f}s")
+        for g in groups
+        for c in g.consumers
+    ]
+    _table(out, ("GROUP", "CONSUMER", "PENDING", "IDLE"), consumers, right={2, 3})
+    return 0
+
+
+async def _log(
+    query: Query, key: str
+) -> tuple[StreamInfo | None, StreamInfo | None, list[GroupInfo]]:
+    """A durable channel's log, its dead letters' stream and its groups."""
+    log = await query(f"inspect {key!r}", lambda p: p.stream_info(key))
+    dead = await query(f"inspect {dead_key(key)!r}", lambda p: p.stream_info(dead_key(key)))
+    groups = await query(f"inspect the groups of {key!r}", lambda p: p.group_info(key))
+    return log, dead, groups
+
+
+async def _logs(query: Query, namespace: Namespace) -> list[tuple[str, str, str, str]]:
+    """A row for each durable channel's log under the namespace: its name, length,
+    groups and dead letters."""
+    prefix = f"{namespace.name}:" if namespace.name else ""
+    match = _glob_escape(prefix) + "*"
+    rows = []
+    for key in await query("list the streams", lambda p: p.scan_streams(match)):
+        if key.endswith(":dead") or "::" in key:
+            continue  # dead letters, and tidings' own keys
+        log, dead, groups = await _log(query, key)
+        rows.append(
+            (
+                namespace.user_name(key),
+                str(log.length if log is not None else 0),
+                str(len(groups)),
+                str(dead.length if dead is not None else 0),
+            )
+        )
+    return rows
+
+
+def _maybe(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def _table(
+    out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
+) -> None:
+    """Print aligned columns (the last one as it is)."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        cells = [
+            cell if i == len(row) - 1 else cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip(), file=out)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
@@ -246,6 +429,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def run() -> Awaitable[int]:
             return _publish(args, sys.stdout, sys.stdin)
+    elif args.command == "dead":
+
+        def run() -> Awaitable[int]:
+            return _dead(args, sys.stdout)
+    elif args.command == "inspect":
+
+        def run() -> Awaitable[int]:
+            return _inspect(args, sys.stdout)
     else:
 
         def run() -> Awaitable[int]:

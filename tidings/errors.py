@@ -14,6 +14,7 @@ __all__ = [
     "ProtocolError",
     "PublishError",
     "ReplyError",
+    "Retry",
     "TidingsError",
 ]
 
@@ -45,6 +46,40 @@ class CallbackError(TidingsError):
     It is the clean way for a callback to say "I am done": the callback is removed
     without an error being logged or counted.
     """
+
+
+class Retry(TidingsError):
+    """Raise it from a consumer group's callback to have the event delivered again
+    later, to any member of the group, no earlier than ``delay`` seconds from now.
+
+    It is a delivery like a failed one (it counts against ``max_deliver``, and in
+    ``stats().retries``, not in ``callback_errors``), logged at INFO in one line;
+    with no ``delay``, the handler's ``retry_backoff`` decides. When it exhausts
+    ``max_deliver``, the event moves to the dead letters, whose error says so::
+
+        async def charge(channel, event, order):
+            if not payments.available():
+                raise tidings.Retry(delay=30)
+            ...
+
+    Outside consumer groups it is an ordinary callback error.
+
+    Args:
+        delay: seconds, >= 0 (None: the back-off's delay for this attempt).
+        reason: said in the log line and, if it comes to that, the dead letter.
+    """
+
+    def __init__(self, delay: float | None = None, reason: str = "") -> None:
+        if delay is not None and (
+            isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0
+        ):
+            raise ValueError(f"Retry(delay=) must be a number of seconds >= 0, got {delay!r}")
+        super().__init__(reason or (f"retry in {delay:g}s" if delay is not None else "retry"))
+        self.delay = delay
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[Retry], tuple[float | None, str]]:
+        return type(self), (self.delay, self.reason)
 
 
 class BrokerError(TidingsError):

@@ -21,6 +21,7 @@ from tidings.actors.typed import Typed
 from tidings.brokers.base import Publisher
 from tidings.brokers.memory import Hub, MemoryBroker
 from tidings.errors import CallbackError
+from tidings.policies.backoff import Backoff
 from tidings.policies.streams import Retention
 from tidings.protocols import Json
 
@@ -78,6 +79,7 @@ class World:
         ack_wait: float = QUICK,
         max_deliver: int = 3,
         claim_interval: float = QUICK,
+        retry_backoff: Backoff | None = None,
     ) -> GroupMember:
         """A member of `GROUP` whose registrations are ``callbacks`` (pattern ``*``)."""
         self._serial += 1
@@ -96,6 +98,7 @@ class World:
             query=self.query,
             registrations_for=lambda event: registrations,
             decode=envelope_decoder(Json()),
+            encode=Json().encode,
             dispatcher=self.dispatcher,
             on_dead=lambda *dead: self.dead.append(dead),
             on_lost=lambda reason, ids: self.lost.append((reason, ids)),
@@ -103,6 +106,7 @@ class World:
             ack_wait=ack_wait,
             max_deliver=max_deliver,
             claim_interval=claim_interval,
+            retry_backoff=retry_backoff,
             stats=self.stats,
             logger=LOG,
             serial=self._serial,

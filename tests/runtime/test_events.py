@@ -22,6 +22,7 @@ from tidings._runtime.events import (
 )
 from tidings.actors.callbacks import Interrupted, Meta, Undelivered
 from tidings.actors.mailbox import Mailbox
+from tidings.policies.backoff import Backoff
 from tidings.policies.streams import Retention
 
 pytestmark = pytest.mark.anyio
@@ -232,7 +233,7 @@ async def test_a_durable_iterator_carries_ids() -> None:
 
 async def test_a_group_iterator_acknowledges_on_the_next_event_and_hands_back_on_error() -> None:
     orders = f"{NS}:orders"
-    world = World(durable={orders: Retention()})
+    world = World(durable={orders: Retention()}, retry_backoff=None)  # (retried at once)
     async with world.running():
         wanted = world.wanted("orders", "*", print, group="workers")
         async with work(world.runtime, world.registry, wanted) as events:
@@ -263,3 +264,27 @@ async def test_a_group_iterator_acknowledges_on_the_next_event_and_hands_back_on
         async with work(world.runtime, world.registry, wanted) as events:
             again = await events.receive()
         assert (again.id, again.data, again.deliveries) == (third.id, 3, 2)
+
+
+async def test_a_group_iterator_that_raises_has_the_event_retried_after_the_backoff() -> None:
+    """With a retry back-off, the event in hand is acknowledged and scheduled: it comes
+    back as a new entry, with its first id and its delivery count carried on."""
+    orders = f"{NS}:orders"
+    world = World(
+        durable={orders: Retention()},
+        retry_backoff=Backoff(initial=0.05, factor=1.0, cap=0.05, jitter=False),
+    )
+    async with world.running():
+        wanted = world.wanted("orders", "*", print, group="workers")
+        taken: list[Event[Any]] = []
+        with pytest.raises(RuntimeError, match="consumer bug"):
+            async with work(world.runtime, world.registry, wanted) as events:
+                await world.publish("orders", "e", 3)
+                taken.append(await events.receive())
+                raise RuntimeError("consumer bug")
+        [first] = taken
+        await eventually(lambda: world.hub.pending(orders, "workers") == {})  # acked
+        async with work(world.runtime, world.registry, wanted) as events:
+            again = await events.receive()
+        assert (again.id, again.data, again.deliveries) == (first.id, 3, 2)
+        assert again.headers["tidings-original-id"] == first.id

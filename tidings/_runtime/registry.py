@@ -175,6 +175,7 @@ class Registry:
             stats=runtime.stats,
             logger=runtime.logger,
             decode=self.decode,
+            encode=protocol.encode,
             dispatcher=self.dispatcher,
             emit=self.status.emit,
             retention=self.logs.retention_of if self.logs is not None else _no_retention,

@@ -48,6 +48,7 @@ class Groups:
         stats: Counters,
         logger: logging.Logger,
         decode: Decode,
+        encode: Callable[[Any], bytes],
         dispatcher: Dispatcher,
         emit: Callable[[str, dict[str, Any]], None],
         retention: Callable[[str], Retention],
@@ -59,6 +60,7 @@ class Groups:
         self._stats = stats
         self._logger = logger
         self._decode = decode
+        self._encode = encode
         self._emit = emit
         self._dispatcher = dispatcher
         self._retention = retention
@@ -112,6 +114,7 @@ class Groups:
             query=self._query,
             registrations_for=lambda event: channel.group_registrations_for(group, event),
             decode=self._decode,
+            encode=self._encode,
             dispatcher=self._dispatcher,
             on_dead=lambda *dead: self._dead(channel, group, *dead),
             on_lost=lambda reason, ids: self._lost(channel, group, reason, ids),
@@ -119,6 +122,7 @@ class Groups:
             ack_wait=options.ack_wait,
             max_deliver=options.max_deliver,
             claim_interval=min(options.ack_wait / 2, options.recheck_interval),
+            retry_backoff=options.retry_backoff,
             stats=self._stats,
             logger=self._logger,
             serial=self._serial,

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import anyio
 
 from .._stats import Counters
-from ..errors import CallbackError
+from ..errors import CallbackError, Retry
 from ..policies.headers import NO_HEADERS, Headers
 from ..policies.intensity import Intensity
 
@@ -83,6 +83,9 @@ class Outcome(enum.Enum):
     INTERRUPTED = "interrupted"
     #: Its data does not fit the registration's schema: a decode error, not a failure.
     UNFIT = "unfit"
+    #: It raised `tidings.Retry` (in a consumer group: a delivery to make again
+    #: later; elsewhere a failure like any other).
+    RETRY = "retry"
     #: It raised anything else: a callback error.
     FAILED = "failed"
 
@@ -98,6 +101,7 @@ _COUNTERS = {
     Outcome.UNDELIVERED: "dropped",
     Outcome.INTERRUPTED: "dropped",
     Outcome.UNFIT: "decode_errors",
+    Outcome.RETRY: "retries",
     Outcome.FAILED: "callback_errors",
 }
 
@@ -118,6 +122,8 @@ def outcome(exc: BaseException | None) -> Outcome:
         return Outcome.UNDELIVERED
     if isinstance(exc, Unfit):
         return Outcome.UNFIT
+    if isinstance(exc, Retry):
+        return Outcome.RETRY
     return Outcome.FAILED
 
 
@@ -302,7 +308,7 @@ class Dispatcher:
         if result is Outcome.FINISHED:
             self._logger.debug("%s: %r raised CallbackError, unregistered", where, registration)
             self.drop(registration)
-        elif result is Outcome.FAILED:
+        elif result is Outcome.FAILED or result is Outcome.RETRY:
             assert exc is not None
             (failed or self._failed)(registration, exc, where)
         return result

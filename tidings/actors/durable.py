@@ -28,7 +28,7 @@ import anyio
 
 from ..brokers.base import COMMAND_ERRORS, CONNECTION_ERRORS, TRANSIENT_REPLIES, Entry
 from ..errors import ReplyError
-from ..policies.headers import NO_HEADERS
+from ..policies.headers import NO_HEADERS, REQUEUED_FOR
 from ..policies.streams import position, position_id
 from .base import Pending
 from .callbacks import DEAF, Meta, Registration, Unfinished
@@ -177,6 +177,12 @@ class DurableActor(DispatchActor):
         except DECODE_ERRORS as exc:
             where = self.where(self.owner, payload) if self.where is not None else self.name
             decode_failed(self._stats, self._logger, where, exc)
+            self._advance(at)
+            return None
+        if headers is not None and REQUEUED_FOR in headers:
+            # A consumer group's retry or requeued dead letter: that group's alone
+            # (its members read it from the log); subscribers had the event already.
+            self._stats.unrouted += 1
             self._advance(at)
             return None
         registrations = self._found.get(key)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -43,8 +44,9 @@ from ..brokers.base import (
     Job,
     Publisher,
 )
-from ..errors import ReplyError
-from ..policies.headers import NO_HEADERS
+from ..errors import ReplyError, Retry
+from ..policies.backoff import Backoff
+from ..policies.headers import DELIVERIES, NO_HEADERS, ORIGINAL_ID, REQUEUED_FOR
 from ..policies.streams import Retention
 from .callbacks import DEAF, Dispatcher, Meta, Outcome, Registration
 from .dispatch import DECODE_ERRORS, Decode, decode_failed
@@ -88,6 +90,7 @@ class GroupMember:
         query: Query,
         registrations_for: Callable[[str], tuple[Registration, ...]],
         decode: Decode,
+        encode: Callable[[Any], bytes],
         dispatcher: Dispatcher,
         on_dead: OnDead,
         on_lost: OnLost,
@@ -95,6 +98,7 @@ class GroupMember:
         ack_wait: float,
         max_deliver: int,
         claim_interval: float,
+        retry_backoff: Backoff | None,
         stats: Counters,
         logger: logging.Logger,
         serial: int = 0,
@@ -110,6 +114,8 @@ class GroupMember:
         self._query = query
         self._registrations_for = registrations_for
         self._decode = decode
+        # Encodes the envelope of a retry's copy (the handler's protocol).
+        self._encode = encode
         # Counts each call's outcome and removes a callback that finished (raised
         # CallbackError); a failure is this member's to handle (the event is retried).
         self._dispatcher = dispatcher
@@ -119,6 +125,10 @@ class GroupMember:
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
         self._claim_interval = claim_interval
+        #: The delay before a failed event runs again (None: at once).
+        self.retry_backoff = retry_backoff
+        # When the group's earliest scheduled retry is due (inf: none known).
+        self._due_at = 0.0
         self._stats = stats
         self._logger = logger
         # Entries done, to acknowledge with the next XACK.
@@ -231,6 +241,9 @@ class GroupMember:
             self._claim_at = now + self._claim_interval
             await self._claim()
             self._more = True  # and read: entries may have come without a live copy
+            self._due_at = min(self._due_at, now)  # (and other members' retries)
+        if now >= self._due_at:
+            await self._release_due()
         if self._leaving:
             return
         if self._more:
@@ -246,7 +259,7 @@ class GroupMember:
                 self.last_read = entries[-1][0]
                 await self._work([(entry_id, payload, 1) for entry_id, payload in entries])
             return
-        await self._idle(self._claim_at - anyio.current_time())
+        await self._idle(min(self._claim_at, self._due_at) - anyio.current_time())
 
     async def _idle(self, seconds: float, at_least: float = 0.0) -> None:
         """Wait for a wake-up, at most ``seconds``; ``at_least`` whatever comes."""
@@ -334,10 +347,8 @@ class GroupMember:
 
     async def _handle(self, job: Job) -> None:
         entry_id, payload, deliveries = job
-        owner, stats = self.owner, self._stats
+        stats = self._stats
         stats.replayed += 1  # read from the log (its live copy was superseded)
-        if deliveries > 1:
-            stats.redeliveries += 1
         if deliveries > self.max_deliver:
             # Claimed from members that never acknowledged it (they died, or hung):
             # running it again could take this one down too.
@@ -348,19 +359,34 @@ class GroupMember:
             )
             return
         try:
-            key, args, headers = self._decode(owner, payload)
+            key, args, headers = self._decode(self.owner, payload)
         except DECODE_ERRORS as exc:
             decode_failed(stats, self._logger, self.name, exc)
             await self._bury(job, f"undecodable: {exc}")  # it never will be
             return
-        called = failed = handed_back = counted = done = False
-        error: Exception | None = None
-        unfit: str | None = None
-        meta = Meta(entry_id, deliveries, headers or NO_HEADERS)
+        requeued = headers.get(REQUEUED_FOR) if headers else None
+        if requeued is not None and requeued != self.group:
+            stats.unrouted += 1  # another group's retry or requeued dead letter
+            self._acks.append(entry_id)
+            return
+        # A retry is a new entry: it carries the deliveries before it, and the id of
+        # the event's first entry (what its Event.id stays).
+        carried = _carried(headers) if requeued is not None else 0
+        total = deliveries + carried
+        if total > 1:
+            stats.redeliveries += 1
+        original = headers.get(ORIGINAL_ID, entry_id) if carried and headers else entry_id
+        meta = Meta(original, total, headers or NO_HEADERS)
+        verdict = await self._run(key, args, meta)
+        await self._conclude(job, verdict, meta, args)
+
+    async def _run(self, key: str, args: tuple[Any, ...], meta: Meta) -> _Verdict:
+        """Call the group's callbacks for one event, in order; what they came to."""
+        verdict = _Verdict()
         for registration in self._registrations_for(key):
             if not registration.active or registration.since == DEAF:
                 continue  # removed, or its register() has not returned yet
-            called = True
+            verdict.called = True
             raised: Exception | None = None
             try:
                 result = registration.call(args, meta)
@@ -369,48 +395,112 @@ class GroupMember:
                     await result
             except Exception as exc:
                 raised = exc
-            outcome = self._dispatcher.account(
-                registration, raised, self.name, failed=self._failed_job(entry_id, deliveries)
+            verdict.add(
+                self._dispatcher.account(
+                    registration, raised, self.name, failed=self._failed_job(meta)
+                ),
+                raised,
             )
-            if outcome is Outcome.UNFIT:  # its schema refused the data: it never will fit
-                unfit = str(raised)
-            elif outcome in (Outcome.UNDELIVERED, Outcome.INTERRUPTED):
-                handed_back = True  # an iterator gave it up: it goes back
-                counted = counted or outcome is Outcome.INTERRUPTED
-            elif outcome is Outcome.FAILED:
-                failed, error = True, raised
-            else:  # returned, or raised CallbackError (and was unregistered)
-                done = True
-        if not called:  # no callback of this group takes it (here): done with it
-            stats.unrouted += 1
-        if unfit is not None and not (done or failed or handed_back):
-            await self._bury(job, f"does not fit the schema: {unfit}")
-        elif failed and deliveries >= self.max_deliver:
-            await self._bury(job, f"{type(error).__name__}: {error}")
-        elif failed or (handed_back and not done):
+        return verdict
+
+    async def _conclude(
+        self, job: Job, verdict: _Verdict, meta: Meta, args: tuple[Any, ...]
+    ) -> None:
+        """Acknowledge, hand back, retry later or dead-letter an event handled."""
+        entry_id, _, deliveries = job
+        total = meta.deliveries or deliveries
+        if not verdict.called:  # no callback of this group takes it (here): done with it
+            self._stats.unrouted += 1
+        if verdict.unfit is not None and not verdict.settled:
+            await self._bury(job, f"does not fit the schema: {verdict.unfit}", total)
+        elif verdict.error is not None and total >= self.max_deliver:
+            await self._bury(job, _last_words(verdict.error, total, self.max_deliver), total)
+        elif verdict.error is not None:
+            delay = self._delay(verdict.error, total)
+            if delay > 0:
+                await self._retry_later(entry_id, args, meta, delay)
+            else:
+                await self._release([(entry_id, deliveries)])
+                self._claim_at = anyio.current_time()  # redeliver it soon, not in ack_wait
+        elif verdict.handed_back and not verdict.done:
             # (An iterator that gave up an event another callback of the group did
             # here does not make it run twice.) A delivery counts if a consumer had it.
-            await self._release([(entry_id, deliveries if failed or counted else deliveries - 1)])
-            self._claim_at = anyio.current_time()  # redeliver it soon, not in ack_wait
+            await self._release([(entry_id, deliveries if verdict.counted else deliveries - 1)])
+            self._claim_at = anyio.current_time()
         else:
             self._acks.append(entry_id)
 
-    def _failed_job(
-        self, entry_id: str, deliveries: int
-    ) -> Callable[[Registration, Exception, str], None]:
-        """How a callback failure on this delivery is logged (the event is retried,
-        or dead-lettered: the callback is not counted against a failure budget)."""
+    def _delay(self, error: Exception, attempt: int) -> float:
+        """Seconds before an event that failed delivery ``attempt`` is run again."""
+        if isinstance(error, Retry) and error.delay is not None:
+            return float(error.delay)
+        backoff = self.retry_backoff
+        return backoff.delay(attempt) if backoff is not None else 0.0
+
+    async def _retry_later(
+        self, entry_id: str, args: tuple[Any, ...], meta: Meta, delay: float
+    ) -> None:
+        """Acknowledge the entry and schedule a copy of it for this group, due in
+        ``delay`` seconds (one step on the broker: neither is done without the other)."""
+        headers = {
+            **meta.headers,
+            REQUEUED_FOR: self.group,
+            ORIGINAL_ID: meta.id or entry_id,
+            DELIVERIES: str(meta.deliveries),
+        }
+        _, event, data = args
+        payload = self._encode(
+            {"channel": self.owner.name, "event": event, "data": data, "headers": headers}
+        )
+        await self._flush()
+        try:
+            await self._command(
+                lambda p: p.group_retry(self.channel, self.group, entry_id, payload, delay)
+            )
+        except COMMAND_ERRORS as exc:  # still pending: claimed after ack_wait instead
+            self._logger.warning(
+                "%s: entry %s not scheduled for a retry: %s", self.name, entry_id, exc
+            )
+            return
+        self._due_at = min(self._due_at, anyio.current_time() + delay)
+
+    async def _release_due(self) -> None:
+        """Append the group's retries that are due to the log (any member may)."""
+        moved, wait = await self._command(
+            lambda p: p.group_due(self.channel, self.group, MAX_BATCH, self._retention)
+        )
+        now = anyio.current_time()
+        self._due_at = now + wait if wait is not None else math.inf
+        if moved:
+            self._more = True
+
+    def _failed_job(self, meta: Meta) -> Callable[[Registration, Exception, str], None]:
+        """How a failure of a callback on this delivery is logged: an expected retry
+        (`tidings.Retry`) in one INFO line; an unexpected error at WARNING, with its
+        traceback on the event's first delivery and in one line after that."""
 
         def failed(registration: Registration, exc: Exception, where: str) -> None:
-            self._logger.error(
-                "%s: callback %r for %r failed on entry %s (delivery %d of %d)",
+            if isinstance(exc, Retry):
+                self._logger.info(
+                    "%s: %r asked to retry event %s (delivery %s of %d): %s",
+                    where,
+                    registration.callback,
+                    meta.id,
+                    meta.deliveries,
+                    self.max_deliver,
+                    exc,
+                )
+                return
+            self._logger.warning(
+                "%s: callback %r for %r failed on event %s (delivery %s of %d): %s",
                 where,
                 registration.callback,
                 registration.key,
-                entry_id,
-                deliveries,
+                meta.id,
+                meta.deliveries,
                 self.max_deliver,
-                exc_info=exc,
+                f"{type(exc).__name__}: {exc}",
+                exc_info=exc if meta.deliveries == 1 else None,
             )
 
         return failed
@@ -444,10 +534,12 @@ class GroupMember:
         except COMMAND_ERRORS as exc:  # claimed after ack_wait anyway
             self._logger.debug("%s: entries not handed back: %s", self.name, exc)
 
-    async def _bury(self, job: Job, error: str) -> None:
+    async def _bury(self, job: Job, error: str, deliveries: int | None = None) -> None:
         """Move an entry to the dead-letter stream, then acknowledge it (in that
-        order: a failure in between leaves it pending, and buried again later)."""
-        entry_id, payload, deliveries = job
+        order: a failure in between leaves it pending, and buried again later).
+        ``deliveries``: the event's own count, when it is a retry's copy."""
+        entry_id, payload, count = job
+        deliveries = deliveries or count
         fields = [
             ("envelope", payload),
             ("id", entry_id.encode()),
@@ -473,3 +565,45 @@ class GroupMember:
 
     def __repr__(self) -> str:
         return f"<GroupMember {self.name!r} consumer={self.consumer!r}>"
+
+
+class _Verdict:
+    """What the callbacks of a group made of one event."""
+
+    __slots__ = ("called", "counted", "done", "error", "handed_back", "unfit")
+
+    def __init__(self) -> None:
+        self.called = self.done = self.handed_back = self.counted = False
+        #: A failure (or a `tidings.Retry`): the event is to run again, or die.
+        self.error: Exception | None = None
+        self.unfit: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """A callback did it, failed on it or handed it back."""
+        return self.done or self.error is not None or self.handed_back
+
+    def add(self, outcome: Outcome, raised: Exception | None) -> None:
+        if outcome is Outcome.UNFIT:  # its schema refused the data: it never will fit
+            self.unfit = str(raised)
+        elif outcome in (Outcome.UNDELIVERED, Outcome.INTERRUPTED):
+            self.handed_back = True  # an iterator gave it up: it goes back
+            self.counted = self.counted or outcome is Outcome.INTERRUPTED
+        elif outcome in (Outcome.FAILED, Outcome.RETRY):
+            if self.error is None or outcome is Outcome.FAILED:
+                self.error = raised
+        else:  # returned, or raised CallbackError (and was unregistered)
+            self.done = True
+
+
+def _carried(headers: Any) -> int:
+    """The deliveries a retry's copy carries from before it (0: none, or unreadable)."""
+    text = headers.get(DELIVERIES) if headers else None
+    return int(text) if isinstance(text, str) and text.isascii() and text.isdigit() else 0
+
+
+def _last_words(error: Exception, deliveries: int, max_deliver: int) -> str:
+    """A dead letter's error, for an event whose last delivery failed."""
+    if isinstance(error, Retry):
+        return f"asked to retry ({error}) on its last delivery ({deliveries} of {max_deliver})"
+    return f"{type(error).__name__}: {error}"

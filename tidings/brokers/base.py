@@ -36,17 +36,22 @@ __all__ = [
     "Broker",
     "Claimed",
     "ConnectionLost",
+    "ConsumerInfo",
+    "DeadEntry",
     "Dedupe",
     "Deliver",
     "Entry",
+    "GroupInfo",
     "Job",
     "Message",
     "Publisher",
+    "StreamInfo",
     "Subscriber",
     "dead_key",
     "dedupe_key",
     "legacy_position_key",
     "position_key",
+    "retry_key",
     "side_key",
 ]
 
@@ -60,6 +65,45 @@ Entry = tuple[str, bytes]
 #: ``(id, payload, deliveries)``: an entry a consumer group handed to a member, and
 #: how many times it has been handed out so far (this time included).
 Job = tuple[str, bytes, int]
+
+#: ``(id, fields)``: one entry of a dead-letter stream (`dead_key()`); its fields
+#: (``envelope``, ``id``, ``group``, ``consumer``, ``deliveries``, ``error``) by name.
+DeadEntry = tuple[str, dict[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What a stream (a durable channel's log, a dead-letter stream) holds."""
+
+    length: int
+    #: The ids of its first and last entries (None: it is empty).
+    first_id: str | None
+    last_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    """One consumer of a consumer group."""
+
+    name: str
+    #: Entries handed to it and not acknowledged yet.
+    pending: int
+    #: Seconds since it last read or claimed (None: the broker does not say).
+    idle: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """One consumer group of a durable channel's log."""
+
+    name: str
+    consumers: tuple[ConsumerInfo, ...]
+    #: Entries handed out and not acknowledged yet.
+    pending: int
+    #: Entries not handed out yet (None: the broker cannot tell, as after a trim).
+    lag: int | None
+    #: The id of the last entry handed out.
+    last_delivered: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +151,11 @@ def legacy_position_key(channel: str, consumer: str) -> str:
     """Where releases before 0.2 kept a checkpoint (it could collide with a channel
     named ``<channel>:checkpoint:<consumer>``): read when the new key is missing."""
     return f"{channel}:checkpoint:{consumer}"
+
+
+def retry_key(channel: str, group: str) -> str:
+    """The schedule of a consumer group's delayed retries (see `side_key()`)."""
+    return side_key(channel, "retry", group)
 
 
 def dedupe_key(channel: str, key: str) -> str:
@@ -307,11 +356,63 @@ class Publisher(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def group_retry(
+        self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
+    ) -> None:
+        """Acknowledge an entry and schedule ``payload`` (its envelope, marked for
+        this group: see `tidings.policies.headers.REQUEUED_FOR`) to be appended to the
+        log again no earlier than ``delay`` seconds from now, by the broker's clock,
+        as one atomic step (the schedule is the broker's: `retry_key()`)."""
+
+    @abc.abstractmethod
+    async def group_due(
+        self, channel: str, group: str, count: int, retention: Retention
+    ) -> tuple[int, float | None]:
+        """Append up to ``count`` of a group's scheduled retries that are due to the
+        log (and publish them, as `append()` does), atomically each.
+
+        Returns:
+            How many it appended, and the seconds until the next one is due (None:
+            nothing is scheduled).
+        """
+
+    @abc.abstractmethod
     async def add_dead(
         self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
     ) -> str:
         """Append an entry to the channel's dead-letter stream (`dead_key()`),
         trimmed to ``retention``; return its id."""
+
+    @abc.abstractmethod
+    async def read_dead(self, channel: str, count: int, start: str = "+") -> list[DeadEntry]:
+        """Up to ``count`` entries of the channel's dead-letter stream, newest first,
+        from id ``start`` down (``start`` included; ``"+"``: from the newest)."""
+
+    @abc.abstractmethod
+    async def delete_dead(self, channel: str, ids: Sequence[str] | None) -> int:
+        """Delete entries of the channel's dead-letter stream (``None``: the whole
+        stream, at once); return how many there were (unknown ids do not count)."""
+
+    # -- looking at streams (``tidings inspect``) ----------------------------------------
+
+    @abc.abstractmethod
+    async def stream_info(self, key: str) -> StreamInfo | None:
+        """The length and first and last ids of the stream at ``key`` (a durable
+        channel's log, or `dead_key()` of one); None when there is no such key.
+
+        Raises:
+            ReplyError: ``WRONGTYPE`` when the key is not a stream.
+        """
+
+    @abc.abstractmethod
+    async def group_info(self, channel: str) -> list[GroupInfo]:
+        """The consumer groups of a durable channel's log, with their consumers
+        (none when there is no log)."""
+
+    @abc.abstractmethod
+    async def scan_streams(self, match: str) -> list[str]:
+        """The keys of the streams whose names match the glob ``match`` (every
+        node of a cluster), sorted."""
 
     @abc.abstractmethod
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:

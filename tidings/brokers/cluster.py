@@ -36,10 +36,13 @@ from .base import (
     Broker,
     Claimed,
     ConnectionLost,
+    DeadEntry,
     Dedupe,
     Deliver,
     Entry,
+    GroupInfo,
     Publisher,
+    StreamInfo,
     Subscriber,
     dead_key,
     legacy_position_key,
@@ -373,12 +376,46 @@ class ClusterPublisher(Publisher):
     async def group_leave(self, channel: str, group: str, consumer: str) -> bool:
         return await self._on_owner(channel, lambda p: p.group_leave(channel, group, consumer))
 
+    async def group_retry(
+        self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
+    ) -> None:
+        await self._on_owner(
+            channel, lambda p: p.group_retry(channel, group, entry_id, payload, delay)
+        )
+
+    async def group_due(
+        self, channel: str, group: str, count: int, retention: Retention
+    ) -> tuple[int, float | None]:
+        return await self._on_owner(
+            channel, lambda p: p.group_due(channel, group, count, retention)
+        )
+
     async def add_dead(
         self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
     ) -> str:
         return await self._on_owner(
             dead_key(channel), lambda p: p.add_dead(channel, fields, retention)
         )
+
+    async def read_dead(self, channel: str, count: int, start: str = "+") -> list[DeadEntry]:
+        return await self._on_owner(dead_key(channel), lambda p: p.read_dead(channel, count, start))
+
+    async def delete_dead(self, channel: str, ids: Sequence[str] | None) -> int:
+        return await self._on_owner(dead_key(channel), lambda p: p.delete_dead(channel, ids))
+
+    async def stream_info(self, key: str) -> StreamInfo | None:
+        return await self._on_owner(key, lambda p: p.stream_info(key))
+
+    async def group_info(self, channel: str) -> list[GroupInfo]:
+        return await self._on_owner(channel, lambda p: p.group_info(channel))
+
+    async def scan_streams(self, match: str) -> list[str]:
+        # Every master holds the keys of its own slots (a replica's are copies).
+        topology = await self._broker.refresh(self._reply_timeout)
+        found: set[str] = set()
+        for master in topology.masters:
+            found.update(await (await self._node(master)).scan_streams(match))
+        return sorted(found)
 
     async def _on_owner(self, channel: str, command: Callable[[RedisPublisher], Awaitable[T]]) -> T:
         """Run ``command`` on the connection to the owner of the slot of ``channel``

@@ -33,16 +33,21 @@ from ..policies.streams import Retention, StreamId, format_id, parse_id
 from .base import (
     Broker,
     Claimed,
+    ConsumerInfo,
+    DeadEntry,
     Dedupe,
     Deliver,
     Entry,
+    GroupInfo,
     Job,
     Message,
     Publisher,
+    StreamInfo,
     Subscriber,
     dead_key,
     dedupe_key,
     position_key,
+    retry_key,
 )
 
 __all__ = ["DEFAULT_MAX_BUFFERED", "Hub", "MemoryBroker"]
@@ -76,6 +81,8 @@ class Hub:
         self.positions: dict[str, str] = {}
         # Idempotency keys remembered (Redis: keys with an expiry) -> until when.
         self._dedupe: dict[str, float] = {}
+        # Groups' schedules of delayed retries (Redis: sorted sets): [(due ms, payload)].
+        self._retries: dict[str, list[tuple[int, bytes]]] = {}
         self._patterns: dict[str, tuple[Callable[[str], bool], set[_MemorySubscriber]]] = {}
         self._connections: set[_MemorySubscriber | _MemoryPublisher] = set()
 
@@ -285,6 +292,28 @@ class Hub:
         """The consumers a group knows (for tests)."""
         return set(self._group(channel, group).consumers)
 
+    def group_retry(
+        self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
+    ) -> None:
+        """ZADD the group's schedule (due after ``delay``), then XACK: at once."""
+        schedule = self._retries.setdefault(retry_key(channel, group), [])
+        schedule.append((_now() + round(delay * 1000), payload))
+        schedule.sort(key=lambda item: item[0])
+        self.group_ack(channel, group, [entry_id])
+
+    def group_due(
+        self, channel: str, group: str, count: int, retention: Retention
+    ) -> tuple[int, float | None]:
+        """Append the due retries of a group's schedule (at most ``count``)."""
+        schedule = self._retries.get(retry_key(channel, group), [])
+        now = _now()
+        moved = 0
+        while schedule and schedule[0][0] <= now and moved < count:
+            _, payload = schedule.pop(0)
+            self.append(channel, payload, retention)
+            moved += 1
+        return moved, (max(schedule[0][0] - now, 0) / 1000 if schedule else None)
+
     def add_dead(
         self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
     ) -> str:
@@ -302,6 +331,68 @@ class Hub:
         """The entries of a channel's dead-letter stream, oldest first."""
         log = self._dead.get(dead_key(channel))
         return [] if log is None else log.read((0, 0), len(log.ids))
+
+    def read_dead(self, channel: str, count: int, start: str = "+") -> list[DeadEntry]:
+        """XREVRANGE <channel>:dead start - COUNT count."""
+        log = self._dead.get(dead_key(channel))
+        if log is None:
+            return []
+        end = len(log.ids) if start == "+" else bisect.bisect_right(log.ids, parse_id(start))
+        return [
+            (format_id(log.ids[i]), dict(log.payloads[i]))
+            for i in range(end - 1, max(end - count, 0) - 1, -1)
+        ]
+
+    def delete_dead(self, channel: str, ids: Sequence[str] | None) -> int:
+        """DEL <channel>:dead (returning its length), or XDEL <channel>:dead id..."""
+        key = dead_key(channel)
+        log = self._dead.get(key)
+        if log is None:
+            return 0
+        if ids is None:
+            del self._dead[key]
+            return len(log.ids)
+        removed = 0
+        for entry_id in {parse_id(i) for i in ids}:
+            index = bisect.bisect_left(log.ids, entry_id)
+            if index < len(log.ids) and log.ids[index] == entry_id:
+                del log.ids[index]
+                del log.payloads[index]
+                removed += 1
+        return removed
+
+    def stream_info(self, key: str) -> StreamInfo | None:
+        """XLEN, and the first and last ids, of a log or a dead-letter stream."""
+        log = self._logs.get(key) or self._dead.get(key)
+        if log is None:
+            return None
+        ids = log.ids
+        return StreamInfo(
+            len(ids), format_id(ids[0]) if ids else None, format_id(ids[-1]) if ids else None
+        )
+
+    def group_info(self, channel: str) -> list[GroupInfo]:
+        """XINFO GROUPS, and XINFO CONSUMERS of each, of a channel's log."""
+        log = self._logs.get(channel)
+        if log is None:
+            return []
+        found = []
+        for name, group in log.groups.items():
+            held = [state[0] for state in group.pending.values()]
+            consumers = tuple(
+                ConsumerInfo(consumer, held.count(consumer), None)
+                for consumer in sorted(group.consumers | set(held))
+            )
+            lag = len(log.ids) - bisect.bisect_right(log.ids, group.last)
+            found.append(
+                GroupInfo(name, consumers, len(group.pending), lag, format_id(group.last))
+            )
+        return found
+
+    def scan_streams(self, match: str) -> list[str]:
+        """SCAN 0 MATCH match TYPE stream, to the end."""
+        matches = compile_glob(match)
+        return sorted(key for key in (*self._logs, *self._dead) if matches(key))
 
     def numsub(self, channels: Sequence[str]) -> dict[str, int]:
         """PUBSUB NUMSUB."""
@@ -606,11 +697,44 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
         await self._command((channel,))
         return self.hub.group_leave(channel, group, consumer)
 
+    async def group_retry(
+        self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
+    ) -> None:
+        await self._command((channel,))
+        self.hub.group_retry(channel, group, entry_id, payload, delay)
+
+    async def group_due(
+        self, channel: str, group: str, count: int, retention: Retention
+    ) -> tuple[int, float | None]:
+        await self._command((channel,))
+        return self.hub.group_due(channel, group, count, retention)
+
     async def add_dead(
         self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
     ) -> str:
         await self._command((dead_key(channel),))
         return self.hub.add_dead(channel, fields, retention)
+
+    async def read_dead(self, channel: str, count: int, start: str = "+") -> list[DeadEntry]:
+        await self._command((dead_key(channel),))
+        return self.hub.read_dead(channel, count, start)
+
+    async def delete_dead(self, channel: str, ids: Sequence[str] | None) -> int:
+        await self._command((dead_key(channel),))
+        return self.hub.delete_dead(channel, ids)
+
+    async def stream_info(self, key: str) -> StreamInfo | None:
+        await self._command((key,))
+        return self.hub.stream_info(key)
+
+    async def group_info(self, channel: str) -> list[GroupInfo]:
+        await self._command((channel,))
+        return self.hub.group_info(channel)
+
+    async def scan_streams(self, match: str) -> list[str]:
+        await checkpoint()
+        self.check()
+        return self.hub.scan_streams(match)
 
     async def _command(self, keys: Sequence[str]) -> None:
         """Before a command on keys: a checkpoint, then fail as Redis would (a lost

@@ -34,16 +34,21 @@ from .base import (
     Broker,
     Claimed,
     ConnectionLost,
+    ConsumerInfo,
+    DeadEntry,
     Dedupe,
     Deliver,
     Entry,
+    GroupInfo,
     Message,
     Publisher,
+    StreamInfo,
     Subscriber,
     dead_key,
     dedupe_key,
     legacy_position_key,
     position_key,
+    retry_key,
 )
 from .connection import (
     INCOMPLETE,
@@ -655,6 +660,64 @@ class RedisPublisher(Publisher):
             raise
         return True
 
+    async def group_retry(
+        self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
+    ) -> None:
+        keys = (channel, retry_key(channel, group))
+        if await self._script(RETRY_LATER, keys, (group, entry_id, payload, _ms(delay))):
+            return
+        # No scripts: schedule, then acknowledge (a failure in between leaves it both
+        # pending and scheduled: done twice, never lost).
+        due = time.time_ns() // 1_000_000 + _ms(delay)  # the client's clock, here
+        await self.execute("ZADD", keys[1], due, payload, check=is_int)
+        await self.execute("XACK", channel, group, entry_id, check=is_int)
+
+    async def group_due(
+        self, channel: str, group: str, count: int, retention: Retention
+    ) -> tuple[int, float | None]:
+        keys = (channel, retry_key(channel, group))
+        max_len = b"" if retention.max_len is None else b"%d" % retention.max_len
+        reply = await self._script(RELEASE_DUE, keys, (count, max_len, self.publish_verb))
+        if reply:
+            moved, wait = reply
+            return moved, (wait / 1000 if wait >= 0 else None)
+        # No scripts: append, then unschedule (a failure in between: appended twice).
+        now = time.time_ns() // 1_000_000
+        due = await self.execute(
+            "ZRANGEBYSCORE", keys[1], "-inf", now, "LIMIT", 0, count, check=_is_names
+        )
+        for payload in due:
+            await self.append(channel, payload, retention)
+            await self.execute("ZREM", keys[1], payload, check=is_int)
+        first = await self.execute("ZRANGE", keys[1], 0, 0, "WITHSCORES", check=_is_names)
+        wait = (float(first[1]) - time.time_ns() // 1_000_000) / 1000 if first else None
+        return len(due), (max(wait, 0.0) if wait is not None else None)
+
+    async def _script(
+        self, script: _Script, keys: Sequence[str], args: Sequence[bytes | str | int]
+    ) -> Any:
+        """Run a script (by digest, by text after NOSCRIPT); None when scripts are
+        refused (said once: the caller takes its two-command way)."""
+        if not self._scripting:
+            return None
+        call = (len(keys), *keys, *args)
+        try:
+            return await self.execute("EVALSHA", script.sha, *call, check=_is_script_reply)
+        except ReplyError as exc:
+            if exc.code == "NOSCRIPT":
+                return await self.execute("EVAL", script.source, *call, check=_is_script_reply)
+            if exc.code != "NOPERM":
+                raise
+            self._scripting = False
+            _logger.warning(
+                "%s: scripts are not allowed (%s); tidings takes two commands where it "
+                "would take one (durable publishes, idempotent publishes and delayed "
+                "retries are no longer atomic: an event may be stored or run twice)",
+                self._connection.url,
+                exc,
+            )
+            return None
+
     async def add_dead(
         self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
     ) -> str:
@@ -666,6 +729,93 @@ class RedisPublisher(Publisher):
             oldest = time.time_ns() // 1_000_000 - _ms(retention.max_age)
             await self.execute("XTRIM", key, "MINID", "~", oldest, check=is_int)
         return entry.decode("ascii")
+
+    async def read_dead(self, channel: str, count: int, start: str = "+") -> list[DeadEntry]:
+        reply = await self.execute(
+            "XREVRANGE", dead_key(channel), start, "-", "COUNT", count, check=_is_entries
+        )
+        return [(entry_id.decode("ascii"), _fields(fields)) for entry_id, fields in reply]
+
+    async def delete_dead(self, channel: str, ids: Sequence[str] | None) -> int:
+        key = dead_key(channel)
+        if ids is not None:
+            if not ids:
+                return 0
+            deleted: int = await self.execute("XDEL", key, *ids, check=is_int)
+            return deleted
+        # Counted and deleted as one step: a dead letter buried in between is not
+        # deleted uncounted.
+        replies = await self.execute_all(
+            [
+                (("MULTI",), _is_ok),
+                (("XLEN", key), _is_queued),
+                (("DEL", key), _is_queued),
+                (("EXEC",), _is_executed),
+            ]
+        )
+        length, _ = replies[3]
+        if isinstance(length, hiredis.ReplyError):  # WRONGTYPE: not a stream
+            raise reply_error(self._connection.url, length)
+        return int(length)
+
+    async def stream_info(self, key: str) -> StreamInfo | None:
+        kind, length, first, last = await self.execute_all(
+            [
+                (("TYPE", key), _is_status),
+                (("XLEN", key), is_int),
+                (("XRANGE", key, "-", "+", "COUNT", 1), _is_entries),
+                (("XREVRANGE", key, "+", "-", "COUNT", 1), _is_entries),
+            ]
+        )
+        if kind == b"none":
+            return None
+        return StreamInfo(
+            length,
+            first[0][0].decode("ascii") if first else None,
+            last[0][0].decode("ascii") if last else None,
+        )
+
+    async def group_info(self, channel: str) -> list[GroupInfo]:
+        if await self.execute("TYPE", channel, check=_is_status) == b"none":
+            return []
+        groups = [
+            _pairs(group)
+            for group in await self.execute("XINFO", "GROUPS", channel, check=_is_infos)
+        ]
+        consumers = await self.execute_all(
+            [(("XINFO", "CONSUMERS", channel, group[b"name"]), _is_infos) for group in groups]
+        )
+        found = []
+        for group, members in zip(groups, consumers, strict=True):
+            lag = group.get(b"lag")
+            found.append(
+                GroupInfo(
+                    decode_name(group[b"name"]),
+                    tuple(
+                        ConsumerInfo(
+                            decode_name(member[b"name"]),
+                            int(member[b"pending"]),
+                            int(member[b"idle"]) / 1000 if b"idle" in member else None,
+                        )
+                        for member in map(_pairs, members)
+                    ),
+                    int(group[b"pending"]),
+                    int(lag) if type(lag) is int else None,
+                    group[b"last-delivered-id"].decode("ascii"),
+                )
+            )
+        return found
+
+    async def scan_streams(self, match: str) -> list[str]:
+        found: set[str] = set()
+        cursor = b"0"
+        while True:
+            cursor, keys = await self.execute(
+                "SCAN", cursor, "MATCH", match, "COUNT", 1000, "TYPE", "stream", check=_is_scan
+            )
+            found.update(decode_name(key) for key in keys)
+            if cursor == b"0":
+                return sorted(found)
 
     async def numsub(self, channels: Sequence[str]) -> dict[str, int]:
         reply = await self.execute("PUBSUB", "NUMSUB", *channels, check=is_numsub)
@@ -721,6 +871,16 @@ return {id, redis.call(ARGV[4], KEYS[1], id .. ' ' .. ARGV[1])}
 )
 
 
+def _is_script_reply(reply: object) -> bool:
+    return type(reply) is int or (
+        type(reply) is list and all(type(item) in (int, bytes) for item in reply)
+    )
+
+
+def _is_names(reply: object) -> bool:
+    return type(reply) is list and all(type(item) is bytes for item in reply)
+
+
 def _is_set_nx(reply: object) -> bool:
     return reply is None or reply == b"OK"
 
@@ -744,6 +904,51 @@ def _is_optional_id(reply: object) -> bool:
 
 def _is_ok(reply: object) -> bool:
     return reply == b"OK"
+
+
+def _is_queued(reply: object) -> bool:
+    return reply == b"QUEUED"
+
+
+def _is_executed(reply: object) -> bool:
+    """EXEC's answer to MULTI, XLEN, DEL, EXEC: a reply each (a refusal included)."""
+    return (
+        type(reply) is list
+        and len(reply) == 2
+        and all(type(item) is int or isinstance(item, hiredis.ReplyError) for item in reply)
+    )
+
+
+def _is_status(reply: object) -> bool:
+    return type(reply) is bytes
+
+
+def _is_infos(reply: object) -> bool:
+    """XINFO GROUPS' or XINFO CONSUMERS' answer: a list of flat name/value lists."""
+    return type(reply) is list and all(
+        type(item) is list and len(item) % 2 == 0 and all(type(n) is bytes for n in item[::2])
+        for item in reply
+    )
+
+
+def _fields(flat: list[bytes]) -> dict[str, bytes]:
+    """A stream entry's fields by name."""
+    return {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+
+
+def _pairs(flat: list[Any]) -> dict[bytes, Any]:
+    """A flat ``[name, value, ...]`` reply as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _is_scan(reply: object) -> bool:
+    return (
+        type(reply) is list
+        and len(reply) == 2
+        and type(reply[0]) is bytes
+        and type(reply[1]) is list
+        and all(type(key) is bytes for key in reply[1])
+    )
 
 
 def _is_entries(reply: object) -> bool:
@@ -850,3 +1055,42 @@ class RedisBroker(Broker):
     ) -> Publisher:
         connection = await open_connection(self.address, "pub", reply_timeout)
         return RedisPublisher(connection, health_check_interval)
+
+
+#: A delayed retry, atomic on the server: schedule the event's new envelope at the
+#: server's time plus the delay, and acknowledge the entry that failed. KEYS: the
+#: channel (its stream), the group's schedule. ARGV: group, entry id, envelope, ms.
+RETRY_LATER = _Script(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+"""
+)
+
+#: Due retries back into the log: each appended (trimmed) and published as a durable
+#: publish is, and unscheduled, in one step. KEYS: the channel, the group's schedule.
+#: ARGV: how many at most, max_len or "", the publish verb. Returns {appended, ms
+#: until the next one is due or -1}.
+RELEASE_DUE = _Script(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, payload in ipairs(due) do
+  local id
+  if ARGV[2] ~= '' then
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'envelope', payload)
+  else
+    id = redis.call('XADD', KEYS[1], '*', 'envelope', payload)
+  end
+  redis.call(ARGV[3], KEYS[1], id .. ' ' .. payload)
+  redis.call('ZREM', KEYS[2], payload)
+end
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local wait = -1
+if first[2] then wait = math.max(tonumber(first[2]) - now, 0) end
+return {#due, wait}
+"""
+)

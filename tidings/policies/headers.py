@@ -13,7 +13,18 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["NO_HEADERS", "RESERVED_PREFIX", "Headers", "check_headers", "decoded_headers"]
+__all__ = [
+    "DELIVERIES",
+    "ERROR",
+    "GROUP",
+    "NO_HEADERS",
+    "ORIGINAL_ID",
+    "REQUEUED_FOR",
+    "RESERVED_PREFIX",
+    "Headers",
+    "check_headers",
+    "decoded_headers",
+]
 
 #: What an event's headers are: read-only.
 Headers = Mapping[str, str]
@@ -21,6 +32,19 @@ Headers = Mapping[str, str]
 NO_HEADERS: Headers = MappingProxyType({})
 #: The prefix of the header names tidings sets itself.
 RESERVED_PREFIX = "tidings-"
+#: An event appended to a durable channel's log again, for one consumer group only (a
+#: retry after its delay, a dead letter requeued): that group's members run it, other
+#: groups' members acknowledge it unrun, durable subscribers outside groups skip it.
+REQUEUED_FOR = "tidings-requeued-for"
+#: The id of the event's first entry, when it was appended again (a retry).
+ORIGINAL_ID = "tidings-original-id"
+#: The group a dead letter comes from.
+GROUP = "tidings-group"
+#: How many deliveries an event has had (a retry carries its count on; a dead letter
+#: says how many it had).
+DELIVERIES = "tidings-deliveries"
+#: Why a dead letter was buried.
+ERROR = "tidings-error"
 
 
 def check_headers(headers: Any) -> dict[str, str] | None:
