@@ -758,3 +758,61 @@ async def test_unregister_checks_the_group_name_and_ack_wait_must_be_finite(
             await member.unregister("jobs", "*", print, group="")
     with pytest.raises(ValueError, match="ack_wait"):
         handler(broker, ack_wait=float("inf"))
+
+
+async def test_a_publisher_that_forgets_durable_is_named_in_one_warning(
+    broker: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The group gets nothing (the event was never stored): the member says why once."""
+    with caplog.at_level(logging.WARNING, "tidings"):
+        async with handler(broker) as member, handler(broker, durable=()) as careless:
+            await member.register("jobs", "*", Worker(), group="workers")
+            for n in range(3):
+                await careless.publish("jobs", "job", n)
+            await eventually(lambda: member.stats().decode_errors == 3)
+    hints = [r for r in caplog.records if "does not declare the channel durable" in r.message]
+    assert len(hints) == 1
+
+
+async def test_close_lets_the_job_in_hand_finish_and_acknowledges_it(broker: Harness) -> None:
+    """Within close_timeout, longer than the one-second cleanup bound: the job in hand
+    finishes during a clean close and is acknowledged, not done again elsewhere."""
+    started, finished = anyio.Event(), []
+
+    async def slow(channel: Channel, event: str, data: Any) -> None:
+        started.set()
+        await anyio.sleep(1.5)
+        finished.append(data)
+
+    async with handler(broker) as producer:
+        async with handler(broker, close_timeout=4.0) as member:
+            await member.register("jobs", "*", slow, group="workers")
+            await producer.publish("jobs", "job", 1)
+            with anyio.fail_after(10):
+                await started.wait()
+        assert finished == [1]
+        assert member.stats().acked == 1
+        assert pending(broker) == 0
+
+
+async def test_consumers_left_by_killed_processes_are_removed_once_idle(
+    broker: Harness,
+) -> None:
+    """A consumer that holds nothing and has been idle past 10 x ack_wait is gone; the
+    live member (it reads every claim interval, so it is never that idle) stays."""
+    key = f"{NS}:jobs"
+    async with handler(broker, ack_wait=0.05) as member, handler(broker) as producer:
+        await member.register("jobs", "*", Worker(), group="workers")
+        await producer.publish("jobs", "job", 1)
+        await eventually(lambda: member.stats().acked == 1)
+        # A consumer a killed process left, holding nothing.
+        if isinstance(broker, MemoryHarness):
+            broker.hub.group_read(key, "workers", "ghost-idle", 10)
+        else:
+            assert isinstance(broker, RedisHarness)
+            client = broker.server.client()
+            client.xgroup_createconsumer(key, "workers", "ghost-idle")
+        assert consumers(broker) == 2
+        await eventually(lambda: consumers(broker) == 1, limit=10)  # the ghost went
+        await producer.publish("jobs", "job", 2)  # the live member is still in the group
+        await eventually(lambda: member.stats().acked == 2)

@@ -34,7 +34,7 @@ from anyio.lowlevel import checkpoint
 
 from .._options import Options
 from .._stats import Counters, Stats
-from .._util import cleanup_scope, collapse_exception_group
+from .._util import CLEANUP_TIMEOUT, cleanup_scope, collapse_exception_group
 from ..actors.base import Actor
 from ..actors.callbacks import Dispatcher, Registration
 from ..actors.router import Router
@@ -222,7 +222,10 @@ class Runtime:
         """Say the handler's last words, once per run: `close()` says them before it
         returns, and ``run`` on its way out, whichever comes first; the other waits
         for them (both shielded and bounded)."""
-        with cleanup_scope():
+        # As long as close_timeout allows (a second at least): consumer groups' members
+        # finish the event in hand and acknowledge it before the connection goes.
+        bound = max(self.options.close_timeout, CLEANUP_TIMEOUT)
+        with anyio.move_on_after(bound, shield=True):
             if self._said is not None:
                 await self._said.wait()
                 return

@@ -58,6 +58,7 @@ class DurableActor(DispatchActor):
 
     __slots__ = (
         "_broken",
+        "_hinted",
         "_on_gap",
         "_only",
         "_read",
@@ -92,6 +93,8 @@ class DurableActor(DispatchActor):
         self.last = 0
         #: The newest position seen, live or in the log (0: none yet).
         self.newest = 0
+        # The hint for a publisher that does not declare the channel durable: given.
+        self._hinted = False
         #: Positions registrations start after that name entries (``since=<id>``, a
         #: consumer's checkpoint): the next catch-up checks they are in the log,
         #: and reports a gap with the reason given here if not.
@@ -144,10 +147,7 @@ class DurableActor(DispatchActor):
             try:
                 at = position(entry_id)
             except ValueError:
-                where = self.where(self.owner, message) if self.where is not None else self.name
-                decode_failed(
-                    stats, self._logger, where, ValueError(f"no entry id: {message[:80]!r}")
-                )
+                self._no_entry_id(message)
                 continue
             if at > self.newest:
                 self.newest = at
@@ -165,6 +165,26 @@ class DurableActor(DispatchActor):
             if pending is not None:
                 return pending
         return None
+
+    def _no_entry_id(self, message: bytes) -> None:
+        """A live message without an entry id: most likely a plain publish by a
+        producer that does not declare the channel durable. Counted as a decode
+        error; the first one says what is wrong, as the bare error would not."""
+        where = self.where(self.owner, message) if self.where is not None else self.name
+        if not self._hinted:
+            self._hinted = True
+            self._logger.warning(
+                "%s: no entry id in a live message (%r): its publisher does not "
+                "declare the channel durable (Channels(durable=[...]) on both sides), "
+                "so it was not stored in the log and no consumer group gets it",
+                where,
+                message[:80],
+            )
+            self._stats.decode_errors += 1
+            return
+        decode_failed(
+            self._stats, self._logger, where, ValueError(f"no entry id: {message[:80]!r}")
+        )
 
     def _dispatch(self, entry_id: str, at: int, payload: bytes) -> Pending | None:
         """Dispatch one event at position ``at`` to the registrations before it

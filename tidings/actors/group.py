@@ -61,6 +61,9 @@ MAX_BATCH = 100
 FIRST_COUNT = 10
 #: Claim calls per claim round at most (each scans a bounded part of the pending list).
 CLAIMS_PER_ROUND = 10
+#: A consumer idle for this many times ``ack_wait`` and holding nothing was left by a
+#: killed process: any member removes it.
+ABANDONED_AFTER = 10
 #: How much of an error's text a dead letter keeps.
 ERROR_TEXT = 1000
 
@@ -240,6 +243,7 @@ class GroupMember:
         if now >= self._claim_at:
             self._claim_at = now + self._claim_interval
             await self._claim()
+            await self._prune()
             self._more = True  # and read: entries may have come without a live copy
             self._due_at = min(self._due_at, now)  # (and other members' retries)
         if now >= self._due_at:
@@ -294,6 +298,22 @@ class GroupMember:
                 await self._work(claimed.jobs)
             if claimed.next == "0-0" or self._leaving:
                 return
+
+    async def _prune(self) -> None:
+        """Remove the consumers that killed processes left in the group: idle for
+        `ABANDONED_AFTER` times ``ack_wait`` and holding nothing (a live member
+        reads every claim interval, and what it holds is pending)."""
+        idle = self.ack_wait * ABANDONED_AFTER
+        removed = await self._command(
+            lambda p: p.group_prune(self.channel, self.group, idle, self.consumer)
+        )
+        if removed:
+            self._logger.info(
+                "%s: removed %d consumers idle for over %gs and holding nothing",
+                self.name,
+                removed,
+                idle,
+            )
 
     async def _recreate(self) -> None:
         start = self.last_read or "$"

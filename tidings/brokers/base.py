@@ -356,6 +356,11 @@ class Publisher(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def group_prune(self, channel: str, group: str, idle: float, keep: str) -> int:
+        """Remove the group's consumers (but ``keep``) idle for longer than ``idle``
+        seconds that hold nothing (left by killed processes); return how many."""
+
+    @abc.abstractmethod
     async def group_retry(
         self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
     ) -> None:

@@ -376,6 +376,9 @@ class ClusterPublisher(Publisher):
     async def group_leave(self, channel: str, group: str, consumer: str) -> bool:
         return await self._on_owner(channel, lambda p: p.group_leave(channel, group, consumer))
 
+    async def group_prune(self, channel: str, group: str, idle: float, keep: str) -> int:
+        return await self._on_owner(channel, lambda p: p.group_prune(channel, group, idle, keep))
+
     async def group_retry(
         self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
     ) -> None:

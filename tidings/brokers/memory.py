@@ -222,7 +222,7 @@ class Hub:
             found.pending[parse_id(entry_id)] = [consumer, now, 1]
         if entries:
             found.last = parse_id(entries[-1][0])
-        found.consumers.add(consumer)
+        found.consumers[consumer] = now
         return entries
 
     def group_claim(
@@ -231,6 +231,7 @@ class Hub:
         """XAUTOCLAIM channel group consumer min_idle start COUNT count, with each
         claimed entry's delivery count."""
         found = self._group(channel, group)
+        found.consumers[consumer] = _now()
         log = self._logs[channel]
         due = _now() - round(min_idle * 1000)
         jobs: list[Job] = []
@@ -249,7 +250,6 @@ class Hub:
                 continue
             state[0], state[1], state[2] = consumer, _now(), state[2] + 1
             jobs.append((format_id(entry_id), payload, state[2]))
-        found.consumers.add(consumer)
         return Claimed(jobs, lost, "0-0")
 
     def group_ack(self, channel: str, group: str, ids: Sequence[str]) -> int:
@@ -278,8 +278,26 @@ class Hub:
             return True
         if any(state[0] == consumer for state in found.pending.values()):
             return False
-        found.consumers.discard(consumer)
+        found.consumers.pop(consumer, None)
         return True
+
+    def group_prune(self, channel: str, group: str, idle: float, keep: str) -> int:
+        """XGROUP DELCONSUMER every consumer but ``keep`` idle past ``idle`` seconds
+        that holds nothing."""
+        log = self._logs.get(channel)
+        found = log.groups.get(group) if log is not None else None
+        if found is None:
+            return 0
+        held = {state[0] for state in found.pending.values()}
+        since = _now() - round(idle * 1000)
+        gone = [
+            consumer
+            for consumer, seen in found.consumers.items()
+            if consumer != keep and consumer not in held and seen < since
+        ]
+        for consumer in gone:
+            del found.consumers[consumer]
+        return len(gone)
 
     def pending(self, channel: str, group: str) -> dict[str, tuple[str, int]]:
         """A group's pending entries: id -> (consumer, deliveries) (for tests)."""
@@ -381,12 +399,10 @@ class Hub:
             held = [state[0] for state in group.pending.values()]
             consumers = tuple(
                 ConsumerInfo(consumer, held.count(consumer), None)
-                for consumer in sorted(group.consumers | set(held))
+                for consumer in sorted(set(group.consumers) | set(held))
             )
             lag = len(log.ids) - bisect.bisect_right(log.ids, group.last)
-            found.append(
-                GroupInfo(name, consumers, len(group.pending), lag, format_id(group.last))
-            )
+            found.append(GroupInfo(name, consumers, len(group.pending), lag, format_id(group.last)))
         return found
 
     def scan_streams(self, match: str) -> list[str]:
@@ -697,6 +713,10 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
         await self._command((channel,))
         return self.hub.group_leave(channel, group, consumer)
 
+    async def group_prune(self, channel: str, group: str, idle: float, keep: str) -> int:
+        await self._command((channel,))
+        return self.hub.group_prune(channel, group, idle, keep)
+
     async def group_retry(
         self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
     ) -> None:
@@ -775,7 +795,8 @@ class _Group:
         self.last = last
         #: id -> [consumer, when handed out (ms), deliveries]
         self.pending: dict[StreamId, list[Any]] = {}
-        self.consumers: set[str] = set()
+        #: consumer -> when it last read or claimed (ms)
+        self.consumers: dict[str, int] = {}
 
 
 class _Log:

@@ -660,6 +660,10 @@ class RedisPublisher(Publisher):
             raise
         return True
 
+    async def group_prune(self, channel: str, group: str, idle: float, keep: str) -> int:
+        removed = await self._script(PRUNE, (channel,), (group, _ms(idle), keep))
+        return int(removed or 0)  # (no scripts: consumers are left, as before)
+
     async def group_retry(
         self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
     ) -> None:
@@ -1092,5 +1096,25 @@ local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local wait = -1
 if first[2] then wait = math.max(tonumber(first[2]) - now, 0) end
 return {#due, wait}
+"""
+)
+
+#: Consumers left by killed processes: every consumer of the group (but ARGV[3]) that
+#: holds nothing and has been idle for longer than ARGV[2] ms is deleted, at once (a
+#: consumer cannot take an entry between the look and the deletion). KEYS: the
+#: channel. ARGV: group, ms, the consumer to keep.
+PRUNE = _Script(
+    """
+local removed = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local fields = {}
+  for i = 1, #consumer, 2 do fields[consumer[i]] = consumer[i + 1] end
+  if fields['name'] ~= ARGV[3] and tonumber(fields['pending']) == 0
+      and tonumber(fields['idle']) > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], fields['name'])
+    removed = removed + 1
+  end
+end
+return removed
 """
 )
