@@ -816,3 +816,39 @@ async def test_consumers_left_by_killed_processes_are_removed_once_idle(
         await eventually(lambda: consumers(broker) == 1, limit=10)  # the ghost went
         await producer.publish("jobs", "job", 2)  # the live member is still in the group
         await eventually(lambda: member.stats().acked == 2)
+
+
+async def test_a_hung_job_costs_its_own_deliveries_not_the_group(broker: Harness) -> None:
+    """An async callback still running at ack_wait is cancelled: that delivery failed
+    (here: dead-lettered after max_deliver); the events taken with it, and the other
+    members, carry on, each event done once."""
+    cancelled: list[Any] = []
+    done: list[Any] = []
+
+    async def hangs_on_poison(channel: Channel, event: str, data: Any) -> None:
+        if data == "poison":
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                cancelled.append(data)
+                raise
+        done.append(data)
+
+    async with (
+        members(broker, 2, ack_wait=0.3, max_deliver=2) as handlers,
+        handler(broker) as producer,
+    ):
+        log = await watched(handlers[0])
+        log_b = await watched(handlers[1])
+        for member in handlers:
+            await member.register("jobs", "*", hangs_on_poison, group="workers")
+        await producer.publish("jobs", "job", "poison")
+        for n in range(20):
+            await producer.publish("jobs", "job", n)
+        await eventually(lambda: sorted(done, key=str) == sorted(range(20), key=str), limit=15)
+        await eventually(lambda: "dead_letter" in log.names + log_b.names, limit=15)
+        assert cancelled == ["poison", "poison"]  # one cancelled delivery each time
+        await eventually(lambda: pending(broker) == 0)
+    assert sorted(done) == list(range(20))  # each once: none claimed while it waited
+    [dead] = dead_letters(broker)
+    assert b"ran past ack_wait" in dead["error"]

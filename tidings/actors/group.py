@@ -397,10 +397,10 @@ class GroupMember:
             stats.redeliveries += 1
         original = headers.get(ORIGINAL_ID, entry_id) if carried and headers else entry_id
         meta = Meta(original, total, headers or NO_HEADERS)
-        verdict = await self._run(key, args, meta)
+        verdict = await self._run(job, key, args, meta)
         await self._conclude(job, verdict, meta, args)
 
-    async def _run(self, key: str, args: tuple[Any, ...], meta: Meta) -> _Verdict:
+    async def _run(self, job: Job, key: str, args: tuple[Any, ...], meta: Meta) -> _Verdict:
         """Call the group's callbacks for one event, in order; what they came to."""
         verdict = _Verdict()
         for registration in self._registrations_for(key):
@@ -412,7 +412,7 @@ class GroupMember:
                 result = registration.call(args, meta)
                 if result is not None and inspect.isawaitable(result):
                     await self._flush()  # what is done is acknowledged before any wait
-                    await result
+                    await self._await_job(job, result)
             except Exception as exc:
                 raised = exc
             verdict.add(
@@ -422,6 +422,46 @@ class GroupMember:
                 raised,
             )
         return verdict
+
+    async def _await_job(self, job: Job, awaitable: Awaitable[Any]) -> None:
+        """Await an async callback, cancelled once it runs past ``ack_wait``: a hung
+        job costs its own delivery (failed: retried, or dead-lettered), not the
+        group's. Meanwhile the entry and those queued behind it stay this member's
+        (their idle time is reset every third of ``ack_wait``), so that no other
+        member takes them while they wait here.
+
+        Raises:
+            TimeoutError: it ran past ``ack_wait``, and was cancelled.
+        """
+        failed: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._keep, job)
+            with anyio.move_on_after(self.ack_wait) as scope:
+                try:
+                    await awaitable
+                except Exception as exc:  # raised as it is (not in an exception group)
+                    failed = exc
+            tg.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
+        if scope.cancelled_caught:
+            raise TimeoutError(
+                f"the callback ran past ack_wait={self.ack_wait:g}s and was cancelled"
+            )
+
+    async def _keep(self, job: Job) -> None:
+        """Reset the idle time of the entry in hand and those queued, periodically."""
+        while True:
+            await anyio.sleep(self.ack_wait / 3)
+            held = [(entry_id, deliveries) for entry_id, _, deliveries in (job, *self._queue)]
+
+            async def keep(publisher: Publisher, held: list[tuple[str, int]] = held) -> None:
+                await publisher.group_release(self.channel, self.group, self.consumer, held, 0)
+
+            try:
+                await self._command(keep)
+            except COMMAND_ERRORS as exc:  # claimed by others after ack_wait, then
+                self._logger.debug("%s: entries in hand not kept: %s", self.name, exc)
 
     async def _conclude(
         self, job: Job, verdict: _Verdict, meta: Meta, args: tuple[Any, ...]
