@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import pytest
 
+import tidings.testing
 from tests.helpers import (
     FAST,
     Harness,
@@ -33,7 +34,7 @@ from tests.helpers import (
     watched,
 )
 from tests.redis_server import RedisServer
-from tidings import Channel, Channels, Retention
+from tidings import Channel, Channels, Retention, Retry
 
 pytestmark = pytest.mark.anyio
 
@@ -852,3 +853,26 @@ async def test_a_hung_job_costs_its_own_deliveries_not_the_group(broker: Harness
     assert sorted(done) == list(range(20))  # each once: none claimed while it waited
     [dead] = dead_letters(broker)
     assert b"ran past ack_wait" in dead["error"]
+
+
+async def test_settle_covers_the_groups(broker: Harness) -> None:
+    """settle() returns once every entry in the group's log when it was called is
+    acknowledged, dead-lettered, or waiting out a retry delay: no polling in tests."""
+    done: list[Any] = []
+
+    async def slowish(channel: Channel, event: str, data: Any) -> None:
+        await anyio.sleep(0.002)
+        if data == "later":
+            raise Retry(delay=60)  # scheduled: settled as far as settle() goes
+        done.append(data)
+
+    async with handler(broker) as member, handler(broker) as producer:
+        await member.register("jobs", "*", slowish, group="workers")
+        for n in range(30):
+            await producer.publish("jobs", "job", n)
+        await producer.publish("jobs", "job", "later")
+        with anyio.fail_after(20):
+            await tidings.testing.settle(member)
+        assert sorted(done) == list(range(30))
+        assert pending(broker) == 0
+        assert member.stats().retries == 1

@@ -33,6 +33,7 @@ from ._runtime.lifecycle import runtime_of
 from .brokers.base import GroupInfo, Publisher, StreamInfo, dead_key
 from .channels import Channel, Channels
 from .errors import TidingsError
+from .policies.headers import DELIVERIES, ERROR, GROUP
 from .policies.names import Namespace, check_name
 from .policies.status import StatusType
 from .policies.streams import Retention, parse_id
@@ -288,10 +289,10 @@ async def _dead(args: argparse.Namespace, out: TextIO) -> int:
     rows = [
         (
             letter.id or "",
-            letter.event,
-            letter.headers.get("tidings-group", ""),
-            letter.headers.get("tidings-deliveries", ""),
-            " ".join(letter.headers.get("tidings-error", "").split()),
+            letter.event or "?",  # (undecodable)
+            letter.headers.get(GROUP, ""),
+            letter.headers.get(DELIVERIES, ""),
+            " ".join(letter.headers.get(ERROR, "").split()),
         )
         for letter in letters
     ]
@@ -390,11 +391,12 @@ def _maybe(value: int | None) -> str:
 def _table(
     out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
 ) -> None:
-    """Print aligned columns (the last one as it is)."""
+    """Print aligned columns (``right``: the indexes of those aligned right; the last
+    one, unless it is, as it is)."""
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
         cells = [
-            cell if i == len(row) - 1 else cell.rjust(w) if i in right else cell.ljust(w)
+            cell.rjust(w) if i in right else cell if i == len(row) - 1 else cell.ljust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         print("  ".join(cells).rstrip(), file=out)

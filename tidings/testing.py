@@ -59,7 +59,11 @@ async def settle(handler: Channels | PubSub) -> None:
     forever, so bound it (``with anyio.fail_after(5): await settle(channels)``).
     While disconnected it cannot prove the broker's side: it returns once what was
     received is dispatched.
-    Consumer groups are outside it: their events come by reading the log.
+
+    Consumer groups too: for each group the handler is a member of, it waits until
+    every entry in the group's log when it was called has been acknowledged,
+    dead-lettered, or is waiting out a retry delay (asking the broker, a few
+    milliseconds apart).
 
     Raises:
         RuntimeError: the handler is not running.

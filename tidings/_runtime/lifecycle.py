@@ -79,6 +79,9 @@ class Hooks:
     on_slow_consumer: Callable[[str, int], None] = _ignore
     #: How logs name a route of the router (default: the broker's channel name).
     describe: Callable[[str], str] = repr
+    #: Waits until the handler's work outside the actors is done, for `settle()`
+    #: (a handler with consumer groups: every entry of their logs handled).
+    settle: Callable[[], Awaitable[None]] = checkpoint
 
 
 class Runtime:
@@ -244,6 +247,8 @@ class Runtime:
             # A round trip on the subscriber connection: everything the broker sent
             # before this point is in the mailboxes now.
             await self.connection.subscribe()
+            await self.all_idle()
+            await self.hooks.settle()
             await self.all_idle()
             if self.stats.received == received:
                 return  # and nobody published more while it waited

@@ -196,6 +196,7 @@ class Registry:
             before_close=self._before_close,
             on_slow_consumer=self._slow_consumer,
             describe=self._describe,
+            settle=self.groups.settle,
         )
 
     # -- lookups -----------------------------------------------------------------------

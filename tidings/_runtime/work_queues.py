@@ -15,6 +15,8 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import anyio
+
 from .._options import Options
 from .._stats import Counters
 from ..actors.callbacks import Dispatcher
@@ -22,12 +24,15 @@ from ..actors.dispatch import Decode
 from ..actors.durable import DurableActor
 from ..actors.group import GroupMember, Query
 from ..actors.router import Router
-from ..brokers.base import Publisher
-from ..policies.streams import Retention
+from ..brokers.base import GroupInfo, Publisher
+from ..policies.streams import Retention, position
 from ..supervisors.actors import ActorSupervisor
 from .channel import ChannelState
 
 __all__ = ["Groups"]
+
+#: Seconds between two looks of `Groups.settle()` at the broker.
+SETTLE_POLL = 0.005
 
 
 def consumer_name() -> str:
@@ -152,6 +157,46 @@ class Groups:
     def of(self, name: str) -> list[str]:
         """The groups this handler is a member of on channel ``name``."""
         return [group for channel, group in self._members if channel == name]
+
+    async def settle(self) -> None:
+        """Return once every group this handler is a member of has handed out its
+        log up to where it ends now, and has nothing pending: each entry acknowledged,
+        dead-lettered, or scheduled for a retry (see ``tidings.testing.settle()``).
+
+        It asks the broker, so it waits as the broker's answers do; between looks it
+        sleeps (a callback may be slow), and wakes the members so they read at once.
+        """
+        ends: dict[tuple[str, str], int] = {}
+        for name, group in list(self._members):
+            tail = await self._tail(name)
+            ends[name, group] = position(tail) if tail is not None else 0
+        while ends:
+            for (name, group), end in list(ends.items()):
+                info = await self._group_info(name, group)
+                if info is None or (
+                    not info.pending and position(info.last_delivered or "0-0") >= end
+                ):
+                    del ends[name, group]
+                else:
+                    member = self._members.get((name, group))
+                    if member is not None:
+                        member.wake()
+            if ends:
+                await anyio.sleep(SETTLE_POLL)
+
+    async def _tail(self, name: str) -> str | None:
+        async def tail(publisher: Publisher) -> str | None:
+            return await publisher.tail(name)
+
+        result: str | None = await self._query(f"read the end of {name!r}", tail)
+        return result
+
+    async def _group_info(self, name: str, group: str) -> GroupInfo | None:
+        async def info(publisher: Publisher) -> list[GroupInfo]:
+            return await publisher.group_info(name)
+
+        infos: list[GroupInfo] = await self._query(f"inspect the groups of {name!r}", info)
+        return next((i for i in infos if i.name == group), None)
 
     def wake(self, names: Iterable[str]) -> None:
         """The live stream of these channels is back: their members read what came."""
