@@ -593,3 +593,19 @@ async def test_random_interleavings_deliver_every_event_once_in_order(
             assert all(n >= item.first for n in item.got)  # nothing from before
     # (Dropped: a backlog discarded as a channel's last callback left, if any.)
     assert stats.decode_errors == stats.callback_errors == 0
+
+
+async def test_register_many_on_durable_channels_starts_each_at_its_end(
+    broker: Harness,
+) -> None:
+    """The ends of the logs are asked in one round trip; each registration gets what
+    is published after it, and nothing from before."""
+    names = [f"c{n}" for n in range(40)]
+    received = Ids()
+    async with Channels(broker.store(), namespace=NS, durable=names) as channels:
+        for name in names:
+            await channels.publish(name, "old", name)  # before: not for them
+        await channels.register_many([(name, "*", received) for name in names])
+        for name in names:
+            await channels.publish(name, "new", name)
+        await eventually(lambda: sorted(received.data) == sorted(names))

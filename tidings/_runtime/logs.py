@@ -104,7 +104,10 @@ class Logs:
         takes them there (checking that an entry they start after is in the log).
         """
         cursors: list[tuple[Registration, int, str | None]] = []
-        tails: dict[str, int] = {}
+        # The ends of the logs "new" registrations start at: asked together.
+        tails = await self._tails(
+            {r.owner.broker_name for r, start, consumer in durable if start is None}
+        )
         for registration, start, consumer in durable:
             name = registration.owner.broker_name
             saved = await self._load_position(name, consumer) if consumer is not None else None
@@ -113,9 +116,6 @@ class Logs:
             elif start is not None:
                 cursors.append((registration, start[0], "missing" if start[1] else None))
             else:
-                if name not in tails:
-                    tail = await self._tail(name)
-                    tails[name] = position(tail) if tail is not None else 0
                 cursors.append((registration, tails[name], None))
         for registration, cursor, reason in cursors:
             registration.cursor = cursor
@@ -226,6 +226,21 @@ class Logs:
             await publisher.save_position(name, consumer, entry_id)
 
         await self._connection.query(f"save the position of {consumer!r}", save)
+
+    async def _tails(self, names: set[str]) -> dict[str, int]:
+        """The end of each log, as a position (0: no log), in one round trip."""
+        if not names:
+            return {}
+        ordered = sorted(names)
+
+        async def tails(publisher: Publisher) -> list[str | None]:
+            return await publisher.tails(ordered)
+
+        found = await self._read_query(f"read the end of {len(ordered)} logs", tails)
+        return {
+            name: position(tail) if tail is not None else 0
+            for name, tail in zip(ordered, found, strict=True)
+        }
 
     async def _tail(self, name: str) -> str | None:
         """The id of the last entry in a durable channel's log (None: no log)."""

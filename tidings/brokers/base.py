@@ -298,6 +298,11 @@ class Publisher(abc.ABC):
     async def tail(self, channel: str) -> str | None:
         """The id of the last entry of a channel's log; None when there is no log."""
 
+    async def tails(self, channels: Sequence[str]) -> list[str | None]:
+        """`tail()` of each channel, in order (a broker that can sends them in one
+        round trip)."""
+        return [await self.tail(channel) for channel in channels]
+
     @abc.abstractmethod
     async def load_position(self, channel: str, consumer: str) -> str | None:
         """The id a named consumer of a durable channel last checkpointed (None: never)."""

@@ -557,6 +557,12 @@ class RedisPublisher(Publisher):
         reply = await self.execute("XREVRANGE", channel, "+", "-", "COUNT", 1, check=_is_entries)
         return reply[0][0].decode("ascii") if reply else None
 
+    async def tails(self, channels: Sequence[str]) -> list[str | None]:
+        replies = await self.execute_all(
+            [(("XREVRANGE", channel, "+", "-", "COUNT", 1), _is_entries) for channel in channels]
+        )
+        return [reply[0][0].decode("ascii") if reply else None for reply in replies]
+
     async def load_position(self, channel: str, consumer: str) -> str | None:
         found = await self.get_id(position_key(channel, consumer))
         if found is None:  # saved by a release before 0.2, maybe (the next save moves it)
