@@ -12,6 +12,7 @@ import logging
 import random
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -876,3 +877,44 @@ async def test_settle_covers_the_groups(broker: Harness) -> None:
         assert sorted(done) == list(range(30))
         assert pending(broker) == 0
         assert member.stats().retries == 1
+
+
+async def test_nothing_spins_when_the_group_or_redis_goes() -> None:
+    """The group destroyed, its log deleted, FLUSHALL: recreated and reported each
+    time; Redis down: the member waits on its back-off, using no measurable CPU."""
+    server = RedisServer()
+    try:
+        key = f"{NS}:jobs"
+        options: dict[str, Any] = {
+            "namespace": NS,
+            "durable": {"jobs": Retention()},
+            "backoff": tidings.Backoff(initial=0.05, cap=0.2),
+            "connect_timeout": 0.5,
+            "ack_wait": 1.0,
+        }
+        worker = Worker()
+        async with Channels(server.url, **options) as member:
+            log = await watched(member)
+            await member.register("jobs", "*", worker, group="workers")
+            for fault in (
+                lambda: server.client().xgroup_destroy(key, "workers"),
+                lambda: server.client().delete(key),
+                lambda: server.client().flushall(),
+            ):
+                gaps = log.names.count("gap")
+                fault()
+                await eventually(lambda g=gaps: log.names.count("gap") > g, limit=10)
+                assert log.last("gap")["reason"] == "deleted"
+            connections = log.names.count("connected")
+            server.kill()
+            await eventually(lambda: "disconnected" in log.names)
+            before = time.process_time()
+            await anyio.sleep(1.5)
+            assert time.process_time() - before < 0.5  # (a spinning loop takes ~1.5)
+            server.start()  # empty: the group is gone again (a gap after connected)
+            await eventually(lambda: log.names.count("connected") > connections, limit=10)
+            async with Channels(server.url, **options) as producer:
+                await producer.publish("jobs", "job", "after")
+            await eventually(lambda: "after" in worker.done, limit=10)
+    finally:
+        server.close()
