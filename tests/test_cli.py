@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -146,6 +147,14 @@ def test_channels_lists_subscribers(redis_server: RedisServer, listener: Any) ->
         (("channels", "--url", "redis://127.0.0.1:1"), 1, "ConnectionRefusedError"),
         (("listen", "--url", "redis://127.0.0.1:1", "c"), 1, "cannot connect"),
         (("publish", "c:", "e"), 2, "delimiter"),
+        (("dead",), 2, "the following arguments are required: channel"),
+        (("dead", "c", "--requeue", "--purge"), 2, "not allowed with argument"),
+        (("dead", "c", "--id", "1-0"), 2, "--id goes with --requeue or --purge"),
+        (("dead", "c", "--purge", "--id", "x"), 2, "--id must look like"),
+        (("dead", "c", "--count", "0"), 2, "--count must be at least 1"),
+        (("dead", "--url", "redis://127.0.0.1:1", "c"), 1, "cannot connect"),
+        (("inspect", "c:"), 2, "delimiter"),
+        (("inspect", "--url", "redis://127.0.0.1:1"), 1, "cannot connect"),
     ],
 )
 def test_failures_are_one_line_with_an_exit_code(
@@ -156,7 +165,10 @@ def test_failures_are_one_line_with_an_exit_code(
     assert "hunter2" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [(), ("listen",), ("publish",), ("channels",), ("demo",)])
+@pytest.mark.parametrize(
+    "command",
+    [(), ("listen",), ("publish",), ("channels",), ("inspect",), ("dead",), ("demo",)],
+)
 def test_help_everywhere(command: tuple[str, ...]) -> None:
     result = tidings(*command, "--help")
     assert result.returncode == 0
@@ -208,3 +220,90 @@ def test_listen_ends_quietly_when_its_reader_goes(redis_server: RedisServer, lis
     assert "Traceback" not in err
     assert "Broken pipe" not in err
     assert "BrokenPipeError" not in err
+
+
+def _bury(client: Any, key: str, data: Any, group: str = "workers") -> str:
+    """A dead letter, as a group member writes it."""
+    envelope = json.dumps({"channel": "jobs", "event": "job", "data": data})
+    fields = {
+        "envelope": envelope,
+        "id": "1-0",
+        "group": group,
+        "consumer": "host-1-abc",
+        "deliveries": "3",
+        "error": f"RuntimeError: cannot do\n{data!r}",
+    }
+    return str(client.xadd(f"{key}:dead", fields))
+
+
+def test_dead_lists_requeues_and_purges(redis_server: RedisServer) -> None:
+    namespace = f"dead{uuid.uuid4().hex[:8]}"
+    client = redis_server.client(decode_responses=True)
+    ids = [_bury(client, f"{namespace}:jobs", n) for n in range(3)]
+    where = ("--url", redis_server.url, "--namespace", namespace)
+    result = tidings("dead", *where, "jobs")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows[0] == ["ID", "EVENT", "GROUP", "DELIVERIES", "ERROR"]
+    assert rows[1:] == [
+        [entry_id, "job", "workers", "3", "RuntimeError:", "cannot", "do", str(n)]
+        for n, entry_id in enumerate(ids)
+    ]
+    result = tidings("dead", *where, "jobs", "--requeue", "--id", ids[1], "--id", "9-9")
+    assert (result.returncode, result.stdout) == (0, "1\n"), result.stderr
+    [(_, fields)] = client.xrange(f"{namespace}:jobs")
+    requeued = json.loads(fields["envelope"])
+    assert requeued["data"] == 1
+    assert requeued["headers"]["tidings-requeued-for"] == "workers"
+    result = tidings("dead", *where, "jobs", "--purge", "--id", ids[0])
+    assert (result.returncode, result.stdout) == (0, "1\n"), result.stderr
+    result = tidings("dead", *where, "jobs", "--count", "5")
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ID", ids[2]]
+    result = tidings("dead", *where, "jobs", "--purge")
+    assert (result.returncode, result.stdout) == (0, "1\n"), result.stderr
+    assert client.exists(f"{namespace}:jobs:dead") == 0
+
+
+def test_inspect_shows_a_log_its_groups_and_dead_letters(redis_server: RedisServer) -> None:
+    namespace = f"insp{uuid.uuid4().hex[:8]}"
+    client = redis_server.client(decode_responses=True)
+    key = f"{namespace}:jobs"
+    ids = [client.xadd(key, {"envelope": json.dumps({"event": "e", "data": n})}) for n in range(3)]
+    client.xgroup_create(key, "workers", id="0")
+    client.xreadgroup("workers", "host-1-abc", {key: ">"}, count=1)
+    for n in range(2):
+        _bury(client, key, n)
+    client.xadd(f"{namespace}:other", {"envelope": "{}"})
+    client.xadd(f"{key}::odd::{{{key}}}::x", {"a": "b"})  # a key of tidings' own: not listed
+    client.xadd("elsewhere:jobs", {"envelope": "{}"})  # another namespace
+    where = ("--url", redis_server.url, "--namespace", namespace)
+
+    result = tidings("inspect", *where, "jobs")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:7] == [
+        "channel       jobs",
+        f"stream        {key}",
+        "length        3",
+        f"first id      {ids[0]}",
+        f"last id       {ids[2]}",
+        "retention     as the publishers declare it",
+        "dead letters  2",
+    ]
+    rows = [line.split() for line in lines[7:] if line]
+    assert rows[0] == ["GROUP", "CONSUMERS", "PENDING", "LAG", "LAST-DELIVERED"]
+    assert rows[1] == ["workers", "1", "1", "2", ids[0]]
+    assert rows[2] == ["GROUP", "CONSUMER", "PENDING", "IDLE"]
+    assert rows[3][:3] == ["workers", "host-1-abc", "1"]
+    assert rows[3][3].endswith("s")
+
+    result = tidings("inspect", *where)
+    assert result.returncode == 0, result.stderr
+    assert [line.split() for line in result.stdout.splitlines()] == [
+        ["CHANNEL", "LENGTH", "GROUPS", "DEAD"],
+        ["jobs", "3", "1", "2"],
+        ["other", "1", "0", "0"],
+    ]
+
+    result = tidings("inspect", *where, "nothing")
+    assert_one_line_error(result, 1, f"no log at '{namespace}:nothing'")

@@ -18,6 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar, Unpack, overload
 
 from ._options import OptionArgs, Options
+from ._runtime.arguments import check_protocol, check_registration, durable_channels
 from ._runtime.channel import Channel
 from ._runtime.dead_letters import DeadLetters
 from ._runtime.events import Event, Events, iterate, work
@@ -25,18 +26,14 @@ from ._runtime.lifecycle import Lifecycle, Runtime
 from ._runtime.producer import Producer
 from ._runtime.registry import Registry, Wanted
 from ._stats import Stats
-from .actors.typed import check_schema
 from .brokers.urls import display
 from .policies.headers import check_headers
 from .policies.names import Namespace, check_name, check_namespace
 from .policies.status import StatusType
 from .policies.streams import (
-    DEFAULT_RETENTION,
     Retention,
     format_id,
     parse_id,
-    position,
-    start_after,
 )
 from .protocols import Codec, Json
 from .store import Store, create_store
@@ -96,12 +93,12 @@ class Channels(Lifecycle):
             check_namespace(namespace if namespace is not None else self._store.namespace)
         )
         self._protocol: Codec = protocol if protocol is not None else Json()
-        self._check_protocol()
+        check_protocol(self._protocol)
         self._runtime = Runtime(
             self._store.broker, Options.from_kwargs(options), logger, kind=type(self).__name__
         )
         #: Durable channels by broker name, with their retention.
-        self._durable = self._durable_channels(durable)
+        self._durable = durable_channels(durable, self._namespace)
         self._registry = Registry(
             self._runtime,
             self._namespace,
@@ -114,46 +111,6 @@ class Channels(Lifecycle):
             self._runtime, self._protocol, self._durable, self._registry.telemetry
         )
         self._dead = DeadLetters(self._runtime, self._protocol, self._namespace, self._durable)
-
-    def _check_protocol(self) -> None:
-        """Refuse, up front, a codec that cannot encode an event envelope: every
-        publish would fail (``tidings.Bytes`` is for `PubSub`)."""
-        protocol = self._protocol
-        if not callable(getattr(protocol, "encode", None)) or not callable(
-            getattr(protocol, "decode", None)
-        ):
-            raise TypeError(f"protocol must have encode() and decode(), got {protocol!r}")
-        try:
-            protocol.encode({"channel": "c", "event": "e", "data": None})
-        except Exception as exc:
-            raise TypeError(
-                f"Channels needs a protocol that encodes event envelopes (dicts); "
-                f"{protocol!r} cannot ({type(exc).__name__}: {exc}). tidings.Bytes passes "
-                "bytes through: use it with a PubSub"
-            ) from exc
-
-    def _durable_channels(
-        self, durable: Iterable[str] | Mapping[str, Retention] | None
-    ) -> dict[str, Retention]:
-        if durable is None:
-            return {}
-        if isinstance(durable, str | bytes):
-            raise TypeError(
-                f"durable= takes an iterable of channel names or a mapping of name -> "
-                f"Retention, not a single {type(durable).__name__}: {durable!r}"
-            )
-        if isinstance(durable, Mapping):
-            items = list(durable.items())
-        else:
-            items = [(name, DEFAULT_RETENTION) for name in durable]
-        channels: dict[str, Retention] = {}
-        for name, retention in items:
-            if not isinstance(retention, Retention):
-                raise TypeError(
-                    f"durable={{{name!r}: ...}} takes a tidings.Retention, not {retention!r}"
-                )
-            channels[self._namespace.broker_name(name)] = retention
-        return channels
 
     # -- mapping-like access ------------------------------------------------------------
 
@@ -288,7 +245,7 @@ class Channels(Lifecycle):
             ReplyError: the broker refused the subscription (nothing was registered).
             BrokerError: a durable channel's log could not be reached.
         """
-        wanted = self._checked(channel, event, callback, since, consumer, group, schema)
+        wanted = self._check(channel, event, callback, since, consumer, group, schema)
         [target] = await self._registry.register([wanted], "register")
         return target
 
@@ -319,56 +276,8 @@ class Channels(Lifecycle):
                 raise TypeError(
                     f"register_many takes (channel, event, callback) tuples, not {item!r:.80}"
                 )
-            items.append(self._checked(*item))
+            items.append(self._check(*item))
         return await self._registry.register(items, "register_many")
-
-    def _checked(
-        self,
-        channel: str,
-        event: str,
-        callback: Callable[..., Any],
-        since: Any = "new",
-        consumer: str | None = None,
-        group: str | None = None,
-        schema: Any = None,
-    ) -> Wanted:
-        """Check a registration's arguments (before any I/O), naming what is wrong."""
-        broker_name, name = self._namespace.names(channel)
-        check_name(event, "event pattern")
-        if not callable(callback):
-            raise TypeError(
-                f"callback must be callable, not {type(callback).__name__}: {callback!r}"
-            )
-        if schema is not None:
-            check_schema(schema)
-        new = isinstance(since, str) and since == "new"
-        start: tuple[int, bool] | None = None
-        if broker_name in self._durable:
-            if not new:
-                after, exact = start_after(since)
-                start = position(after), exact
-        elif not new or consumer is not None or group is not None:
-            what = (
-                f"group={group!r}"
-                if group is not None
-                else f"consumer={consumer!r}"
-                if consumer is not None
-                else f"since={since!r}"
-            )
-            raise ValueError(
-                f"{what} needs a durable channel, and {name!r} is not one "
-                "(name it in Channels(durable=...))"
-            )
-        if consumer is not None:
-            check_name(consumer, "consumer name")
-        if group is not None:
-            check_name(group, "group name")
-            if consumer is not None:
-                raise ValueError(
-                    f"consumer={consumer!r} and group={group!r} do not go together: a "
-                    "group keeps its members' place itself"
-                )
-        return Wanted(broker_name, name, event, callback, start, consumer, group, schema=schema)
 
     async def unregister(
         self, channel: str, event: str, callback: Callback, *, group: str | None = None
@@ -455,7 +364,7 @@ class Channels(Lifecycle):
         """
         # The same checks as register, before any I/O (the callback is the iterator's
         # own feed, made by the runtime: print stands in for it here).
-        wanted = self._checked(channel, event, print, since, None, group, schema)
+        wanted = self._check(channel, event, print, since, None, group, schema)
         if group is not None:
             return work(self._runtime, self._registry, wanted)
         return iterate(self._runtime, self._registry, wanted)
@@ -591,6 +500,9 @@ class Channels(Lifecycle):
                 "(name it in Channels(durable=...))"
             )
         return broker_name
+
+    def _check(self, channel: str, event: str, callback: Callable[..., Any], *args: Any) -> Wanted:
+        return check_registration(self._namespace, self._durable, channel, event, callback, *args)
 
     def stats(self) -> Stats:
         """A snapshot of the counters (status events counted apart, in ``status_events``)."""

@@ -110,6 +110,34 @@ class StubPublisher(Publisher):
     async def group_leave(self, channel: str, group: str, consumer: str) -> bool:
         raise NotImplementedError
 
+    async def group_prune(self, channel: str, group: str, idle: float, keep: str) -> int:
+        raise NotImplementedError
+
+    async def group_retry(
+        self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
+    ) -> None:
+        raise NotImplementedError
+
+    async def group_due(
+        self, channel: str, group: str, count: int, retention: Retention
+    ) -> tuple[int, float | None]:
+        raise NotImplementedError
+
+    async def read_dead(self, channel: str, count: int, start: str = "+") -> list[Any]:
+        raise NotImplementedError
+
+    async def delete_dead(self, channel: str, ids: Sequence[str] | None) -> int:
+        raise NotImplementedError
+
+    async def stream_info(self, key: str) -> Any:
+        raise NotImplementedError
+
+    async def group_info(self, channel: str) -> list[Any]:
+        raise NotImplementedError
+
+    async def scan_streams(self, match: str) -> list[str]:
+        raise NotImplementedError
+
     async def add_dead(
         self, channel: str, fields: Sequence[tuple[str, bytes]], retention: Retention
     ) -> str:
