@@ -11,6 +11,13 @@ harness through its standard input (see section 7).
 
 Every contender that reports a rate also reports ``cpu_us_per_msg``: the process's
 CPU time (``time.process_time()``, all threads) over its timed section, per message.
+
+No contender sees the OpenTelemetry API, even where it is installed (the test
+environment has it): `without_opentelemetry` makes it unimportable at the start of
+every contender process, before anything imports tidings (or redis-py and coredis,
+which look for it too), so every library runs as it does where the API is absent
+and the ratios against peers mean what they meant. Only the ``telemetry`` scenario
+says otherwise, per contender (see section 8).
 """
 
 from __future__ import annotations
@@ -112,6 +119,12 @@ def _url(spec: dict[str, Any]) -> str:
     return f"redis://127.0.0.1:{spec['port']}"
 
 
+def handler_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """Options of the contender's ``Channels``: ``telemetry=False`` when the spec says
+    so (the ``telemetry`` scenario), nothing otherwise (an older tree may lack it)."""
+    return {"telemetry": False} if spec.get("telemetry") is False else {}
+
+
 # -- 1. receive throughput (one channel, any payload size; or spread over many) --------------
 
 
@@ -119,7 +132,9 @@ async def receive_tidings(spec: dict[str, Any]) -> dict[str, Any]:
     import tidings
 
     counter = Counter(spec["n"])
-    async with tidings.open_channels(_url(spec), namespace="bench", max_pending=10**7) as channels:
+    async with tidings.open_channels(
+        _url(spec), namespace="bench", max_pending=10**7, **handler_options(spec)
+    ) as channels:
 
         def on_tick(channel: Any, event: str, data: Any) -> None:
             counter.hit()
@@ -287,7 +302,7 @@ async def publish_tidings(spec: dict[str, Any]) -> dict[str, Any]:
 
     if durable(spec):
         forget_log(spec["port"])
-    options = durable_options(tidings, spec)
+    options = durable_options(tidings, spec) | handler_options(spec)
     async with tidings.open_channels(_url(spec), namespace="bench", **options) as ch:
         await ch.connect()
         data = _publish_event(spec)["data"]
@@ -509,7 +524,7 @@ async def memory_tidings(spec: dict[str, Any]) -> dict[str, Any]:
     import tidings
 
     counter = Counter(spec["n"])
-    async with tidings.open_channels("memory://", max_pending=10**7) as ch:
+    async with tidings.open_channels("memory://", max_pending=10**7, **handler_options(spec)) as ch:
         await ch.register("chan", "tick", lambda c, e, d: counter.hit())
         data = EVENT["data"]
         cpu_started = time.process_time()
@@ -1166,6 +1181,93 @@ def jobs_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
     return tally.result() | {"acked": acked}
 
 
+# -- 8. the cost of telemetry ---------------------------------------------------------------
+#
+# tidings' own publish, receive and in-process paths (sections 1, 2 and 5), in four
+# set-ups of OpenTelemetry, alternating in one run. The receive case's events carry a
+# ``traceparent`` header, as from an instrumented publisher (the same events for every
+# set-up: "absent" decodes the header too, and ignores it).
+
+#: The events the telemetry scenario's receive case drains: EVENT with a traceparent.
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TRACED_PAYLOAD = json.dumps(
+    {**EVENT, "headers": {"traceparent": TRACEPARENT}}, separators=(",", ":")
+)
+
+#: The telemetry scenario's contenders: how OpenTelemetry is set up for each.
+#: ``absent``: the API cannot be imported (what every other contender runs with);
+#: ``api``: the API alone, no SDK configured (its no-op tracer and meter);
+#: ``sdk``: the SDK, spans to an exporter that discards them (in a batch processor, as
+#: an application would), a meter provider with no reader; ``off``: that SDK, and the
+#: handler made with ``telemetry=False``.
+OTEL_SETUPS = {
+    "tidings-absent": "absent",
+    "tidings-api": "api",
+    "tidings-sdk": "sdk",
+    "tidings-off": "off",
+}
+
+
+def without_opentelemetry() -> None:
+    """Make the OpenTelemetry API unimportable in this process (``import opentelemetry``
+    raises ImportError, as where it is not installed). Called by `main` before any
+    contender runs, unless its spec's ``otel`` says otherwise: it must come before the
+    first ``import tidings``, which looks for the API once."""
+    sys.modules["opentelemetry"] = None  # type: ignore[assignment]
+
+
+class _SpanCounter:
+    """The SDK parts of the ``sdk`` and ``off`` set-ups: spans are counted and discarded."""
+
+    def __init__(self) -> None:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        counter = self
+
+        class Discard(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                counter.spans += len(spans)
+                return SpanExportResult.SUCCESS
+
+        self.spans = 0
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
+        trace.set_tracer_provider(self.tracer_provider)
+        metrics.set_meter_provider(MeterProvider())
+
+    def exported(self) -> int:
+        """The spans exported so far (the batch processor's queue flushed first)."""
+        self.tracer_provider.force_flush()
+        return self.spans
+
+
+async def telemetry_tidings(spec: dict[str, Any]) -> dict[str, Any]:
+    """One case (``op``: publish, receive or memory) in one set-up of OpenTelemetry
+    (the spec's ``otel``; `main` has already blocked the API for ``absent``)."""
+    import tidings
+
+    setup = spec["otel"]
+    options = getattr(tidings, "Options", None)
+    if setup != "absent" and "telemetry" not in getattr(options, "__dataclass_fields__", {}):
+        return {"skipped": "this tidings has no telemetry"}
+    sdk = _SpanCounter() if setup in ("sdk", "off") else None
+    if setup == "off":
+        spec = {**spec, "telemetry": False}
+    run = {"publish": publish_tidings, "receive": receive_tidings, "memory": memory_tidings}
+    result = await run[spec["op"]](spec)
+    result["spans_per_msg"] = sdk.exported() / result["events"] if sdk is not None else 0.0
+    # The evidence that "absent" ran without the API (1: it was imported).
+    result["otel_imported"] = int(sys.modules.get("opentelemetry") is not None)
+    return result
+
+
 #: The backend of a contender that is a plain function (no event loop).
 SYNC = "sync"
 
@@ -1214,6 +1316,7 @@ CONTENDERS: dict[tuple[str, str], tuple[Callable[..., Any], str]] = {
     ("jobs", "tidings-trio"): (jobs_tidings, "trio"),
     ("jobs", "tidings-asyncio"): (jobs_tidings, "asyncio"),
     ("jobs", "redis-py"): (jobs_redis_py, SYNC),
+    **{("telemetry", name): (telemetry_tidings, "trio") for name in OTEL_SETUPS},
 }
 
 
@@ -1233,6 +1336,10 @@ def main() -> None:
     elif spec["scenario"] == "pace-outage":
         result = pace_outage(spec)
     else:
+        if spec["scenario"] == "telemetry":
+            spec["otel"] = OTEL_SETUPS[spec["contender"]]
+        if spec.get("otel", "absent") == "absent":
+            without_opentelemetry()
         function, backend = CONTENDERS[spec["scenario"], spec["contender"]]
         if spec["scenario"] == "register":
             spec["mode"] = spec["contender"].removeprefix("tidings-")

@@ -32,8 +32,10 @@ from bench.contenders import (
     JOB_GROUP,
     JOBS,
     JOBS_KEY,
+    OTEL_SETUPS,
     PAYLOAD,
     SPREAD_PREFIX,
+    TRACED_PAYLOAD,
     cpu_us,
     fill_log,
     publish_durable,
@@ -55,6 +57,7 @@ class Case:
     params: dict[str, Any] = field(default_factory=dict)  # added to the contender's spec
     max_runs: int | None = None  # fewer rounds than --runs for the slow ones
     contenders: list[str] | None = None  # a subset of the scenario's
+    fill: str | None = None  # instead of the scenario's (see Scenario.fill)
 
 
 @dataclass
@@ -242,6 +245,28 @@ SCENARIOS = [
         axis="members",
         headline="2",
     ),
+    Scenario(
+        "telemetry",
+        "14. the cost of OpenTelemetry: tidings-trio {}, API absent / API alone / SDK "
+        "(spans discarded) / SDK with telemetry=False",
+        list(OTEL_SETUPS),
+        [
+            # As "publish/10": 10 concurrent publishers, each awaiting its reply.
+            Case("publish", n=5_000, quick_n=100, params={"op": "publish", "publishers": 10}),
+            # As "receive", the events carrying a traceparent (TRACED_PAYLOAD).
+            Case(
+                "receive",
+                n=20_000,
+                quick_n=500,
+                params={"op": "receive", "traceparent": True},
+                fill="redis-benchmark",
+            ),
+            # As "memory": publish -> callback in one process (both spans).
+            Case("memory", n=5_000, quick_n=500, params={"op": "memory"}),
+        ],
+        metric="rate",
+        peer="tidings-absent",
+    ),
 ]
 
 
@@ -347,7 +372,7 @@ def _result(process: subprocess.Popen[str], line: str | None = None) -> dict[str
     return result
 
 
-def _redis_benchmark(port: int, n: int, channel: str, *extra: str) -> None:
+def _redis_benchmark(port: int, n: int, channel: str, *extra: str, payload: str = PAYLOAD) -> None:
     subprocess.run(
         [
             "redis-benchmark",
@@ -365,7 +390,7 @@ def _redis_benchmark(port: int, n: int, channel: str, *extra: str) -> None:
             *extra,
             "PUBLISH",
             channel,
-            PAYLOAD,
+            payload,
         ],
         check=True,
         stdout=subprocess.DEVNULL,
@@ -402,6 +427,8 @@ def run_one(
 ) -> dict[str, Any]:
     name = contender.removesuffix(BASE)
     at_base = contender.endswith(BASE)
+    if case.fill is not None:
+        scenario = dataclasses.replace(scenario, fill=case.fill)
     spec = {
         "scenario": scenario.name,
         "contender": name,
@@ -472,7 +499,8 @@ def _drive(
     if scenario.fill == "redis-benchmark":
         k = case.params.get("channels")
         if k is None:
-            _redis_benchmark(server.port, n, CHANNEL)
+            payload = TRACED_PAYLOAD if case.params.get("traceparent") else PAYLOAD
+            _redis_benchmark(server.port, n, CHANNEL, payload=payload)
         else:  # __rand_int__: 12 digits, zero-padded, in [0, k)
             _redis_benchmark(server.port, n, f"{SPREAD_PREFIX}__rand_int__", "-r", str(k))
     elif scenario.fill == "pipeline":
@@ -742,6 +770,8 @@ def _detail(scenario: str, values: dict[str, Any]) -> str:
         return _outage(values)
     if scenario == "jobs":
         return _jobs(values)
+    if scenario == "telemetry" and values.get("spans_per_msg"):
+        return f"{values['spans_per_msg']:.2f} spans exported per event"
     return ""
 
 
@@ -991,6 +1021,7 @@ def print_table(report: dict[str, Any]) -> None:
     print("-" * rule)
     _print_spread(report["scenarios"])
     _print_jobs(report["scenarios"])
+    _print_telemetry(report["scenarios"])
     unmeasured = 0
     for target in report["targets"]:
         if target["met"] is None:
@@ -1061,6 +1092,32 @@ def _print_jobs(scenarios: dict[str, Any]) -> None:
             f"  {contender + ' / ' + peer:<34}"
             + "".join(f"{'-' if r is None else f'{r:.2f}x':>10}" for r in ratios)
         )
+    print("-" * 124)
+
+
+def _print_telemetry(scenarios: dict[str, Any]) -> None:
+    """Each OpenTelemetry set-up against "absent": rate and CPU per event, and the CPU
+    it adds per event."""
+    entries = [e for e in scenarios.values() if e["scenario"] == "telemetry"]
+    if not entries:
+        return
+    print(
+        f"{'telemetry vs API absent':<25}{'events/s':>12} {'x':>7}{'CPU µs':>10} {'x':>8}{'+µs':>8}"
+    )
+    for entry in entries:
+        absent = entry["medians"].get(entry["peer"], {})
+        for contender, values in entry["medians"].items():
+            rate, cpu = values.get("rate"), _cpu(values)
+            base_rate, base_cpu = absent.get("rate"), _cpu(absent)
+            ratio = rate / base_rate if rate and base_rate else None
+            cpu_ratio = cpu / base_cpu if cpu is not None and base_cpu else None
+            added = cpu - base_cpu if cpu is not None and base_cpu is not None else None
+            print(
+                f"  {entry['case']:<8} {contender.removeprefix('tidings-'):<14}"
+                f"{'-' if rate is None else f'{rate:,.0f}':>12} {_x(ratio):>7}"
+                f"{'-' if cpu is None else f'{cpu:.2f}':>10} {_x(cpu_ratio):>9}"
+                f"{'' if added is None else f'{added:+.2f}':>8}"
+            )
     print("-" * 124)
 
 
