@@ -918,3 +918,27 @@ async def test_nothing_spins_when_the_group_or_redis_goes() -> None:
             await eventually(lambda: "after" in worker.done, limit=10)
     finally:
         server.close()
+
+
+async def test_a_deleted_group_says_how_many_events_went_with_it(broker: Harness) -> None:
+    """The group's backlog (pending and not handed out) at its last look is what a
+    ``deleted`` gap reports lost."""
+    stuck = Stuck()
+    key = f"{NS}:jobs"
+    async with handler(broker, ack_wait=0.2) as member, handler(broker) as producer:
+        log = await watched(member)
+        await member.register("jobs", "*", stuck, group="workers")
+        for n in range(5):
+            await producer.publish("jobs", "job", n)
+        await eventually(lambda: stuck.taken == [0])  # one in hand, more waiting
+        if isinstance(broker, MemoryHarness):
+            broker.hub.delete_log(key)
+        else:
+            assert isinstance(broker, RedisHarness)
+            broker.server.client().delete(key)
+        stuck.release.set()
+        await eventually(lambda: "gap" in log.names, limit=10)
+        gap = log.last("gap")
+        assert gap["reason"] == "deleted"
+        # A look at the group came before the first read: the count is known.
+        assert gap["lost"] is not None

@@ -101,7 +101,7 @@ class World:
             encode=Json().encode,
             dispatcher=self.dispatcher,
             on_dead=lambda *dead: self.dead.append(dead),
-            on_lost=lambda reason, ids: self.lost.append((reason, ids)),
+            on_lost=lambda reason, ids, lost: self.lost.append((reason, ids)),
             retention=Retention(),
             ack_wait=ack_wait,
             max_deliver=max_deliver,

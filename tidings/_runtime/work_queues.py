@@ -122,7 +122,7 @@ class Groups:
             encode=self._encode,
             dispatcher=self._dispatcher,
             on_dead=lambda *dead: self._dead(channel, group, *dead),
-            on_lost=lambda reason, ids: self._lost(channel, group, reason, ids),
+            on_lost=lambda reason, ids, lost: self._lost(channel, group, reason, ids, lost),
             retention=self._retention(name),
             ack_wait=options.ack_wait,
             max_deliver=options.max_deliver,
@@ -247,7 +247,9 @@ class Groups:
             },
         )
 
-    def _lost(self, channel: ChannelState, group: str, reason: str, ids: list[str]) -> None:
+    def _lost(
+        self, channel: ChannelState, group: str, reason: str, ids: list[str], lost: int | None
+    ) -> None:
         if reason == "trimmed":
             self._logger.warning(
                 "consumer group %r of %r: %d pending events were trimmed from the log "
@@ -266,5 +268,8 @@ class Groups:
                 "last_id": None,
                 "next_id": None,
                 "ids": ids,
+                # How many events went (for a deleted group: what it had in hand,
+                # pending or not handed out, at its last look; None: unknown).
+                "lost": lost,
             },
         )

@@ -73,7 +73,7 @@ Query = Callable[[str, Callable[[Publisher], Awaitable[Any]]], Awaitable[Any]]
 OnDead = Callable[[str, int, str, str], None]
 #: Told ``(reason, ids)`` when pending entries were lost (``"trimmed"``) or the group
 #: was recreated (``"deleted"``).
-OnLost = Callable[[str, list[str]], None]
+OnLost = Callable[[str, list[str], "int | None"], None]
 
 
 class GroupMember:
@@ -132,6 +132,8 @@ class GroupMember:
         self.retry_backoff = retry_backoff
         # When the group's earliest scheduled retry is due (inf: none known).
         self._due_at = 0.0
+        # Events the group had in hand at the last look (None: not looked yet).
+        self._backlog: int | None = None
         self._stats = stats
         self._logger = logger
         # Entries done, to acknowledge with the next XACK.
@@ -244,6 +246,7 @@ class GroupMember:
             self._claim_at = now + self._claim_interval
             await self._claim()
             await self._prune()
+            await self._survey()
             self._more = True  # and read: entries may have come without a live copy
             self._due_at = min(self._due_at, now)  # (and other members' retries)
         if now >= self._due_at:
@@ -287,7 +290,7 @@ class GroupMember:
             )
             self._cursor = claimed.next
             if claimed.lost:
-                self._on_lost("trimmed", claimed.lost)
+                self._on_lost("trimmed", claimed.lost, len(claimed.lost))
             if claimed.jobs:
                 self._logger.info(
                     "%s: claimed %d entries pending past ack_wait=%gs",
@@ -298,6 +301,14 @@ class GroupMember:
                 await self._work(claimed.jobs)
             if claimed.next == "0-0" or self._leaving:
                 return
+
+    async def _survey(self) -> None:
+        """Note how much the group has in hand (pending, and not handed out yet):
+        if the group is lost, that is what a ``deleted`` gap says went with it."""
+        infos = await self._command(lambda p: p.group_info(self.channel))
+        info = next((i for i in infos if i.name == self.group), None)
+        if info is not None:
+            self._backlog = info.pending + (info.lag or 0)
 
     async def _prune(self) -> None:
         """Remove the consumers that killed processes left in the group: idle for
@@ -332,7 +343,7 @@ class GroupMember:
         self._logger.warning(
             "%s: the group was gone (its log deleted?): recreated, from %s on", self.name, start
         )
-        self._on_lost("deleted", [])
+        self._on_lost("deleted", [], self._backlog)
 
     # -- entries ------------------------------------------------------------------------
 
