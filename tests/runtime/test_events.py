@@ -277,11 +277,15 @@ async def test_a_group_iterator_that_raises_has_the_event_retried_after_the_back
     async with world.running():
         wanted = world.wanted("orders", "*", print, group="workers")
         taken: list[Event[Any]] = []
-        with pytest.raises(RuntimeError, match="consumer bug"):
+
+        async def fail_with_one_in_hand() -> None:
             async with work(world.runtime, world.registry, wanted) as events:
                 await world.publish("orders", "e", 3)
                 taken.append(await events.receive())
                 raise RuntimeError("consumer bug")
+
+        with pytest.raises(RuntimeError, match="consumer bug"):
+            await fail_with_one_in_hand()
         [first] = taken
         await eventually(lambda: world.hub.pending(orders, "workers") == {})  # acked
         async with work(world.runtime, world.registry, wanted) as events:

@@ -37,7 +37,7 @@ from .._stats import Counters
 from ..actors.callbacks import Meta, Undelivered, Unfit, Wrapper
 from ..actors.durable import DurableActor
 from ..actors.router import Router
-from ..errors import CallbackError
+from ..errors import CallbackError, Retry
 from ..policies.streams import position
 
 if TYPE_CHECKING:
@@ -55,6 +55,10 @@ SCOPE = "tidings"
 DEPTH_SERIES = 50
 #: The destination name of what is summed past `DEPTH_SERIES`.
 OTHER = "_other"
+#: Bucket boundaries (seconds) the messaging conventions give for durations.
+PROCESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+#: Outages last longer: from a tenth of a second to an hour.
+DISCONNECTED_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600, 1800, 3600)
 
 # The OpenTelemetry API modules, once looked for: a namespace of them, or False when
 # the API is not installed (asked once per process: a failed import is not cached).
@@ -107,11 +111,13 @@ class _Api:
             "messaging.process.duration",
             unit="s",
             description="Duration of processing a message (one callback call).",
+            explicit_bucket_boundaries_advisory=PROCESS_BUCKETS,
         )
         self.disconnected = meter.create_histogram(
             "tidings.disconnected.duration",
             unit="s",
             description="How long a subscription was deaf before a reconnect.",
+            explicit_bucket_boundaries_advisory=DISCONNECTED_BUCKETS,
         )
         #: The telemetry of every live handler, observed by the instruments below.
         self.handlers: weakref.WeakSet[Telemetry] = weakref.WeakSet()
@@ -227,7 +233,7 @@ class Telemetry:
             if isinstance(exc, Exception):
                 span.record_exception(exc)
                 span.set_status(api.error, f"{type(exc).__qualname__}: {exc}")
-                api.sent.add(1, {**attributes, "error.type": type(exc).__qualname__})
+                api.sent.add(1, {**attributes, "error.type": _error_type(exc)})
             raise
         else:
             api.sent.add(1, attributes)
@@ -281,10 +287,12 @@ class Telemetry:
             attributes["messaging.consumer.group.name"] = group
         if isinstance(exc, Unfit):  # not the callback's failure: the data did not fit
             span.set_attribute("tidings.unfit", str(exc))
+        elif isinstance(exc, Retry):  # expected: the event runs again later
+            span.set_attribute("tidings.retry", str(exc))
         elif isinstance(exc, Exception) and not isinstance(exc, CallbackError | Undelivered):
             span.record_exception(exc)
             span.set_status(api.error, f"{type(exc).__qualname__}: {exc}")
-            attributes["error.type"] = type(exc).__qualname__
+            attributes["error.type"] = _error_type(exc)
         api.process_duration.record(time.perf_counter() - started, attributes)
         api.consumed.add(1, attributes)
         span.end()
@@ -318,9 +326,11 @@ class Telemetry:
             if not isinstance(actor, DurableActor) or not actor.newest:
                 continue
             attributes = {**self.attributes, "messaging.destination.name": name}
-            behind = actor.behind()
-            if behind is not None:
-                lags.append((_seconds(actor.newest - behind), attributes))
+            # (A registration placed on an empty log, or at "all", is at 0: it is as
+            # far behind as the first event this channel dispatched.)
+            behind = actor.behind() or actor.first
+            if behind:
+                lags.append((_seconds(max(actor.newest - behind, 0)), attributes))
             for member in actor.groups:
                 last = getattr(member, "last_read", None)
                 at = position(last) if last is not None else 0
@@ -332,6 +342,18 @@ class Telemetry:
                     )
                 )
         return lags
+
+
+def _error_type(exc: BaseException) -> str:
+    """``error.type``: the exception's fully qualified name (tidings' own as the
+    public ``tidings.X``), a builtin's bare name."""
+    kind = type(exc)
+    module = kind.__module__
+    if module == "builtins":
+        return kind.__qualname__
+    if module.startswith("tidings."):
+        module = "tidings"
+    return f"{module}.{kind.__qualname__}"
 
 
 def _seconds(positions: int) -> float:

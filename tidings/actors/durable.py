@@ -66,6 +66,7 @@ class DurableActor(DispatchActor):
         "_reported",
         "_tail",
         "_until",
+        "first",
         "groups",
         "last",
         "newest",
@@ -93,6 +94,8 @@ class DurableActor(DispatchActor):
         self.last = 0
         #: The newest position seen, live or in the log (0: none yet).
         self.newest = 0
+        #: The first position dispatched (0: none yet).
+        self.first = 0
         # The hint for a publisher that does not declare the channel durable: given.
         self._hinted = False
         #: Positions registrations start after that name entries (``since=<id>``, a
@@ -192,6 +195,8 @@ class DurableActor(DispatchActor):
         only = self._only
         if only is None:
             self.last = at
+        if not self.first:
+            self.first = at
         try:
             key, args, headers = self._decode(self.owner, payload)
         except DECODE_ERRORS as exc:

@@ -68,7 +68,7 @@ def check_headers(headers: Any) -> dict[str, str] | None:
             raise TypeError(f"headers must map str to str, got {name!r:.40}: {value!r:.40}")
         if not name:
             raise ValueError("a header name must be a non-empty str, got ''")
-        if name.startswith(RESERVED_PREFIX):
+        if name.lower().startswith(RESERVED_PREFIX):
             raise ValueError(
                 f"header {name!r}: names starting with {RESERVED_PREFIX!r} are tidings' own"
             )
