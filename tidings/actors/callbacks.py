@@ -303,6 +303,9 @@ class Dispatcher:
         a `CallbackError` removes the callback; another error is logged and counted
         against its failure budget (``failed``, if given, handles it instead: a
         consumer group retries the event rather than the callback)."""
+        if exc is None:  # the common case, spelled out: a work queue's every job
+            self._stats.delivered += 1
+            return Outcome.DONE
         result = outcome(exc)
         count(self._stats, result)
         if result is Outcome.FINISHED:

@@ -409,6 +409,9 @@ class GroupMember:
         original = headers.get(ORIGINAL_ID, entry_id) if carried and headers else entry_id
         meta = Meta(original, total, headers or NO_HEADERS)
         verdict = await self._run(job, key, args, meta)
+        if verdict.done and not (verdict.error or verdict.handed_back or verdict.unfit):
+            self._acks.append(entry_id)  # (the common case, without another frame)
+            return
         await self._conclude(job, verdict, meta, args)
 
     async def _run(self, job: Job, key: str, args: tuple[Any, ...], meta: Meta) -> _Verdict:
@@ -426,6 +429,10 @@ class GroupMember:
                     await self._await_job(job, result)
             except Exception as exc:
                 raised = exc
+            if raised is None:  # (the common case: no closure made, no ladder climbed)
+                self._stats.delivered += 1
+                verdict.done = True
+                continue
             verdict.add(
                 self._dispatcher.account(
                     registration, raised, self.name, failed=self._failed_job(meta)
