@@ -4,6 +4,7 @@ tested in tests/test_helpers.py.)"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ import anyio
 
 import tidings
 from tests.redis_server import RedisServer
+from tidings._stats import Counters
+from tidings.actors.callbacks import Dispatcher, Registration
 from tidings.brokers.memory import Hub, MemoryBroker
 
 #: A back-off fast enough that reconnections do not slow the tests down.
@@ -136,3 +139,18 @@ def assert_follows_the_state_machine(names: list[str]) -> None:
         assert name in allowed[previous], f"{previous} -> {name} in {names}"
         previous = name
     assert names[-1] == "closed"
+
+
+def recording_dispatcher(limit: int = 5) -> tuple[Dispatcher, Counters, list[Registration]]:
+    """A dispatcher counting into fresh counters, with the registrations it removes
+    recorded; a callback is removed after ``limit`` failures in a minute."""
+    removed: list[Registration] = []
+    stats = Counters()
+    dispatcher = Dispatcher(
+        stats=stats,
+        logger=logging.getLogger("tidings.test"),
+        remove=removed.append,
+        failure_limit=limit,
+        failure_window=60.0,
+    )
+    return dispatcher, stats, removed

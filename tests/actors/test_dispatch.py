@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from tidings._stats import Counters
-from tidings.actors.callbacks import Dispatcher, Registration
+from tests.helpers import recording_dispatcher
+from tidings.actors.callbacks import Registration
 from tidings.actors.dispatch import DispatchActor, envelope_decoder
 from tidings.actors.mailbox import Mailbox
 from tidings.protocols import Json
@@ -28,16 +28,8 @@ class World:
     """A channel's dispatch actor with its mailbox, dispatcher and registrations."""
 
     def __init__(self) -> None:
-        self.stats = Counters()
         self.mailbox: Mailbox[bytes] = Mailbox(100)
-        self.removed: list[Registration] = []
-        self.dispatcher = Dispatcher(
-            stats=self.stats,
-            logger=LOG,
-            remove=self.removed.append,
-            failure_limit=5,
-            failure_window=60,
-        )
+        self.dispatcher, self.stats, self.removed = recording_dispatcher(limit=5)
         self.registrations: list[Registration] = []
         self.found: dict[str, tuple[Registration, ...]] = {}
         self.actor = DispatchActor(

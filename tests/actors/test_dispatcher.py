@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import recording_dispatcher
 from tidings import CallbackError
 from tidings._stats import Counters
 from tidings.actors.callbacks import Dispatcher, Registration
@@ -15,16 +16,7 @@ pytestmark = pytest.mark.anyio
 
 
 def make(limit: int = 2) -> tuple[Dispatcher, Counters, list[Registration]]:
-    removed: list[Registration] = []
-    stats = Counters()
-    dispatcher = Dispatcher(
-        stats=stats,
-        logger=logging.getLogger("tidings.test"),
-        remove=removed.append,
-        failure_limit=limit,
-        failure_window=60.0,
-    )
-    return dispatcher, stats, removed
+    return recording_dispatcher(limit=limit)
 
 
 async def run(dispatcher: Dispatcher, regs: tuple[Registration, ...], *args: Any) -> None:

@@ -10,9 +10,8 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.helpers import eventually
-from tidings._stats import Counters
-from tidings.actors.callbacks import DEAF, Dispatcher, Meta, Registration
+from tests.helpers import eventually, recording_dispatcher
+from tidings.actors.callbacks import DEAF, Meta, Registration
 from tidings.actors.dispatch import envelope_decoder
 from tidings.actors.durable import DurableActor, Upkeep
 from tidings.actors.mailbox import Mailbox
@@ -70,16 +69,8 @@ class World:
     def __init__(self, hub: Hub, publisher: Publisher, max_pending: int = 100) -> None:
         self.hub = hub
         self.publisher = publisher
-        self.stats = Counters()
         self.mailbox: Mailbox[bytes] = Mailbox(max_pending)
-        self.removed: list[Registration] = []
-        self.dispatcher = Dispatcher(
-            stats=self.stats,
-            logger=LOG,
-            remove=self.removed.append,
-            failure_limit=5,
-            failure_window=60,
-        )
+        self.dispatcher, self.stats, self.removed = recording_dispatcher(limit=5)
         self.registrations: list[Registration] = []
         self.gaps: list[tuple[str, str, str | None]] = []
         #: Raised by the next reads of the log, one each (a refusal, a lost connection).

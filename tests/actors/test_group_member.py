@@ -12,9 +12,8 @@ import anyio
 import msgspec
 import pytest
 
-from tests.helpers import eventually
-from tidings._stats import Counters
-from tidings.actors.callbacks import Dispatcher, Meta, Registration
+from tests.helpers import eventually, recording_dispatcher
+from tidings.actors.callbacks import Meta
 from tidings.actors.dispatch import envelope_decoder
 from tidings.actors.group import GroupMember
 from tidings.actors.typed import Typed
@@ -55,15 +54,7 @@ class World:
     def __init__(self, hub: Hub, publisher: Publisher) -> None:
         self.hub = hub
         self.publisher = publisher
-        self.stats = Counters()
-        self.removed: list[Registration] = []
-        self.dispatcher = Dispatcher(
-            stats=self.stats,
-            logger=LOG,
-            remove=self.removed.append,
-            failure_limit=5,
-            failure_window=60,
-        )
+        self.dispatcher, self.stats, self.removed = recording_dispatcher(limit=5)
         self.dead: list[tuple[str, int, str, str]] = []
         self.lost: list[tuple[str, list[str]]] = []
         self._serial = 0

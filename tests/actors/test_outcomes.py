@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import recording_dispatcher
 from tidings import CallbackError
 from tidings._stats import Counters
 from tidings.actors.callbacks import (
@@ -79,16 +80,7 @@ def test_every_outcome_has_a_counter_that_exists() -> None:
 
 
 def make() -> tuple[Dispatcher, Counters, list[Registration]]:
-    removed: list[Registration] = []
-    stats = Counters()
-    dispatcher = Dispatcher(
-        stats=stats,
-        logger=logging.getLogger("tidings.test"),
-        remove=removed.append,
-        failure_limit=1,
-        failure_window=60.0,
-    )
-    return dispatcher, stats, removed
+    return recording_dispatcher(limit=1)
 
 
 async def test_account_removes_a_callback_that_finished() -> None:

@@ -20,6 +20,7 @@ from tidings._runtime.events import (
     iterate,
     work,
 )
+from tidings._runtime.registry import Wanted
 from tidings.actors.callbacks import Interrupted, Meta, Undelivered
 from tidings.actors.mailbox import Mailbox
 from tidings.policies.backoff import Backoff
@@ -249,15 +250,8 @@ async def test_a_group_iterator_acknowledges_on_the_next_event_and_hands_back_on
         assert world.runtime.stats.acked == 2
         # A block that raises hands the event in hand back, to be delivered again.
         taken: list[Event[Any]] = []
-
-        async def fail_with_one_in_hand() -> None:
-            async with work(world.runtime, world.registry, wanted) as events:
-                await world.publish("orders", "e", 3)
-                taken.append(await events.receive())
-                raise RuntimeError("consumer bug")
-
         with pytest.raises(RuntimeError, match="consumer bug"):
-            await fail_with_one_in_hand()
+            await fail_with_one_in_hand(world, wanted, taken)
         [third] = taken
         await eventually(lambda: world.hub.pending(orders, "workers") != {})
         assert world.hub.pending(orders, "workers")[third.id][1] == 1  # one delivery made
@@ -277,18 +271,19 @@ async def test_a_group_iterator_that_raises_has_the_event_retried_after_the_back
     async with world.running():
         wanted = world.wanted("orders", "*", print, group="workers")
         taken: list[Event[Any]] = []
-
-        async def fail_with_one_in_hand() -> None:
-            async with work(world.runtime, world.registry, wanted) as events:
-                await world.publish("orders", "e", 3)
-                taken.append(await events.receive())
-                raise RuntimeError("consumer bug")
-
         with pytest.raises(RuntimeError, match="consumer bug"):
-            await fail_with_one_in_hand()
+            await fail_with_one_in_hand(world, wanted, taken)
         [first] = taken
         await eventually(lambda: world.hub.pending(orders, "workers") == {})  # acked
         async with work(world.runtime, world.registry, wanted) as events:
             again = await events.receive()
         assert (again.id, again.data, again.deliveries) == (first.id, 3, 2)
         assert again.headers["tidings-original-id"] == first.id
+
+
+async def fail_with_one_in_hand(world: World, wanted: Wanted, taken: list[Event[Any]]) -> None:
+    """A group iterator's block that takes an event (3), then raises."""
+    async with work(world.runtime, world.registry, wanted) as events:
+        await world.publish("orders", "e", 3)
+        taken.append(await events.receive())
+        raise RuntimeError("consumer bug")
