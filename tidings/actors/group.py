@@ -44,12 +44,13 @@ from ..brokers.base import (
     Job,
     Publisher,
 )
-from ..errors import ReplyError, Retry
+from ..errors import ReplyError
 from ..policies.backoff import Backoff
 from ..policies.headers import DELIVERIES, NO_HEADERS, ORIGINAL_ID, REQUEUED_FOR
 from ..policies.streams import Retention
 from .callbacks import DEAF, Dispatcher, Meta, Outcome, Registration
 from .dispatch import DECODE_ERRORS, Decode, decode_failed
+from .failures import Failures, OnDead, last_words
 
 __all__ = ["MAX_BATCH", "GroupMember", "Query"]
 
@@ -64,13 +65,9 @@ CLAIMS_PER_ROUND = 10
 #: A consumer idle for this many times ``ack_wait`` and holding nothing was left by a
 #: killed process: any member removes it.
 ABANDONED_AFTER = 10
-#: How much of an error's text a dead letter keeps.
-ERROR_TEXT = 1000
 
 #: Runs a command on the handler's command connection (waiting for it, bounded).
 Query = Callable[[str, Callable[[Publisher], Awaitable[Any]]], Awaitable[Any]]
-#: Told ``(entry id, deliveries, error, dead-letter id)`` for each entry buried.
-OnDead = Callable[[str, int, str, str], None]
 #: Told ``(reason, ids)`` when pending entries were lost (``"trimmed"``) or the group
 #: was recreated (``"deleted"``).
 OnLost = Callable[[str, list[str], "int | None"], None]
@@ -117,25 +114,36 @@ class GroupMember:
         self._query = query
         self._registrations_for = registrations_for
         self._decode = decode
-        # Encodes the envelope of a retry's copy (the handler's protocol).
-        self._encode = encode
         # Counts each call's outcome and removes a callback that finished (raised
         # CallbackError); a failure is this member's to handle (the event is retried).
         self._dispatcher = dispatcher
-        self._on_dead = on_dead
         self._on_lost = on_lost
         self._retention = retention
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
         self._claim_interval = claim_interval
-        #: The delay before a failed event runs again (None: at once).
-        self.retry_backoff = retry_backoff
         # When the group's earliest scheduled retry is due (inf: none known).
         self._due_at = 0.0
         # Events the group had in hand at the last look (None: not looked yet).
         self._backlog: int | None = None
         self._stats = stats
         self._logger = logger
+        # What becomes of a failed event: retried later, or buried.
+        self._failures = Failures(
+            self.name,
+            channel,
+            group,
+            consumer,
+            owner=owner,
+            command=self._command,
+            encode=encode,
+            retry_backoff=retry_backoff,
+            max_deliver=max_deliver,
+            retention=retention,
+            on_dead=on_dead,
+            stats=stats,
+            logger=logger,
+        )
         # Entries done, to acknowledge with the next XACK.
         self._acks: list[str] = []
         # There may be entries to read (a live message came, or a read came back full).
@@ -303,28 +311,13 @@ class GroupMember:
                 return
 
     async def _survey(self) -> None:
-        """Note how much the group has in hand (pending, and not handed out yet):
-        if the group is lost, that is what a ``deleted`` gap says went with it."""
-        infos = await self._command(lambda p: p.group_info(self.channel))
-        info = next((i for i in infos if i.name == self.group), None)
-        if info is not None:
-            self._backlog = info.pending + (info.lag or 0)
+        """Note what the group has in hand, for a ``deleted`` gap (see `Failures`)."""
+        backlog = await self._failures.backlog()
+        if backlog is not None:
+            self._backlog = backlog
 
     async def _prune(self) -> None:
-        """Remove the consumers that killed processes left in the group: idle for
-        `ABANDONED_AFTER` times ``ack_wait`` and holding nothing (a live member
-        reads every claim interval, and what it holds is pending)."""
-        idle = self.ack_wait * ABANDONED_AFTER
-        removed = await self._command(
-            lambda p: p.group_prune(self.channel, self.group, idle, self.consumer)
-        )
-        if removed:
-            self._logger.info(
-                "%s: removed %d consumers idle for over %gs and holding nothing",
-                self.name,
-                removed,
-                idle,
-            )
+        await self._failures.prune_abandoned(self.ack_wait * ABANDONED_AFTER)
 
     async def _recreate(self) -> None:
         start = self.last_read or "$"
@@ -383,7 +376,7 @@ class GroupMember:
         if deliveries > self.max_deliver:
             # Claimed from members that never acknowledged it (they died, or hung):
             # running it again could take this one down too.
-            await self._bury(
+            await self._failures.bury(
                 job,
                 f"delivered {deliveries - 1} times without an acknowledgement "
                 f"(ack_wait={self.ack_wait:g}s); not run again",
@@ -393,7 +386,7 @@ class GroupMember:
             key, args, headers = self._decode(self.owner, payload)
         except DECODE_ERRORS as exc:
             decode_failed(stats, self._logger, self.name, exc)
-            await self._bury(job, f"undecodable: {exc}")  # it never will be
+            await self._failures.bury(job, f"undecodable: {exc}")  # it never will be
             return
         requeued = headers.get(REQUEUED_FOR) if headers else None
         if requeued is not None and requeued != self.group:
@@ -435,51 +428,16 @@ class GroupMember:
                 continue
             verdict.add(
                 self._dispatcher.account(
-                    registration, raised, self.name, failed=self._failed_job(meta)
+                    registration, raised, self.name, failed=self._failures.logger_for(meta)
                 ),
                 raised,
             )
         return verdict
 
     async def _await_job(self, job: Job, awaitable: Awaitable[Any]) -> None:
-        """Await an async callback, cancelled once it runs past ``ack_wait``: a hung
-        job costs its own delivery (failed: retried, or dead-lettered), not the
-        group's. Meanwhile the entry and those queued behind it stay this member's
-        (their idle time is reset every third of ``ack_wait``), so that no other
-        member takes them while they wait here.
-
-        Raises:
-            TimeoutError: it ran past ``ack_wait``, and was cancelled.
-        """
-        failed: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._keep, job)
-            with anyio.move_on_after(self.ack_wait) as scope:
-                try:
-                    await awaitable
-                except Exception as exc:  # raised as it is (not in an exception group)
-                    failed = exc
-            tg.cancel_scope.cancel()
-        if failed is not None:
-            raise failed
-        if scope.cancelled_caught:
-            raise TimeoutError(
-                f"the callback ran past ack_wait={self.ack_wait:g}s and was cancelled"
-            )
-
-    async def _keep(self, job: Job) -> None:
-        """Reset the idle time of the entry in hand and those queued, periodically."""
-        while True:
-            await anyio.sleep(self.ack_wait / 3)
-            held = [(entry_id, deliveries) for entry_id, _, deliveries in (job, *self._queue)]
-
-            async def keep(publisher: Publisher, held: list[tuple[str, int]] = held) -> None:
-                await publisher.group_release(self.channel, self.group, self.consumer, held, 0)
-
-            try:
-                await self._command(keep)
-            except COMMAND_ERRORS as exc:  # claimed by others after ack_wait, then
-                self._logger.debug("%s: entries in hand not kept: %s", self.name, exc)
+        """Await an async callback within ``ack_wait``, keeping what this member
+        holds its own meanwhile (see `Failures.bounded()`)."""
+        await self._failures.bounded(awaitable, self.ack_wait, lambda: [job, *self._queue])
 
     async def _conclude(
         self, job: Job, verdict: _Verdict, meta: Meta, args: tuple[Any, ...]
@@ -490,11 +448,13 @@ class GroupMember:
         if not verdict.called:  # no callback of this group takes it (here): done with it
             self._stats.unrouted += 1
         if verdict.unfit is not None and not verdict.settled:
-            await self._bury(job, f"does not fit the schema: {verdict.unfit}", total)
+            await self._failures.bury(job, f"does not fit the schema: {verdict.unfit}", total)
         elif verdict.error is not None and total >= self.max_deliver:
-            await self._bury(job, _last_words(verdict.error, total, self.max_deliver), total)
+            await self._failures.bury(
+                job, last_words(verdict.error, total, self.max_deliver), total
+            )
         elif verdict.error is not None:
-            delay = self._delay(verdict.error, total)
+            delay = self._failures.delay(verdict.error, total)
             if delay > 0:
                 await self._retry_later(entry_id, args, meta, delay)
             else:
@@ -508,80 +468,20 @@ class GroupMember:
         else:
             self._acks.append(entry_id)
 
-    def _delay(self, error: Exception, attempt: int) -> float:
-        """Seconds before an event that failed delivery ``attempt`` is run again."""
-        if isinstance(error, Retry) and error.delay is not None:
-            return float(error.delay)
-        backoff = self.retry_backoff
-        return backoff.delay(attempt) if backoff is not None else 0.0
-
     async def _retry_later(
         self, entry_id: str, args: tuple[Any, ...], meta: Meta, delay: float
     ) -> None:
-        """Acknowledge the entry and schedule a copy of it for this group, due in
-        ``delay`` seconds (one step on the broker: neither is done without the other)."""
-        headers = {
-            **meta.headers,
-            REQUEUED_FOR: self.group,
-            ORIGINAL_ID: meta.id or entry_id,
-            DELIVERIES: str(meta.deliveries),
-        }
-        _, event, data = args
-        payload = self._encode(
-            {"channel": self.owner.name, "event": event, "data": data, "headers": headers}
-        )
-        await self._flush()
-        try:
-            await self._command(
-                lambda p: p.group_retry(self.channel, self.group, entry_id, payload, delay)
-            )
-        except COMMAND_ERRORS as exc:  # still pending: claimed after ack_wait instead
-            self._logger.warning(
-                "%s: entry %s not scheduled for a retry: %s", self.name, entry_id, exc
-            )
-            return
-        self._due_at = min(self._due_at, anyio.current_time() + delay)
+        await self._flush()  # (what is done first: the copy's acknowledgement is atomic)
+        if await self._failures.schedule(entry_id, args, meta, delay):
+            self._due_at = min(self._due_at, anyio.current_time() + delay)
 
     async def _release_due(self) -> None:
         """Append the group's retries that are due to the log (any member may)."""
-        moved, wait = await self._command(
-            lambda p: p.group_due(self.channel, self.group, MAX_BATCH, self._retention)
-        )
+        moved, wait = await self._failures.release_due()
         now = anyio.current_time()
         self._due_at = now + wait if wait is not None else math.inf
         if moved:
             self._more = True
-
-    def _failed_job(self, meta: Meta) -> Callable[[Registration, Exception, str], None]:
-        """How a failure of a callback on this delivery is logged: an expected retry
-        (`tidings.Retry`) in one INFO line; an unexpected error at WARNING, with its
-        traceback on the event's first delivery and in one line after that."""
-
-        def failed(registration: Registration, exc: Exception, where: str) -> None:
-            if isinstance(exc, Retry):
-                self._logger.info(
-                    "%s: %r asked to retry event %s (delivery %s of %d): %s",
-                    where,
-                    registration.callback,
-                    meta.id,
-                    meta.deliveries,
-                    self.max_deliver,
-                    exc,
-                )
-                return
-            self._logger.warning(
-                "%s: callback %r for %r failed on event %s (delivery %s of %d): %s",
-                where,
-                registration.callback,
-                registration.key,
-                meta.id,
-                meta.deliveries,
-                self.max_deliver,
-                f"{type(exc).__name__}: {exc}",
-                exc_info=exc if meta.deliveries == 1 else None,
-            )
-
-        return failed
 
     async def _flush(self) -> None:
         """Acknowledge the entries done (kept for the next try if the connection is
@@ -611,31 +511,6 @@ class GroupMember:
             )
         except COMMAND_ERRORS as exc:  # claimed after ack_wait anyway
             self._logger.debug("%s: entries not handed back: %s", self.name, exc)
-
-    async def _bury(self, job: Job, error: str, deliveries: int | None = None) -> None:
-        """Move an entry to the dead-letter stream, then acknowledge it (in that
-        order: a failure in between leaves it pending, and buried again later).
-        ``deliveries``: the event's own count, when it is a retry's copy."""
-        entry_id, payload, count = job
-        deliveries = deliveries or count
-        fields = [
-            ("envelope", payload),
-            ("id", entry_id.encode()),
-            ("group", self.group.encode()),
-            ("consumer", self.consumer.encode()),
-            ("deliveries", b"%d" % deliveries),
-            ("error", error[:ERROR_TEXT].encode("utf-8", "replace")),
-        ]
-        try:
-            dead_id: str = await self._command(
-                lambda p: p.add_dead(self.channel, fields, self._retention)
-            )
-            await self._command(lambda p: p.group_ack(self.channel, self.group, [entry_id]))
-        except COMMAND_ERRORS as exc:  # still pending: tried again later
-            self._logger.error("%s: entry %s not dead-lettered: %s", self.name, entry_id, exc)
-            return
-        self._stats.dead_lettered += 1
-        self._on_dead(entry_id, deliveries, error, dead_id)
 
     async def _command(self, command: Callable[[Publisher], Awaitable[T]]) -> T:
         result: T = await self._query(f"consumer group {self.group!r}", command)
@@ -678,10 +553,3 @@ def _carried(headers: Any) -> int:
     """The deliveries a retry's copy carries from before it (0: none, or unreadable)."""
     text = headers.get(DELIVERIES) if headers else None
     return int(text) if isinstance(text, str) and text.isascii() and text.isdigit() else 0
-
-
-def _last_words(error: Exception, deliveries: int, max_deliver: int) -> str:
-    """A dead letter's error, for an event whose last delivery failed."""
-    if isinstance(error, Retry):
-        return f"asked to retry ({error}) on its last delivery ({deliveries} of {max_deliver})"
-    return f"{type(error).__name__}: {error}"

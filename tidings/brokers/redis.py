@@ -16,6 +16,7 @@ Two connections per handler:
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import logging
 import time
@@ -315,176 +316,34 @@ class RedisSubscriber(Subscriber):
         await self._connection.aclose()
 
 
-class RedisPublisher(Publisher):
-    """The command connection: pipelined commands, replies matched in order.
+class _Commands(Publisher):
+    """The commands of tidings' `Publisher` contract, in Redis: what each sends and
+    how its reply is read. How a command travels (pipelined, matched, bounded) is the
+    connection's (`RedisPublisher`)."""
 
-    Three tasks, run by `run()`: an *outbox* writer, the only task that writes
-    to the socket, sends everything queued since its last write in one go; a reader
-    matches replies to callers first in, first out; a watchdog bounds every wait.
-    Callers only queue a command and wait for their reply, so cancelling a caller
-    can never cut a write in half.
+    #: How a durable publish reaches subscribers ("SPUBLISH" on a sharded cluster).
+    publish_verb: str
+    # False once the server refused a script (an ACL without scripting).
+    _scripting: bool
+    _connection: Connection
+    # Channel names, encoded once.
+    _names: BoundedCache[str, bytes]
 
-    Every wait is bounded: while a reply is due, ``reply_timeout`` seconds without a
-    byte mean the connection is dead (a stalled peer, an expired NAT entry); while
-    idle, a PING goes out every ``health_check_interval`` so that a dead connection
-    is found before a publish needs it. A reply of the wrong shape for its command
-    ends the connection: nothing read after it could be trusted. (The watchdog looks
-    at a count of reads twice per reply timeout, rather than the reader entering a
-    cancel scope per read: that cost 15% of publish throughput.)
-    """
-
-    def __init__(self, connection: Connection, health_check_interval: float) -> None:
-        self._connection = connection
-        self._health_check_interval = health_check_interval
-        #: How a durable publish reaches subscribers ("SPUBLISH" on a sharded cluster).
-        self.publish_verb = "PUBLISH"
-        # False once the server refused a script (an ACL without scripting).
-        self._scripting = True
-        self._waiting: deque[_Reply] = deque()
-        self._outgoing: list[bytes] = []
-        self._wake_writer: anyio.Event | None = None
-        # Set (and replaced) after each read that answered someone: one event per
-        # batch of replies, not one per command.
-        self._replied = anyio.Event()
-        self._error: BaseException | None = None
-        # Channel names, encoded once.
-        self._names: BoundedCache[str, bytes] = BoundedCache(NAME_CACHE_SIZE)
-        #: Reads so far: the watchdog's evidence that the peer is alive.
-        self._reads = 0
-        # Set when a reply becomes due on an idle connection: wakes the watchdog.
-        self._became_due: anyio.Event | None = None
-
-    async def run(self) -> None:
-        tasks = Linked(on_failure=lambda exc: self._fail_all(exc, original=True))
-        await tasks.run(self._write_loop, self._read_loop, self._watchdog)
-
-    async def _watchdog(self) -> None:
-        """Raise when a due reply meets ``reply_timeout`` of silence; PING when idle."""
-        connection, waiting = self._connection, self._waiting
-        half = connection.timeout / 2
-        while True:
-            if not waiting:
-                self._became_due = anyio.Event()
-                with anyio.move_on_after(self._health_check_interval):
-                    await self._became_due.wait()
-                self._became_due = None
-                if not waiting:
-                    self._queue(_PING, _is_pong, "PING")  # a health check nobody waits for
-            # A reply is due: two half-timeouts in a row without a read is silence
-            # of at least the timeout (and at most one and a half).
-            silent = 0
-            while waiting and silent < 2:
-                reads = self._reads
-                await anyio.sleep(half)
-                silent = silent + 1 if self._reads == reads else 0
-            if waiting:
-                raise connection.silent(waiting[0].what)
-
-    async def _read_loop(self) -> None:
-        connection = self._connection
-        url = connection.url
-        waiting = self._waiting
-        try:
-            while True:
-                await connection.receive()
-                self._reads += 1
-                answered = False
-                while (reply := connection.reader.gets()) is not INCOMPLETE:
-                    if not waiting:
-                        raise violation(url, "a reply nobody asked for", reply)
-                    awaited = waiting.popleft()
-                    awaited.done = answered = True
-                    if isinstance(reply, hiredis.ReplyError):
-                        awaited.error = reply_error(url, reply)
-                    elif awaited.check is None or awaited.check(reply):
-                        awaited.value = reply
-                    else:
-                        awaited.error = violation(url, f"{awaited.what} answered", reply)
-                        raise awaited.error
-                if answered:
-                    replied, self._replied = self._replied, anyio.Event()
-                    replied.set()
-        except hiredis.ProtocolError as exc:
-            raise connection.not_resp(exc) from exc
-
-    async def _write_loop(self) -> None:
-        stream = self._connection.stream
-        while True:
-            if not self._outgoing:
-                self._wake_writer = anyio.Event()
-                await self._wake_writer.wait()
-                continue
-            data = b"".join(self._outgoing)
-            self._outgoing.clear()
-            await stream.send(data)
-
-    def _fail_all(self, exc: BaseException, *, original: bool = False) -> None:
-        if self._error is None:
-            # run() re-raises the original failure; waiting callers get "lost".
-            self._error = exc if original else lost(self._connection.url, exc)
-        error = lost(self._connection.url, self._error)
-        while self._waiting:
-            awaited = self._waiting.popleft()
-            awaited.error, awaited.done = error, True
-        self._replied.set()
-
+    @abc.abstractmethod
     async def execute(
         self, *args: bytes | str | int, check: Callable[[Any], bool] | None = None
     ) -> Any:
-        """Send a command and return its reply.
+        """Send a command and return its reply (see `RedisPublisher.execute()`)."""
 
-        Args:
-            check: tells whether a reply has a shape this command may return; a
-                reply that fails it ends the connection.
-
-        Raises:
-            ReplyError: the server refused the command.
-            ConnectionLost: the reply failed ``check`` (the connection is dropped).
-            anyio.BrokenResourceError: the connection was lost.
-        """
-        what = args[0] if isinstance(args[0], str) else "the command"
-        return await self._execute(encode_command(*args), check, what)
-
-    async def _execute(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> Any:
-        if self._error is not None:
-            raise lost(self._connection.url, self._error)
-        return await self._reply(self._queue(command, check, what))
-
-    async def _reply(self, awaited: _Reply) -> Any:
-        while not awaited.done:
-            await self._replied.wait()
-        if awaited.error is not None:
-            raise awaited.error
-        return awaited.value
-
+    @abc.abstractmethod
     async def execute_all(
         self, commands: Sequence[tuple[Sequence[bytes | str | int], Callable[[Any], bool]]]
     ) -> list[Any]:
-        """Send commands in one go (one round trip) and return their replies, in order.
+        """Send commands in one round trip (see `RedisPublisher.execute_all()`)."""
 
-        Raises:
-            ReplyError: the first command the server refused (the replies after it
-                are read and discarded, as a cancelled caller's are).
-        """
-        if self._error is not None:
-            raise lost(self._connection.url, self._error)
-        queued = [
-            self._queue(encode_command(*args), check, str(args[0])) for args, check in commands
-        ]
-        return [await self._reply(awaited) for awaited in queued]
-
-    def _queue(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> _Reply:
-        """Queue a command for the writer; return where its reply will land."""
-        awaited = _Reply(check, what)
-        if not self._waiting and self._became_due is not None:
-            self._became_due.set()
-        self._waiting.append(awaited)
-        self._outgoing.append(command)
-        wake = self._wake_writer
-        if wake is not None:
-            self._wake_writer = None
-            wake.set()
-        return awaited
+    @abc.abstractmethod
+    async def _execute(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> Any:
+        """Send one encoded command (the hot path: publish encodes its own)."""
 
     async def publish(self, channel: str, payload: bytes) -> int:
         name = self._names.get(channel)
@@ -838,6 +697,178 @@ class RedisPublisher(Publisher):
     async def channels(self, pattern: str | None = None) -> list[str]:
         args = ("PUBSUB", "CHANNELS") if pattern is None else ("PUBSUB", "CHANNELS", pattern)
         return [decode_name(name) for name in await self.execute(*args, check=is_names)]
+
+
+class RedisPublisher(_Commands):
+    """The command connection: pipelined commands, replies matched in order.
+
+    Three tasks, run by `run()`: an *outbox* writer, the only task that writes
+    to the socket, sends everything queued since its last write in one go; a reader
+    matches replies to callers first in, first out; a watchdog bounds every wait.
+    Callers only queue a command and wait for their reply, so cancelling a caller
+    can never cut a write in half.
+
+    Every wait is bounded: while a reply is due, ``reply_timeout`` seconds without a
+    byte mean the connection is dead (a stalled peer, an expired NAT entry); while
+    idle, a PING goes out every ``health_check_interval`` so that a dead connection
+    is found before a publish needs it. A reply of the wrong shape for its command
+    ends the connection: nothing read after it could be trusted. (The watchdog looks
+    at a count of reads twice per reply timeout, rather than the reader entering a
+    cancel scope per read: that cost 15% of publish throughput.)
+    """
+
+    def __init__(self, connection: Connection, health_check_interval: float) -> None:
+        self._connection = connection
+        self._health_check_interval = health_check_interval
+        #: How a durable publish reaches subscribers ("SPUBLISH" on a sharded cluster).
+        self.publish_verb = "PUBLISH"
+        # False once the server refused a script (an ACL without scripting).
+        self._scripting = True
+        self._waiting: deque[_Reply] = deque()
+        self._outgoing: list[bytes] = []
+        self._wake_writer: anyio.Event | None = None
+        # Set (and replaced) after each read that answered someone: one event per
+        # batch of replies, not one per command.
+        self._replied = anyio.Event()
+        self._error: BaseException | None = None
+        # Channel names, encoded once.
+        self._names: BoundedCache[str, bytes] = BoundedCache(NAME_CACHE_SIZE)
+        #: Reads so far: the watchdog's evidence that the peer is alive.
+        self._reads = 0
+        # Set when a reply becomes due on an idle connection: wakes the watchdog.
+        self._became_due: anyio.Event | None = None
+
+    async def run(self) -> None:
+        tasks = Linked(on_failure=lambda exc: self._fail_all(exc, original=True))
+        await tasks.run(self._write_loop, self._read_loop, self._watchdog)
+
+    async def _watchdog(self) -> None:
+        """Raise when a due reply meets ``reply_timeout`` of silence; PING when idle."""
+        connection, waiting = self._connection, self._waiting
+        half = connection.timeout / 2
+        while True:
+            if not waiting:
+                self._became_due = anyio.Event()
+                with anyio.move_on_after(self._health_check_interval):
+                    await self._became_due.wait()
+                self._became_due = None
+                if not waiting:
+                    self._queue(_PING, _is_pong, "PING")  # a health check nobody waits for
+            # A reply is due: two half-timeouts in a row without a read is silence
+            # of at least the timeout (and at most one and a half).
+            silent = 0
+            while waiting and silent < 2:
+                reads = self._reads
+                await anyio.sleep(half)
+                silent = silent + 1 if self._reads == reads else 0
+            if waiting:
+                raise connection.silent(waiting[0].what)
+
+    async def _read_loop(self) -> None:
+        connection = self._connection
+        url = connection.url
+        waiting = self._waiting
+        try:
+            while True:
+                await connection.receive()
+                self._reads += 1
+                answered = False
+                while (reply := connection.reader.gets()) is not INCOMPLETE:
+                    if not waiting:
+                        raise violation(url, "a reply nobody asked for", reply)
+                    awaited = waiting.popleft()
+                    awaited.done = answered = True
+                    if isinstance(reply, hiredis.ReplyError):
+                        awaited.error = reply_error(url, reply)
+                    elif awaited.check is None or awaited.check(reply):
+                        awaited.value = reply
+                    else:
+                        awaited.error = violation(url, f"{awaited.what} answered", reply)
+                        raise awaited.error
+                if answered:
+                    replied, self._replied = self._replied, anyio.Event()
+                    replied.set()
+        except hiredis.ProtocolError as exc:
+            raise connection.not_resp(exc) from exc
+
+    async def _write_loop(self) -> None:
+        stream = self._connection.stream
+        while True:
+            if not self._outgoing:
+                self._wake_writer = anyio.Event()
+                await self._wake_writer.wait()
+                continue
+            data = b"".join(self._outgoing)
+            self._outgoing.clear()
+            await stream.send(data)
+
+    def _fail_all(self, exc: BaseException, *, original: bool = False) -> None:
+        if self._error is None:
+            # run() re-raises the original failure; waiting callers get "lost".
+            self._error = exc if original else lost(self._connection.url, exc)
+        error = lost(self._connection.url, self._error)
+        while self._waiting:
+            awaited = self._waiting.popleft()
+            awaited.error, awaited.done = error, True
+        self._replied.set()
+
+    async def execute(
+        self, *args: bytes | str | int, check: Callable[[Any], bool] | None = None
+    ) -> Any:
+        """Send a command and return its reply.
+
+        Args:
+            check: tells whether a reply has a shape this command may return; a
+                reply that fails it ends the connection.
+
+        Raises:
+            ReplyError: the server refused the command.
+            ConnectionLost: the reply failed ``check`` (the connection is dropped).
+            anyio.BrokenResourceError: the connection was lost.
+        """
+        what = args[0] if isinstance(args[0], str) else "the command"
+        return await self._execute(encode_command(*args), check, what)
+
+    async def _execute(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> Any:
+        if self._error is not None:
+            raise lost(self._connection.url, self._error)
+        return await self._reply(self._queue(command, check, what))
+
+    async def _reply(self, awaited: _Reply) -> Any:
+        while not awaited.done:
+            await self._replied.wait()
+        if awaited.error is not None:
+            raise awaited.error
+        return awaited.value
+
+    async def execute_all(
+        self, commands: Sequence[tuple[Sequence[bytes | str | int], Callable[[Any], bool]]]
+    ) -> list[Any]:
+        """Send commands in one go (one round trip) and return their replies, in order.
+
+        Raises:
+            ReplyError: the first command the server refused (the replies after it
+                are read and discarded, as a cancelled caller's are).
+        """
+        if self._error is not None:
+            raise lost(self._connection.url, self._error)
+        queued = [
+            self._queue(encode_command(*args), check, str(args[0])) for args, check in commands
+        ]
+        return [await self._reply(awaited) for awaited in queued]
+
+    def _queue(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> _Reply:
+        """Queue a command for the writer; return where its reply will land."""
+        awaited = _Reply(check, what)
+        if not self._waiting and self._became_due is not None:
+            self._became_due.set()
+        self._waiting.append(awaited)
+        self._outgoing.append(command)
+        wake = self._wake_writer
+        if wake is not None:
+            self._wake_writer = None
+            wake.set()
+        return awaited
 
     async def aclose(self) -> None:
         self._fail_all(anyio.ClosedResourceError("closed"))
