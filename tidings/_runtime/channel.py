@@ -88,6 +88,7 @@ class ChannelState:
         "local",
         "name",
         "patterns",
+        "takes_meta",
     )
 
     def __init__(
@@ -109,6 +110,9 @@ class ChannelState:
         # Every registration outside groups, made when asked (a durable channel's
         # actor asks per event).
         self._plain: tuple[Registration, ...] | None = None
+        #: True when a registration outside groups takes a delivery's metadata (an
+        #: iterator, a traced callback): a durable channel's actor makes it only then.
+        self.takes_meta = False
 
     def __repr__(self) -> str:
         return f"<ChannelState {self.broker_name!r} events={list(self.patterns)!r}>"
@@ -195,6 +199,7 @@ class ChannelState:
     def _changed(self) -> None:
         self.found.clear()
         self._plain = None
+        self.takes_meta = any(r.takes_meta for r in self.registrations())
 
 
 class _Unhashable:

@@ -83,6 +83,7 @@ class Logs:
             name,
             mailbox,
             registrations=state.registrations,
+            takes_meta=lambda: state.takes_meta,
             read=lambda start, count: self._read_query(
                 f"read the log of {name!r}", lambda p: p.read(name, start, count)
             ),
