@@ -105,12 +105,9 @@ class GroupMember:
     ) -> None:
         self.name = f"group {group!r} of {channel!r}" + (f" #{serial}" if serial else "")
         self.running = False
-        #: The channel object its callbacks are given.
-        self.owner = owner
-        self.channel = channel
-        self.group = group
-        #: Its consumer name in the group (unique to this handler).
-        self.consumer = consumer
+        #: The channel object its callbacks are given; the channel's broker name, the
+        #: group, and its consumer name in the group (unique to this handler).
+        self.owner, self.channel, self.group, self.consumer = owner, channel, group, consumer
         self._query = query
         self._registrations_for = registrations_for
         self._decode = decode
@@ -118,9 +115,7 @@ class GroupMember:
         # CallbackError); a failure is this member's to handle (the event is retried).
         self._dispatcher = dispatcher
         self._on_lost = on_lost
-        self._retention = retention
-        self.ack_wait = ack_wait
-        self.max_deliver = max_deliver
+        self.ack_wait, self.max_deliver = ack_wait, max_deliver
         self._claim_interval = claim_interval
         # When the group's earliest scheduled retry is due (inf: none known).
         self._due_at = 0.0
@@ -388,51 +383,58 @@ class GroupMember:
             decode_failed(stats, self._logger, self.name, exc)
             await self._failures.bury(job, f"undecodable: {exc}")  # it never will be
             return
-        requeued = headers.get(REQUEUED_FOR) if headers else None
-        if requeued is not None and requeued != self.group:
-            stats.unrouted += 1  # another group's retry or requeued dead letter
-            self._acks.append(entry_id)
-            return
-        # A retry is a new entry: it carries the deliveries before it, and the id of
-        # the event's first entry (what its Event.id stays).
-        carried = _carried(headers) if requeued is not None else 0
-        total = deliveries + carried
+        total, original = deliveries, entry_id
+        if headers is not None:  # (rare: most events have none)
+            requeued = headers.get(REQUEUED_FOR)
+            if requeued is not None and requeued != self.group:
+                stats.unrouted += 1  # another group's retry or requeued dead letter
+                self._acks.append(entry_id)
+                return
+            if requeued is not None:
+                # A retry is a new entry: it carries the deliveries before it, and
+                # the id of the event's first entry (what its Event.id stays).
+                total += _carried(headers)
+                if total > deliveries:
+                    original = headers.get(ORIGINAL_ID, entry_id)
         if total > 1:
             stats.redeliveries += 1
-        original = headers.get(ORIGINAL_ID, entry_id) if carried and headers else entry_id
-        meta = Meta(original, total, headers or NO_HEADERS)
-        verdict = await self._run(job, key, args, meta)
-        if verdict.done and not (verdict.error or verdict.handed_back or verdict.unfit):
-            self._acks.append(entry_id)  # (the common case, without another frame)
-            return
-        await self._conclude(job, verdict, meta, args)
-
-    async def _run(self, job: Job, key: str, args: tuple[Any, ...], meta: Meta) -> _Verdict:
-        """Call the group's callbacks for one event, in order; what they came to."""
-        verdict = _Verdict()
+        # The hot loop of a work queue, spelled out in one frame: every callback of
+        # the group in order; the metadata made only if one takes it (or fails).
+        meta: Meta | None = None
+        verdict: _Verdict | None = None
+        called = done = False
         for registration in self._registrations_for(key):
             if not registration.active or registration.since == DEAF:
                 continue  # removed, or its register() has not returned yet
-            verdict.called = True
-            raised: Exception | None = None
+            called = True
             try:
-                result = registration.call(args, meta)
+                if registration.takes_meta:
+                    if meta is None:
+                        meta = Meta(original, total, headers or NO_HEADERS)
+                    result = registration.callback(*args, meta)
+                else:
+                    result = registration.callback(*args)
                 if result is not None and inspect.isawaitable(result):
                     await self._flush()  # what is done is acknowledged before any wait
                     await self._await_job(job, result)
             except Exception as exc:
-                raised = exc
-            if raised is None:  # (the common case: no closure made, no ladder climbed)
-                self._stats.delivered += 1
-                verdict.done = True
+                if meta is None:
+                    meta = Meta(original, total, headers or NO_HEADERS)
+                if verdict is None:
+                    verdict = _Verdict()
+                failed = self._failures.logger_for(meta)
+                outcome = self._dispatcher.account(registration, exc, self.name, failed=failed)
+                verdict.add(outcome, exc)
                 continue
-            verdict.add(
-                self._dispatcher.account(
-                    registration, raised, self.name, failed=self._failures.logger_for(meta)
-                ),
-                raised,
-            )
-        return verdict
+            stats.delivered += 1
+            done = True
+        if called and verdict is None:
+            self._acks.append(entry_id)  # (the common case: every callback returned)
+            return
+        verdict = verdict or _Verdict()
+        verdict.called, verdict.done = called, verdict.done or done
+        meta = meta or Meta(original, total, headers or NO_HEADERS)
+        await self._conclude(job, verdict, meta, args)
 
     async def _await_job(self, job: Job, awaitable: Awaitable[Any]) -> None:
         """Await an async callback within ``ack_wait``, keeping what this member
