@@ -9,7 +9,7 @@ import anyio
 import pytest
 from anyio.lowlevel import checkpoint
 
-from tests.runtime.world import Log, World, eventually
+from tests.runtime.world import Gated, Log, World, eventually
 from tidings._options import Options
 from tidings._runtime.lifecycle import Hooks, Lifecycle, Runtime, runtime_of
 from tidings._stats import Stats
@@ -35,12 +35,8 @@ def bare(kind: str = "Channels") -> Runtime:
 
 async def test_settle_returns_once_async_callbacks_are_done() -> None:
     world = World()
-    release = anyio.Event()
-    done: list[Any] = []
-
-    async def slow(channel: Any, event: str, data: Any) -> None:
-        await release.wait()
-        done.append(data)
+    slow = Gated()
+    release, done = slow.release, slow.done
 
     async with world.running():
         await world.register("orders", "*", slow)

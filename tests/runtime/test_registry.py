@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.runtime.world import NS, GatedBroker, Log, World, eventually
+from tests.runtime.world import NS, Gated, GatedBroker, Log, World, eventually
 from tidings import CallbackError
 from tidings.actors.callbacks import DEAF
 from tidings.actors.dispatch import DispatchActor
@@ -108,12 +108,8 @@ async def test_the_removal_cascade_drops_an_empty_channel() -> None:
 
 async def test_a_channel_dropped_with_a_backlog_counts_it_as_dropped() -> None:
     world = World()
-    release = anyio.Event()
-    done: list[Any] = []
-
-    async def slow(channel: Any, event: str, data: Any) -> None:
-        await release.wait()
-        done.append(data)
+    slow = Gated()
+    release, done = slow.release, slow.done
 
     async with world.running():
         await world.register("orders", "*", slow)

@@ -132,3 +132,15 @@ class _GatedSubscriber(_MemorySubscriber):
             finally:
                 self._broker.waiting -= 1
         await super().subscribe(channels)
+
+
+class Gated:
+    """An async callback that waits until ``release`` is set, then records the data."""
+
+    def __init__(self) -> None:
+        self.release = anyio.Event()
+        self.done: list[Any] = []
+
+    async def __call__(self, channel: Any, event: str, data: Any) -> None:
+        await self.release.wait()
+        self.done.append(data)
