@@ -23,7 +23,15 @@ __all__ = ["Producer"]
 class Producer:
     """Sends a handler's events."""
 
-    __slots__ = ("_connection", "_durable", "_encode", "_runtime", "_window", "telemetry")
+    __slots__ = (
+        "_connection",
+        "_durable",
+        "_encode",
+        "_runtime",
+        "_window",
+        "publish",
+        "telemetry",
+    )
 
     def __init__(
         self,
@@ -39,8 +47,12 @@ class Producer:
         self._window = runtime.options.dedupe_window
         #: The handler's telemetry, or None (then nothing is traced).
         self.telemetry = telemetry
+        #: Publish checked arguments; the receiver count (see `Channels.publish()`).
+        #: Without telemetry it is `send()` itself: a publish is a few microseconds,
+        #: and a coroutine frame fewer is a tenth of it.
+        self.publish = self.send if telemetry is None else self._traced
 
-    async def publish(
+    async def _traced(
         self,
         broker_name: str,
         name: str,
@@ -49,11 +61,9 @@ class Producer:
         headers: dict[str, str] | None,
         key: str | None = None,
     ) -> int:
-        """Publish checked arguments; the receiver count (see `Channels.publish()`)."""
-        telemetry = self.telemetry
-        if telemetry is None:
-            return await self.send(broker_name, name, event, data, headers, key)
-        return await telemetry.publish(
+        """`send()` in a publish span whose context travels in the headers."""
+        assert self.telemetry is not None
+        return await self.telemetry.publish(
             broker_name,
             headers,
             lambda traced: self.send(broker_name, name, event, data, traced, key),
