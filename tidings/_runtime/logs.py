@@ -22,7 +22,7 @@ from ..actors.mailbox import Mailbox
 from ..actors.router import Router
 from ..brokers.base import Publisher
 from ..errors import BrokerError, ReplyError
-from ..policies.streams import DEFAULT_RETENTION, Retention, position
+from ..policies.streams import DEFAULT_RETENTION, LogMark, Retention, position, recreated
 from ..supervisors.actors import ActorSupervisor
 from ..supervisors.connection import ConnectionSupervisor
 from .channel import ChannelState
@@ -61,6 +61,9 @@ class Logs:
         self._emit = emit
         self._logger = logger
         self.upkeep = Upkeep(self._save_position, self.recheck, recheck_interval, logger)
+        # Each log's mark at the last recheck: the next one tells whether it was
+        # made again meanwhile.
+        self._marks: dict[str, LogMark] = {}
 
     def __contains__(self, broker_name: str) -> bool:
         return broker_name in self.retention
@@ -88,6 +91,7 @@ class Logs:
                 f"read the log of {name!r}", lambda p: p.read(name, start, count)
             ),
             tail=lambda: self._tail(name),
+            mark=lambda: self._mark(name),
             on_gap=lambda reason, last, next_: self._gap(state, reason, last, next_),
             decode=decode,
             dispatcher=dispatcher,
@@ -118,6 +122,17 @@ class Logs:
                 cursors.append((registration, start[0], "missing" if start[1] else None))
             else:
                 cursors.append((registration, tails[name], None))
+        # A channel's first registration marks its log, for the upkeep's rechecks
+        # to tell whether it is still the same one.
+        await self._check_marks(
+            {
+                name: actor
+                for r, _, _ in durable
+                if (name := r.owner.broker_name) not in self._marks
+                and (actor := self._actor(name)) is not None
+            },
+            forget=False,
+        )
         for registration, cursor, reason in cursors:
             registration.cursor = cursor
             if reason is not None:
@@ -153,14 +168,45 @@ class Logs:
             if not actor.running:
                 self._spawn(actor, None)
 
-    def recheck(self) -> None:
-        """Have the idle durable channels read their logs (events stored without a
-        live copy); the busy ones will, at their next catch-up."""
-        for _, actor in self._router:
-            if isinstance(actor, DurableActor) and not actor.mailbox.pending and not actor.backlog:
+    async def recheck(self) -> None:
+        """Have every durable channel check that its log is still the one it was
+        (one deleted under a steady publisher is made again by the next append,
+        and the live stream never shows it), then have the idle ones read their
+        logs (events stored without a live copy); the busy ones will, at their next
+        catch-up."""
+        actors = {name: a for name, a in self._router if isinstance(a, DurableActor)}
+        await self._check_marks(actors)
+        for actor in actors.values():
+            if not actor.mailbox.pending and not actor.backlog:
                 actor.catch_up()
                 if not actor.running:
                     self._spawn(actor, None)
+
+    async def _check_marks(self, actors: dict[str, DurableActor], forget: bool = True) -> None:
+        """Mark these channels' logs, and report each that is not the one marked
+        before (``forget``: these are all the durable channels, and the marks of
+        channels gone are dropped)."""
+        names = sorted(actors)
+        if not names:
+            return
+        try:
+            found = await self._connection.query(
+                f"check {len(names)} logs", lambda p: p.marks(names)
+            )
+        except BrokerError as exc:  # the catch-ups deal with a lost connection
+            self._logger.debug("logs not checked: %s", exc)
+            return
+        marks = self._marks
+        if forget:
+            for name in set(marks).difference(names):
+                del marks[name]
+        for name, mark in zip(names, found, strict=True):
+            before = marks.pop(name, None)
+            if mark is None:
+                continue
+            marks[name] = mark
+            if before is not None and recreated(before, mark):
+                actors[name].replaced(before, mark)
 
     def on_subscribed(self, states: Iterable[ChannelState]) -> None:
         """(Re)subscribed: whatever was published while the live stream was off is
@@ -242,6 +288,12 @@ class Logs:
             name: position(tail) if tail is not None else 0
             for name, tail in zip(ordered, found, strict=True)
         }
+
+    async def _mark(self, name: str) -> LogMark | None:
+        async def mark(publisher: Publisher) -> LogMark | None:
+            return (await publisher.marks([name]))[0]
+
+        return await self._read_query(f"check the log of {name!r}", mark)
 
     async def _tail(self, name: str) -> str | None:
         """The id of the last entry in a durable channel's log (None: no log)."""

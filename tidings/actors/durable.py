@@ -29,7 +29,7 @@ import anyio
 from ..brokers.base import COMMAND_ERRORS, CONNECTION_ERRORS, TRANSIENT_REPLIES, Entry
 from ..errors import ReplyError
 from ..policies.headers import NO_HEADERS, REQUEUED_FOR
-from ..policies.streams import position, position_id
+from ..policies.streams import LogMark, position, position_id
 from .base import Pending
 from .callbacks import DEAF, NO_META, Meta, Registration, Unfinished
 from .dispatch import DECODE_ERRORS, DispatchActor, decode_failed
@@ -59,6 +59,7 @@ class DurableActor(DispatchActor):
     __slots__ = (
         "_broken",
         "_hinted",
+        "_mark",
         "_on_gap",
         "_only",
         "_read",
@@ -82,6 +83,7 @@ class DurableActor(DispatchActor):
         registrations: Callable[[], Sequence[Registration]],
         read: Callable[[str, int], Awaitable[list[Entry]]],
         tail: Callable[[], Awaitable[str | None]],
+        mark: Callable[[], Awaitable[LogMark | None]],
         on_gap: OnGap,
         takes_meta: Callable[[], bool] = lambda: True,
         **dispatch: Any,
@@ -93,6 +95,7 @@ class DurableActor(DispatchActor):
         self._takes_meta = takes_meta
         self._read = read
         self._tail = tail
+        self._mark = mark
         self._on_gap = on_gap
         #: The position of the last event dispatched (0: none yet).
         self.last = 0
@@ -323,6 +326,8 @@ class DurableActor(DispatchActor):
                 reached = next((e for e in entries if position(e[0]) >= expected), None)
                 if reached is not None:
                     if position(reached[0]) != expected:
+                        if reason == "trimmed" and await self._never_trimmed():
+                            reason = "deleted"
                         self._report(reason, expected, reached[0])
                     del expect[expected]
                 elif len(entries) < CATCH_UP_BATCH:  # the log ends before it
@@ -365,6 +370,21 @@ class DurableActor(DispatchActor):
             # clock, after the ones delivered (registrations keep their positions,
             # so a copy of an old event still in hand is not delivered twice).
             self._report("rewound", last, tail)
+
+    async def _never_trimmed(self) -> bool:
+        """Whether the log has never lost an entry: then one it does not hold was in
+        another log, deleted since (this one was made by later appends)."""
+        try:
+            mark = await self._mark()
+        except COMMAND_ERRORS:  # cannot tell: trimmed, as far as anyone knows
+            return False
+        return mark is not None and mark.removed == 0
+
+    def replaced(self, before: LogMark, now: LogMark) -> None:
+        """The log was deleted, and a new one made in its place, since ``before``
+        (the upkeep's marks tell): its history is gone, whether or not this channel
+        had delivered all of it."""
+        self._on_gap("deleted", before.last_id or "0-0", now.first_id)
 
     def _retry(self, broken: bool, expect: dict[int, str]) -> None:
         """Read again later (what this read still had to check, checked then).
@@ -417,14 +437,15 @@ class Upkeep:
     what a restart finds is at most a second old, and the events after it are
     delivered again (at least once; ``Event.id`` tells repeats apart). Every
     ``recheck_interval`` seconds it has the idle channels read their logs, for
-    events stored without a live copy. Supervised like an actor (it has no mailbox:
+    events stored without a live copy, and every channel check that its log is the
+    one it was (not deleted and made again). Supervised like an actor (it has no mailbox:
     ``close`` just ends it).
     """
 
     def __init__(
         self,
         save: Callable[[str, str, str], Awaitable[None]],
-        recheck: Callable[[], None],
+        recheck: Callable[[], Awaitable[None]],
         recheck_interval: float,
         logger: logging.Logger,
         interval: float = CHECKPOINT_INTERVAL,
@@ -454,7 +475,7 @@ class Upkeep:
             await self.flush()
             if anyio.current_time() >= recheck_at and not self._closed.is_set():
                 recheck_at = anyio.current_time() + self._recheck_interval
-                self._recheck()
+                await self._recheck()
 
     async def flush(self) -> None:
         """Save every position that moved since it was saved last."""

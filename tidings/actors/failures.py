@@ -27,7 +27,7 @@ import anyio
 
 from .._stats import Counters
 from ..brokers.base import COMMAND_ERRORS, Job, Publisher
-from ..errors import Retry
+from ..errors import ReplyError, Retry
 from ..policies.backoff import Backoff
 from ..policies.headers import DELIVERIES, ORIGINAL_ID, REQUEUED_FOR
 from ..policies.streams import Retention
@@ -96,8 +96,13 @@ class Failures:
         self, entry_id: str, args: tuple[Any, ...], meta: Meta, delay: float
     ) -> bool:
         """Acknowledge the entry and schedule a copy of it for this group, due in
-        ``delay`` seconds; False if it could not be (it stays pending, and is claimed
-        after ``ack_wait`` instead)."""
+        ``delay`` seconds; False if it is no longer this member's (another claimed
+        it) or the broker refused (it stays pending, and is claimed after
+        ``ack_wait`` instead).
+
+        Raises:
+            one of CONNECTION_ERRORS: ask again once connected (nothing was done).
+        """
         headers = {
             **meta.headers,
             REQUEUED_FOR: self.group,
@@ -109,15 +114,23 @@ class Failures:
             {"channel": self._owner.name, "event": event, "data": data, "headers": headers}
         )
         try:
-            await self._command(
-                lambda p: p.group_retry(self.channel, self.group, entry_id, payload, delay)
+            scheduled: bool = await self._command(
+                lambda p: p.group_retry(
+                    self.channel, self.group, self.consumer, entry_id, payload, delay
+                )
             )
-        except COMMAND_ERRORS as exc:
+        except ReplyError as exc:
             self._logger.warning(
                 "%s: entry %s not scheduled for a retry: %s", self.name, entry_id, exc
             )
             return False
-        return True
+        if not scheduled:
+            self._logger.info(
+                "%s: entry %s not scheduled for a retry: another member claimed it",
+                self.name,
+                entry_id,
+            )
+        return scheduled
 
     async def release_due(self) -> tuple[int, float | None]:
         """Append the group's retries that are due to the log (any member may).

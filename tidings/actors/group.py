@@ -72,6 +72,10 @@ Query = Callable[[str, Callable[[Publisher], Awaitable[Any]]], Awaitable[Any]]
 #: was recreated (``"deleted"``).
 OnLost = Callable[[str, list[str], "int | None"], None]
 
+#: A retry to schedule: the entry, its ``(channel, event, data)``, its metadata, and
+#: when it is due (``anyio.current_time()``).
+_Retry = tuple[str, tuple[Any, ...], Meta, float]
+
 
 class GroupMember:
     """This handler's membership of one consumer group of one durable channel.
@@ -141,6 +145,8 @@ class GroupMember:
         )
         # Entries done, to acknowledge with the next XACK.
         self._acks: list[str] = []
+        # Retries asked while the connection was down, to schedule first thing.
+        self._unscheduled: list[_Retry] = []
         # There may be entries to read (a live message came, or a read came back full).
         self._more = True
         self._wakeup = anyio.Event()
@@ -474,8 +480,22 @@ class GroupMember:
         self, entry_id: str, args: tuple[Any, ...], meta: Meta, delay: float
     ) -> None:
         await self._flush()  # (what is done first: the copy's acknowledgement is atomic)
-        if await self._failures.schedule(entry_id, args, meta, delay):
-            self._due_at = min(self._due_at, anyio.current_time() + delay)
+        await self._schedule((entry_id, args, meta, anyio.current_time() + delay))
+
+    async def _schedule(self, retry: _Retry) -> None:
+        """Schedule a retry, due at its time whenever it is asked; on a lost
+        connection, kept and asked again before anything else (the entry stays
+        this member's: another one claiming it in ``ack_wait`` would run it early)."""
+        entry_id, args, meta, due = retry
+        delay = max(due - anyio.current_time(), 0.0)
+        try:
+            scheduled = await self._failures.schedule(entry_id, args, meta, delay)
+        except CONNECTION_ERRORS as exc:
+            self._unscheduled.append(retry)
+            self._logger.debug("%s: retry of %s deferred: %s", self.name, entry_id, exc)
+            return
+        if scheduled:
+            self._due_at = min(self._due_at, due)
 
     async def _release_due(self) -> None:
         """Append the group's retries that are due to the log (any member may)."""
@@ -486,8 +506,13 @@ class GroupMember:
             self._more = True
 
     async def _flush(self) -> None:
-        """Acknowledge the entries done (kept for the next try if the connection is
-        down: an ack is never lost here, only late)."""
+        """Acknowledge the entries done, and schedule the retries asked while the
+        connection was down (each kept for the next try if it is down: an ack or a
+        retry is never lost here, only late)."""
+        if self._unscheduled:
+            retries, self._unscheduled = self._unscheduled, []
+            for retry in retries:
+                await self._schedule(retry)
         if not self._acks:
             return
         ids, self._acks = self._acks, []

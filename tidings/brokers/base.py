@@ -27,7 +27,7 @@ from typing import NamedTuple
 import anyio
 
 from ..errors import BrokerError, ReplyError
-from ..policies.streams import Retention
+from ..policies.streams import LogMark, Retention
 
 __all__ = [
     "COMMAND_ERRORS",
@@ -303,6 +303,11 @@ class Publisher(abc.ABC):
         round trip)."""
         return [await self.tail(channel) for channel in channels]
 
+    async def marks(self, channels: Sequence[str]) -> list[LogMark | None]:
+        """The `LogMark` of each channel's log, in order (None: no log, or a broker
+        that cannot say, as Redis before 7.0)."""
+        return [None for _ in channels]
+
     @abc.abstractmethod
     async def load_position(self, channel: str, consumer: str) -> str | None:
         """The id a named consumer of a durable channel last checkpointed (None: never)."""
@@ -367,12 +372,20 @@ class Publisher(abc.ABC):
 
     @abc.abstractmethod
     async def group_retry(
-        self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
-    ) -> None:
-        """Acknowledge an entry and schedule ``payload`` (its envelope, marked for
-        this group: see `tidings.policies.headers.REQUEUED_FOR`) to be appended to the
-        log again no earlier than ``delay`` seconds from now, by the broker's clock,
-        as one atomic step (the schedule is the broker's: `retry_key()`)."""
+        self,
+        channel: str,
+        group: str,
+        consumer: str,
+        entry_id: str,
+        payload: bytes,
+        delay: float,
+    ) -> bool:
+        """Acknowledge an entry ``consumer`` holds and schedule ``payload`` (its
+        envelope, marked for this group: see `tidings.policies.headers.REQUEUED_FOR`)
+        to be appended to the log again no earlier than ``delay`` seconds from now,
+        by the broker's clock, as one atomic step (the schedule is the broker's:
+        `retry_key()`). False, and nothing done, when the entry is no longer pending
+        for ``consumer`` (another member claimed it, or it was acknowledged)."""
 
     @abc.abstractmethod
     async def group_due(

@@ -29,7 +29,7 @@ import hiredis
 
 from .._util import cleanup_scope
 from ..errors import BrokerError, ReplyError
-from ..policies.streams import Retention
+from ..policies.streams import LogMark, Retention
 from .base import (
     COMMAND_ERRORS,
     CONNECTION_ERRORS,
@@ -380,10 +380,16 @@ class ClusterPublisher(Publisher):
         return await self._on_owner(channel, lambda p: p.group_prune(channel, group, idle, keep))
 
     async def group_retry(
-        self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
-    ) -> None:
-        await self._on_owner(
-            channel, lambda p: p.group_retry(channel, group, entry_id, payload, delay)
+        self,
+        channel: str,
+        group: str,
+        consumer: str,
+        entry_id: str,
+        payload: bytes,
+        delay: float,
+    ) -> bool:
+        return await self._on_owner(
+            channel, lambda p: p.group_retry(channel, group, consumer, entry_id, payload, delay)
         )
 
     async def group_due(
@@ -408,6 +414,9 @@ class ClusterPublisher(Publisher):
 
     async def stream_info(self, key: str) -> StreamInfo | None:
         return await self._on_owner(key, lambda p: p.stream_info(key))
+
+    async def marks(self, channels: Sequence[str]) -> list[LogMark | None]:
+        return [(await self._on_owner(channel, _marks_of(channel)))[0] for channel in channels]
 
     async def group_info(self, channel: str) -> list[GroupInfo]:
         return await self._on_owner(channel, lambda p: p.group_info(channel))
@@ -482,3 +491,7 @@ class ClusterPublisher(Publisher):
     async def aclose(self) -> None:
         for publisher in (*self._nodes.values(), *([self._primary] if self._primary else [])):
             await publisher.aclose()
+
+
+def _marks_of(channel: str) -> Callable[[RedisPublisher], Awaitable[list[LogMark | None]]]:
+    return lambda publisher: publisher.marks([channel])

@@ -29,7 +29,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if
 
 from ..errors import ReplyError
 from ..policies.glob import compile_glob
-from ..policies.streams import Retention, StreamId, format_id, parse_id
+from ..policies.streams import LogMark, Retention, StreamId, format_id, parse_id
 from .base import (
     Broker,
     Claimed,
@@ -175,6 +175,14 @@ class Hub:
         log = self._logs.get(channel)
         return format_id(log.ids[-1]) if log is not None and log.ids else None
 
+    def marks(self, channels: Sequence[str]) -> list[LogMark | None]:
+        """XINFO STREAM's counts of each channel's log."""
+        found: list[LogMark | None] = []
+        for channel in channels:
+            log = self._logs.get(channel)
+            found.append(None if log is None else log.mark())
+        return found
+
     def delete_log(self, channel: str) -> bool:
         """DEL the log of a channel (fault injection); True if there was one."""
         return self._logs.pop(channel, None) is not None
@@ -311,13 +319,24 @@ class Hub:
         return set(self._group(channel, group).consumers)
 
     def group_retry(
-        self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
-    ) -> None:
-        """ZADD the group's schedule (due after ``delay``), then XACK: at once."""
+        self,
+        channel: str,
+        group: str,
+        consumer: str,
+        entry_id: str,
+        payload: bytes,
+        delay: float,
+    ) -> bool:
+        """If ``consumer`` holds the entry: ZADD the group's schedule (due after
+        ``delay``), then XACK, at once."""
+        held = self._group(channel, group).pending.get(parse_id(entry_id))
+        if held is None or held[0] != consumer:
+            return False
         schedule = self._retries.setdefault(retry_key(channel, group), [])
         schedule.append((_now() + round(delay * 1000), payload))
         schedule.sort(key=lambda item: item[0])
         self.group_ack(channel, group, [entry_id])
+        return True
 
     def group_due(
         self, channel: str, group: str, count: int, retention: Retention
@@ -718,10 +737,16 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
         return self.hub.group_prune(channel, group, idle, keep)
 
     async def group_retry(
-        self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
-    ) -> None:
+        self,
+        channel: str,
+        group: str,
+        consumer: str,
+        entry_id: str,
+        payload: bytes,
+        delay: float,
+    ) -> bool:
         await self._command((channel,))
-        self.hub.group_retry(channel, group, entry_id, payload, delay)
+        return self.hub.group_retry(channel, group, consumer, entry_id, payload, delay)
 
     async def group_due(
         self, channel: str, group: str, count: int, retention: Retention
@@ -742,6 +767,10 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
     async def delete_dead(self, channel: str, ids: Sequence[str] | None) -> int:
         await self._command((dead_key(channel),))
         return self.hub.delete_dead(channel, ids)
+
+    async def marks(self, channels: Sequence[str]) -> list[LogMark | None]:
+        await self._command(channels)
+        return self.hub.marks(channels)
 
     async def stream_info(self, key: str) -> StreamInfo | None:
         await self._command((key,))
@@ -802,12 +831,24 @@ class _Group:
 class _Log:
     """One durable channel's entries, oldest first (a Redis stream, in process)."""
 
-    __slots__ = ("groups", "ids", "payloads")
+    __slots__ = ("added", "groups", "ids", "last", "payloads")
 
     def __init__(self) -> None:
         self.ids: list[StreamId] = []
         self.payloads: list[Any] = []
         self.groups: dict[str, _Group] = {}
+        #: Entries ever added, and the id given last (a log that lost its entries
+        #: still remembers them, as Redis's stream does).
+        self.added = 0
+        self.last: StreamId = (0, 0)
+
+    def mark(self) -> LogMark:
+        return LogMark(
+            self.added,
+            len(self.ids),
+            format_id(self.ids[0]) if self.ids else None,
+            format_id(self.last) if self.added else None,
+        )
 
     def get(self, entry_id: StreamId) -> Any:
         """The payload of an entry, None if it is not (or no longer) in the log."""
@@ -824,11 +865,11 @@ class _Log:
         ]
 
     def add(self, payload: Any, now: int) -> str:
-        if self.ids and self.ids[-1][0] >= now:  # ids never go back, like Redis's
-            last = self.ids[-1]
-            entry = (last[0], last[1] + 1)
-        else:
-            entry = (now, 0)
+        # Ids never go back, like Redis's (not even past entries trimmed away).
+        last = self.last
+        entry = (last[0], last[1] + 1) if self.added and last[0] >= now else (now, 0)
+        self.added += 1
+        self.last = entry
         self.ids.append(entry)
         self.payloads.append(payload)
         return format_id(entry)

@@ -30,7 +30,7 @@ import hiredis
 
 from ..errors import ReplyError
 from ..policies.cache import BoundedCache
-from ..policies.streams import Retention
+from ..policies.streams import LogMark, Retention
 from .base import (
     Broker,
     Claimed,
@@ -422,6 +422,18 @@ class _Commands(Publisher):
         )
         return [reply[0][0].decode("ascii") if reply else None for reply in replies]
 
+    async def marks(self, channels: Sequence[str]) -> list[LogMark | None]:
+        kinds = await self.execute_all([(("TYPE", channel), _is_status) for channel in channels])
+        streams = [
+            channel for channel, kind in zip(channels, kinds, strict=True) if kind == b"stream"
+        ]
+        # A log deleted between the two round trips: refused, and asked again next time.
+        infos = await self.execute_all(
+            [(("XINFO", "STREAM", channel), _is_info) for channel in streams]
+        )
+        found = dict(zip(streams, map(_mark, infos), strict=True))
+        return [found.get(channel) for channel in channels]
+
     async def load_position(self, channel: str, consumer: str) -> str | None:
         found = await self.get_id(position_key(channel, consumer))
         if found is None:  # saved by a release before 0.2, maybe (the next save moves it)
@@ -530,16 +542,30 @@ class _Commands(Publisher):
         return int(removed or 0)  # (no scripts: consumers are left, as before)
 
     async def group_retry(
-        self, channel: str, group: str, entry_id: str, payload: bytes, delay: float
-    ) -> None:
+        self,
+        channel: str,
+        group: str,
+        consumer: str,
+        entry_id: str,
+        payload: bytes,
+        delay: float,
+    ) -> bool:
         keys = (channel, retry_key(channel, group))
-        if await self._script(RETRY_LATER, keys, (group, entry_id, payload, _ms(delay))):
-            return
-        # No scripts: schedule, then acknowledge (a failure in between leaves it both
-        # pending and scheduled: done twice, never lost).
+        args = (group, entry_id, payload, _ms(delay), consumer)
+        scheduled = await self._script(RETRY_LATER, keys, args)
+        if scheduled is not None:
+            return bool(scheduled)
+        # No scripts: check, schedule, then acknowledge (claimed by another member in
+        # between, or a failure in between: done twice, never lost).
+        held = await self.execute(
+            "XPENDING", channel, group, entry_id, entry_id, 1, consumer, check=_is_pending
+        )
+        if not held:
+            return False
         due = time.time_ns() // 1_000_000 + _ms(delay)  # the client's clock, here
         await self.execute("ZADD", keys[1], due, payload, check=is_int)
         await self.execute("XACK", channel, group, entry_id, check=is_int)
+        return True
 
     async def group_due(
         self, channel: str, group: str, count: int, retention: Retention
@@ -972,6 +998,27 @@ def _is_infos(reply: object) -> bool:
     )
 
 
+def _is_info(reply: object) -> bool:
+    """XINFO STREAM's answer: a flat name/value list."""
+    return type(reply) is list and len(reply) % 2 == 0 and all(type(n) is bytes for n in reply[::2])
+
+
+def _mark(info: list[Any]) -> LogMark | None:
+    """A log's mark from XINFO STREAM (None: Redis before 7.0 does not count what
+    was added)."""
+    fields = _pairs(info)
+    added, length = fields.get(b"entries-added"), fields.get(b"length")
+    if type(added) is not int or type(length) is not int:
+        return None
+    first, last = fields.get(b"recorded-first-entry-id"), fields.get(b"last-generated-id")
+    return LogMark(
+        added,
+        length,
+        first.decode("ascii") if type(first) is bytes and length else None,
+        last.decode("ascii") if type(last) is bytes else None,
+    )
+
+
 def _fields(flat: list[bytes]) -> dict[str, bytes]:
     """A stream entry's fields by name."""
     return {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
@@ -1098,15 +1145,21 @@ class RedisBroker(Broker):
         return RedisPublisher(connection, health_check_interval)
 
 
-#: A delayed retry, atomic on the server: schedule the event's new envelope at the
-#: server's time plus the delay, and acknowledge the entry that failed. KEYS: the
-#: channel (its stream), the group's schedule. ARGV: group, entry id, envelope, ms.
+#: A delayed retry, atomic on the server: if the entry that failed is still pending
+#: for this consumer (no other member claimed it meanwhile), schedule the event's new
+#: envelope at the server's time plus the delay, and acknowledge the entry. KEYS: the
+#: channel (its stream), the group's schedule. ARGV: group, entry id, envelope, ms,
+#: consumer. Returns 1 if scheduled, 0 if not.
 RETRY_LATER = _Script(
     """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[5]) == 0 then
+  return 0
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
-return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return 1
 """
 )
 

@@ -15,11 +15,13 @@ from typing import Any
 __all__ = [
     "DEFAULT_RETENTION",
     "ORIGIN",
+    "LogMark",
     "Retention",
     "StreamId",
     "parse_id",
     "position",
     "position_id",
+    "recreated",
     "start_after",
 ]
 
@@ -146,3 +148,35 @@ class Retention:
 
 #: Retention of a channel named in ``durable=`` without one of its own.
 DEFAULT_RETENTION = Retention(max_len=10_000)
+
+
+@dataclass(frozen=True, slots=True)
+class LogMark:
+    """What tells a log apart from another one made in its place (the first deleted,
+    then appended to again): how many entries it has ever taken (Redis's
+    ``entries-added``) and holds, and its first and last ids."""
+
+    added: int
+    length: int
+    first_id: str | None
+    last_id: str | None
+
+    @property
+    def removed(self) -> int:
+        """Entries it has lost (trimmed, deleted one by one)."""
+        return self.added - self.length
+
+
+def recreated(before: LogMark, now: LogMark) -> bool:
+    """Whether ``now`` marks a new log in place of the one ``before`` marked, rather
+    than the same log later on.
+
+    A log only takes entries and loses them, so both counts only grow; and while it
+    loses none, its first entry stays. A new log shows as counts going down, or a
+    different first entry with nothing lost. (Missed: a new log that, between the
+    two marks, has both taken and lost more entries than the old one ever did, or
+    whose first entry has the old one's id: made within the same millisecond.)
+    """
+    if now.added < before.added or now.removed < before.removed:
+        return True
+    return now.removed == before.removed and before.length > 0 and now.first_id != before.first_id
