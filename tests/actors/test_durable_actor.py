@@ -18,7 +18,7 @@ from tidings.actors.mailbox import Mailbox
 from tidings.brokers.base import Entry, Publisher, position_key
 from tidings.brokers.memory import Hub, MemoryBroker
 from tidings.errors import ReplyError
-from tidings.policies.streams import Retention, position, position_id
+from tidings.policies.streams import LogMark, Retention, position, position_id
 from tidings.protocols import Json
 
 pytestmark = pytest.mark.anyio
@@ -81,6 +81,7 @@ class World:
             registrations=lambda: tuple(self.registrations),
             read=self._read,
             tail=lambda: self.publisher.tail(CHANNEL),
+            mark=self._mark,
             on_gap=lambda reason, last, next_: self.gaps.append((reason, last, next_)),
             decode=envelope_decoder(Json()),
             registrations_for=lambda event: tuple(self.registrations),
@@ -89,6 +90,9 @@ class World:
             logger=LOG,
             owner=OWNER,
         )
+
+    async def _mark(self) -> LogMark | None:
+        return (await self.publisher.marks([CHANNEL]))[0]
 
     async def _read(self, start: str, count: int) -> list[Entry]:
         if self.faults:
@@ -375,6 +379,22 @@ async def test_a_trimmed_log_is_reported_once(world: World) -> None:
     assert len(world.gaps) == 1
 
 
+async def test_a_log_made_again_after_its_deletion_is_deleted_not_trimmed(
+    world: World,
+) -> None:
+    seen = Seen()
+    world.register(seen)
+    entry_id, live = await world.store(1)
+    world.mailbox.put_nowait([live])
+    await world.run()
+    assert world.hub.delete_log(CHANNEL)
+    made, _ = await world.store(2)  # a new log, whose ids come after the old one's
+    world.actor.catch_up()
+    await world.run()
+    assert world.gaps == [("deleted", entry_id, made)]
+    assert seen.data == [1, 2]
+
+
 async def test_a_deleted_log_is_reported_once(world: World) -> None:
     seen = Seen()
     world.register(seen)
@@ -464,7 +484,7 @@ def watched(upkeep: Upkeep, consumer: str, since: int) -> Registration:
 
 
 def upkeep_of(saves: Saves) -> Upkeep:
-    return Upkeep(saves, lambda: None, recheck_interval=60.0, logger=LOG)
+    return Upkeep(saves, anyio.lowlevel.checkpoint, recheck_interval=60.0, logger=LOG)
 
 
 async def test_flush_saves_a_position_where_it_starts_and_then_only_when_it_moved(
@@ -530,9 +550,13 @@ async def test_an_inactive_registration_is_forgotten(saves: Saves) -> None:
 
 async def test_run_flushes_and_rechecks_until_closed(saves: Saves) -> None:
     rechecks: list[float] = []
+
+    async def recheck() -> None:
+        rechecks.append(anyio.current_time())
+
     upkeep = Upkeep(
         saves,
-        lambda: rechecks.append(anyio.current_time()),
+        recheck,
         recheck_interval=0.02,
         logger=LOG,
         interval=0.01,
