@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -12,9 +13,19 @@ ROOT = Path(__file__).parent.parent
 
 
 def test_wheel_and_sdist(tmp_path: Path) -> None:
+    # Built from a copy: a build writes tidings.egg-info into its source tree, and
+    # one left in the checkout makes pytest rewrite the package's own modules.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "dist", "site", "*.egg-info", "__pycache__", ".*cache"
+        ),
+    )
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(source)],
         check=True,
         capture_output=True,
         timeout=300,

@@ -25,6 +25,7 @@ from ._runtime.events import Event, Events, iterate, work
 from ._runtime.lifecycle import Lifecycle, Runtime
 from ._runtime.producer import Producer
 from ._runtime.registry import Registry, Wanted
+from ._runtime.web import Source
 from ._stats import Stats
 from .brokers.urls import display
 from .policies.headers import check_headers
@@ -500,6 +501,15 @@ class Channels(Lifecycle):
                 "(name it in Channels(durable=...))"
             )
         return broker_name
+
+    def _web_source(self) -> Source:
+        """What `tidings.asgi.EventStream` follows channels through."""
+        return Source(
+            self._runtime,
+            self._registry,
+            self._namespace,
+            lambda channel, event, since: self._check(channel, event, print, since),
+        )
 
     def _check(self, channel: str, event: str, callback: Callable[..., Any], *args: Any) -> Wanted:
         return check_registration(self._namespace, self._durable, channel, event, callback, *args)

@@ -35,7 +35,7 @@ from .channel import Channel
 from .lifecycle import Runtime
 from .registry import Registry, Wanted
 
-__all__ = ["Event", "Events", "GroupEvents", "iterate", "work"]
+__all__ = ["Event", "Events", "GroupEvents", "iterate", "watch", "work"]
 
 #: The type of an event's data (``Any`` unless a ``schema=`` says).
 D = TypeVar("D")
@@ -264,6 +264,56 @@ async def iterate(
         registry.iterators.discard(mailbox)
         # Counted as delivered when it reached the iterator; what the consumer
         # leaves unread when it leaves the block is its own choice.
+        mailbox.discard()
+        await _unregister(runtime, registry, wanted)
+
+
+class _WatchFeed:
+    """A watcher's callback: never waits, on any channel (a slow watcher must not
+    hold up its channel, durable or not); the first event its full mailbox refuses
+    ends it (``on_overflow``), and the later ones are dropped, counted."""
+
+    __slots__ = ("_mailbox", "_on_overflow", "overflowed")
+
+    def __init__(self, mailbox: Mailbox[Event[Any]], on_overflow: Callable[[], None]) -> None:
+        self._mailbox = mailbox
+        self._on_overflow = on_overflow
+        self.overflowed = False
+
+    def __call__(self, channel: Channel, event: str, data: Any, meta: Meta) -> None:
+        if self.overflowed:
+            raise Undelivered
+        if self._mailbox.put_nowait(
+            [Event(channel.name, event, data, meta.id, None, meta.headers)]
+        ):
+            if self._mailbox.closed:
+                raise CallbackError("the watcher is closed")
+            self.overflowed = True
+            self._on_overflow()
+            raise Undelivered
+
+
+@asynccontextmanager
+async def watch(
+    runtime: Runtime,
+    registry: Registry,
+    wanted: Wanted,
+    max_pending: int,
+    on_overflow: Callable[[], None],
+) -> AsyncIterator[Events[Any]]:
+    """The events of a plain or durable registration for a consumer that may fall
+    behind (a browser): up to ``max_pending`` wait for it; past that it is over,
+    and ``on_overflow()`` is called at once (it should end the consumer, which may
+    come back later from the last id it took)."""
+    mailbox: Mailbox[Event[Any]] = Mailbox(max_pending, "drop")
+    feed = _WatchFeed(mailbox, on_overflow)
+    wanted = dataclasses.replace(wanted, callback=feed, takes_meta=True)
+    registry.iterators.add(mailbox)
+    try:
+        await registry.register([wanted], "subscribe")
+        yield Events(mailbox)
+    finally:
+        registry.iterators.discard(mailbox)
         mailbox.discard()
         await _unregister(runtime, registry, wanted)
 

@@ -1,0 +1,258 @@
+"""Clients of `tidings.asgi.EventStream` for the tests.
+
+`InProcess` drives the ASGI app directly (no server): the messages it sends are kept,
+and its client can stop reading (``send`` blocks) or go away (a disconnect message).
+`SSE` and `WebSocket` talk to a real server over TCP (h11 and wsproto, sans-IO, so
+they run on trio and asyncio alike).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import h11
+import wsproto
+import wsproto.events as ws
+
+Frame = dict[str, Any]
+
+
+def parse_sse(text: str) -> list[Frame]:
+    """Complete SSE frames in ``text`` (comments dropped), as {"id", "event", "data"}."""
+    frames = []
+    for block in text.split("\n\n")[:-1]:
+        frame: Frame = {}
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(": ")
+            frame[name] = json.loads(value) if name == "data" else value
+        if frame:
+            frames.append(frame)
+    return frames
+
+
+class InProcess:
+    """One request to an ASGI app, run in a task group of the test."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        kind: str = "http",
+        method: str = "GET",
+        query: str = "",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        root_path: str = "",
+    ) -> None:
+        self.scope: dict[str, Any] = {
+            "type": kind,
+            "path": root_path + path,
+            "root_path": root_path,
+            "query_string": query.encode(),
+            "headers": headers or [],
+            "method": method,
+        }
+        self.sent: list[dict[str, Any]] = []
+        self._inbox: list[dict[str, Any]] = []
+        self._arrived = anyio.Event()
+        #: Cleared: the client stops reading (the app's sends wait).
+        self.reading = anyio.Event()
+        self.reading.set()
+        self.done = False
+        if kind == "websocket":
+            self._inbox.append({"type": "websocket.connect"})
+
+    async def receive(self) -> dict[str, Any]:
+        while not self._inbox:
+            await self._arrived.wait()
+            self._arrived = anyio.Event()
+        return self._inbox.pop(0)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.reading.wait()
+        self.sent.append(message)
+
+    async def run(self, app: Any) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        finally:
+            self.done = True
+
+    def disconnect(self) -> None:
+        kind = "http.disconnect" if self.scope["type"] == "http" else "websocket.disconnect"
+        self._inbox.append({"type": kind})
+        self._arrived.set()
+
+    @property
+    def status(self) -> int | None:
+        for message in self.sent:
+            if message["type"] == "http.response.start":
+                return int(message["status"])
+        return None
+
+    @property
+    def body(self) -> str:
+        return b"".join(
+            m.get("body", b"") for m in self.sent if m["type"] == "http.response.body"
+        ).decode()
+
+    @property
+    def frames(self) -> list[Frame]:
+        if self.scope["type"] == "http":
+            return parse_sse(self.body)
+        return [json.loads(m["text"]) for m in self.sent if m["type"] == "websocket.send"]
+
+    @property
+    def data(self) -> list[Any]:
+        return [f["data"] for f in self.frames if f.get("event") != "gap"]
+
+    @property
+    def closed_with(self) -> int | None:
+        for message in self.sent:
+            if message["type"] == "websocket.close":
+                return int(message.get("code", 1000))
+        return None
+
+    @property
+    def ended(self) -> bool:
+        """The response is complete (SSE), or the socket closed (WebSocket)."""
+        return any(
+            (m["type"] == "http.response.body" and not m.get("more_body", False))
+            or m["type"] == "websocket.close"
+            for m in self.sent
+        )
+
+
+class SSE:
+    """A Server-Sent Events client over TCP, reading frames as they come."""
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+        self._connection = h11.Connection(h11.CLIENT)
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self._text = ""
+        self.frames: list[Frame] = []
+        self.ended = False
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, port: int, target: str, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[SSE]:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            client = cls(stream)
+            request = h11.Request(
+                method="GET",
+                target=target,
+                headers=[("host", f"127.0.0.1:{port}"), *(headers or {}).items()],
+            )
+            await stream.send(
+                client._connection.send(request) + client._connection.send(h11.EndOfMessage())
+            )
+            await client._until_response()
+            yield client
+
+    async def _until_response(self) -> None:
+        while not self.status:
+            await self._read()
+
+    async def _read(self) -> None:
+        event = self._connection.next_event()
+        while event is h11.NEED_DATA:
+            try:
+                data = await self._stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                data = b""
+            self._connection.receive_data(data)
+            event = self._connection.next_event()
+        if isinstance(event, h11.Response):
+            self.status = event.status_code
+            self.headers = {k.decode(): v.decode() for k, v in event.headers}
+        elif isinstance(event, h11.Data):
+            self._text += bytes(event.data).decode()
+            head, _, self._text = self._text.rpartition("\n\n")
+            if head:
+                self.frames.extend(parse_sse(head + "\n\n"))
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            self.ended = True
+
+    async def until(self, count: int) -> list[Frame]:
+        """Read until ``count`` frames came (or the stream ended)."""
+        while len(self.frames) < count and not self.ended:
+            await self._read()
+        return self.frames
+
+    async def until_end(self) -> list[Frame]:
+        while not self.ended:
+            await self._read()
+        return self.frames
+
+    @property
+    def data(self) -> list[Any]:
+        return [f["data"] for f in self.frames if f.get("event") != "gap"]
+
+
+class WebSocket:
+    """A WebSocket client over TCP (wsproto)."""
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+        self._connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self.accepted: bool | None = None
+        self.status = 0
+        self.frames: list[Frame] = []
+        self.closed_with: int | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, port: int, target: str) -> AsyncIterator[WebSocket]:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            client = cls(stream)
+            await stream.send(
+                client._connection.send(ws.Request(host=f"127.0.0.1:{port}", target=target))
+            )
+            while client.accepted is None:
+                await client._read()
+            yield client
+
+    async def _read(self) -> None:
+        try:
+            data: bytes | None = await self._stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            data = None
+        self._connection.receive_data(data)
+        for event in self._connection.events():
+            if isinstance(event, ws.AcceptConnection):
+                self.accepted = True
+            elif isinstance(event, ws.RejectConnection):
+                self.accepted, self.status = False, event.status_code
+            elif isinstance(event, ws.TextMessage):
+                self.frames.append(json.loads(event.data))
+            elif isinstance(event, ws.CloseConnection):
+                self.closed_with = event.code
+                if self._connection.state is wsproto.connection.ConnectionState.REMOTE_CLOSING:
+                    await self._stream.send(self._connection.send(event.response()))
+        if data is None and self.closed_with is None:
+            self.closed_with = 1006  # gone without a close frame
+        if self.accepted is None and data is None:
+            self.accepted = False
+
+    async def until(self, count: int) -> list[Frame]:
+        while len(self.frames) < count and self.closed_with is None:
+            await self._read()
+        return self.frames
+
+    async def until_closed(self) -> int:
+        while self.closed_with is None:
+            await self._read()
+        return self.closed_with
+
+    @property
+    def data(self) -> list[Any]:
+        return [f["data"] for f in self.frames if f.get("event") != "gap"]
