@@ -7,14 +7,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: demo test lint typecheck docs pytest redis bench soak clean
+.PHONY: demo test lint typecheck docs pytest redis browser bench soak clean
 
 # The demo needs the package alone (its four runtime dependencies), not the test
 # toolchain: a newcomer sees it in seconds.
 demo: $(RUN_STAMP)
 	$(BIN)/python -m tidings demo
 
-test: $(STAMP) redis lint typecheck docs pytest
+test: $(STAMP) redis browser lint typecheck docs pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check tidings tests bench
@@ -26,11 +26,15 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
-pytest: $(STAMP) redis
+pytest: $(STAMP) redis browser
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 redis:
 	@scripts/ensure-redis
+
+# The browser test's chromium and chromedriver (system packages, as for redis-server).
+browser:
+	@scripts/ensure-browser
 
 # Benchmarks against peers (a few minutes); writes bench/results/. Never part of `test`.
 bench: $(STAMP) $(VENV)/.installed-bench redis

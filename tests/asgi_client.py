@@ -137,8 +137,12 @@ class SSE:
         self.status = 0
         self.headers: dict[str, str] = {}
         self._text = ""
+        #: Everything the body held so far.
+        self.body = ""
         self.frames: list[Frame] = []
         self.ended = False
+        #: The server closed the connection in the middle of the response.
+        self.cut = False
 
     @classmethod
     @asynccontextmanager
@@ -170,11 +174,16 @@ class SSE:
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                 data = b""
             self._connection.receive_data(data)
-            event = self._connection.next_event()
+            try:
+                event = self._connection.next_event()
+            except h11.RemoteProtocolError:  # cut, not ended: what a browser sees as an end too
+                self.ended = self.cut = True
+                return
         if isinstance(event, h11.Response):
             self.status = event.status_code
             self.headers = {k.decode(): v.decode() for k, v in event.headers}
         elif isinstance(event, h11.Data):
+            self.body += bytes(event.data).decode()
             self._text += bytes(event.data).decode()
             head, _, self._text = self._text.rpartition("\n\n")
             if head:

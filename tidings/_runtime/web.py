@@ -28,7 +28,7 @@ from ..brokers.base import Publisher
 from ..errors import BrokerError
 from ..policies.glob import compile_glob
 from ..policies.names import Namespace
-from ..policies.streams import LogMark, format_id, parse_id
+from ..policies.streams import LogMark, format_id, parse_id, start_after
 from .events import Event, Events, watch
 from .lifecycle import Runtime
 from .registry import Registry, Wanted
@@ -210,7 +210,7 @@ class Web:
             if not verdict:
                 raise _Refused(403, "forbidden")
         gap = None
-        if durable and since is not None:
+        if durable and since is not None and start_after(since)[1]:  # names an entry
             try:
                 gap = await self._source.gap(channel, since)
             except BrokerError as exc:
@@ -239,6 +239,10 @@ class Web:
                 nonlocal ending
                 self.overflowed += 1
                 ending = ending or "overflow"
+                # Over, as a client: a server that shields its writes (hypercorn on
+                # trio) keeps a send to a client that stopped reading blocked until
+                # the connection dies, but nothing more is queued for it.
+                self._open.discard(scope)
                 scope.cancel()
 
             async def until_disconnected() -> None:
