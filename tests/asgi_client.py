@@ -8,9 +8,16 @@ they run on trio and asyncio alike).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,7 +25,10 @@ import h11
 import wsproto
 import wsproto.events as ws
 
+from tidings.testing import free_port
+
 Frame = dict[str, Any]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_sse(text: str) -> list[Frame]:
@@ -265,3 +275,108 @@ class WebSocket:
     @property
     def data(self) -> list[Any]:
         return [f["data"] for f in self.frames if f.get("event") != "gap"]
+
+
+class App:
+    """An ASGI app (``target``: ``module:app``) served by uvicorn (asyncio) or hypercorn
+    (trio), with the docs' shutdown settings, in a process of its own; ``env``:
+    ``TIDINGS_<NAME>`` variables."""
+
+    def __init__(
+        self, server: str, target: str, redis_url: str, namespace: str = "", **env: str
+    ) -> None:
+        self.server = server
+        self.target = target
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "TIDINGS_URL": redis_url,
+            "TIDINGS_NAMESPACE": namespace,
+            **{f"TIDINGS_{k.upper()}": v for k, v in env.items()},
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        if self.server == "hypercorn":  # the docs' settings: open streams end at SIGTERM
+            return [sys.executable, "-m", "hypercorn", "--worker-class", "trio",
+                    "--workers", "0", "--graceful-timeout", "1",
+                    "--bind", f"127.0.0.1:{self.port}", self.target]  # fmt: skip
+        return [sys.executable, "-m", "uvicorn", "--port", str(self.port),
+                "--timeout-graceful-shutdown", "1", "--log-level", "warning",
+                self.target]  # fmt: skip
+
+    async def start(self) -> None:
+        self.process = self._spawn()
+        with anyio.fail_after(20):
+            while not self._serving():
+                await anyio.sleep(0.02)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # A session of its own: killing it kills whatever it started.
+        return subprocess.Popen(
+            self.command(),
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _serving(self) -> bool:
+        assert self.process is not None
+        assert self.process.poll() is None, "the app process died"
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    async def stats(self) -> dict[str, int]:
+        async with SSE.open(self.port, "/stats") as response:  # (any GET will do)
+            await response.until_end()
+            return json.loads(response.body)
+
+    async def post(self, path: str, body: object, headers: dict[str, str] | None = None) -> Any:
+        """POST ``body`` as JSON; the JSON reply."""
+        return await post(self.port, path, body, headers)
+
+
+async def post(port: int, path: str, body: object, headers: dict[str, str] | None = None) -> Any:
+    """POST ``body`` as JSON to 127.0.0.1:``port``; the JSON reply (an error for a
+    status other than 200)."""
+    data = json.dumps(body).encode()
+    connection = h11.Connection(h11.CLIENT)
+    request = h11.Request(
+        method="POST",
+        target=path,
+        headers=[
+            ("host", f"127.0.0.1:{port}"),
+            ("content-type", "application/json"),
+            ("content-length", str(len(data))),
+            *(headers or {}).items(),
+        ],
+    )
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(
+            connection.send(request)
+            + connection.send(h11.Data(data=data))
+            + connection.send(h11.EndOfMessage())
+        )
+        status, reply = 0, b""
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(await stream.receive())
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                reply += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                break
+    assert status == 200, (status, reply)
+    return json.loads(reply)

@@ -5,13 +5,7 @@ the docs' shutdown settings, a real Redis, and clients over TCP.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,77 +14,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.asgi_client import SSE, WebSocket
-from tests.helpers import FAST, eventually
+from tests.asgi_client import SSE, App, WebSocket
+from tests.helpers import FAST
 from tests.redis_server import RedisServer
 from tidings import Channels, Retention
-from tidings.testing import free_port
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class App:
-    """tests/web_app.py served by uvicorn (asyncio) or hypercorn (trio)."""
-
-    def __init__(self, server: str, redis_url: str, namespace: str, **env: str) -> None:
-        self.server = server
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            "TIDINGS_URL": redis_url,
-            "TIDINGS_NAMESPACE": namespace,
-            **{f"TIDINGS_{k.upper()}": v for k, v in env.items()},
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def command(self) -> list[str]:
-        if self.server == "hypercorn":  # the docs' settings: open streams end at SIGTERM
-            return [sys.executable, "-m", "hypercorn", "--worker-class", "trio",
-                    "--workers", "0", "--graceful-timeout", "1",
-                    "--bind", f"127.0.0.1:{self.port}", "tests.web_app:app"]  # fmt: skip
-        return [sys.executable, "-m", "uvicorn", "--port", str(self.port),
-                "--timeout-graceful-shutdown", "1", "--log-level", "warning",
-                "tests.web_app:app"]  # fmt: skip
-
-    async def start(self) -> None:
-        self.process = self._spawn()
-        await eventually(self._serving, limit=20)
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        # A session of its own: killing it kills whatever it started.
-        return subprocess.Popen(
-            self.command(),
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def _serving(self) -> bool:
-        assert self.process is not None
-        assert self.process.poll() is None, "the app process died"
-        try:
-            with socket_to(self.port):
-                return True
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    async def stats(self) -> dict[str, int]:
-        async with SSE.open(self.port, "/stats") as response:  # (any GET will do)
-            await response.until_end()
-            return json.loads(response.body)
-
-
-def socket_to(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=1)
 
 
 @asynccontextmanager
@@ -100,7 +31,7 @@ async def running_app(
     """The app under the server of this backend, and a producer on the same Redis."""
     namespace = f"s{uuid.uuid4().hex[:8]}"
     server = "hypercorn" if anyio_backend == "trio" else "uvicorn"
-    app = App(server, redis_server.url, namespace, **env)
+    app = App(server, "tests.web_app:app", redis_server.url, namespace, **env)
     durable = {"log": Retention(max_len=100_000)}
     producer = Channels(redis_server.url, namespace=namespace, durable=durable, backoff=FAST)
     try:
