@@ -73,6 +73,19 @@ async def test_a_channel_outside_allow_is_404_and_unauthorized_is_403(broker: Ha
         assert post.status == 405
 
 
+async def test_a_handler_that_is_not_running_serves_503() -> None:
+    channels = Channels("memory://", namespace="x")
+    stream = EventStream(channels, allow=["*"])
+    client = InProcess("/anything")
+    await client.run(stream)  # before it runs
+    assert client.status == 503
+    async with channels:
+        pass
+    after = InProcess("/anything")
+    await after.run(stream)  # and once it is closed
+    assert after.status == 503
+
+
 async def test_nothing_is_served_until_allowed() -> None:
     channels = Channels("memory://", namespace="x")
     stream = EventStream(channels)  # allow defaults to nothing

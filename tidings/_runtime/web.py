@@ -70,6 +70,10 @@ class Source:
         # The handler's own argument checks: (channel, event glob, since) -> Wanted.
         self._check = check
 
+    @property
+    def running(self) -> bool:
+        return self._runtime.state == "running"
+
     def durable(self, channel: str) -> bool:
         return self._registry.is_durable(self._namespace.broker_name(channel))
 
@@ -185,8 +189,8 @@ class Web:
 
     async def _admit(self, scope: Scope) -> _Request:
         """What a request asks for, or why it is refused (`_Refused`)."""
-        if self._closing:
-            raise _Refused(503, "shutting down")
+        if self._closing or not self._source.running:
+            raise _Refused(503, "not serving events now")
         path: str = scope["path"]
         root: str = scope.get("root_path", "")
         if root and path.startswith(root):  # mounted: the path may still carry it
@@ -254,25 +258,40 @@ class Web:
 
             try:
                 tasks.start_soon(until_disconnected)
-                async with self._source.watch(
-                    request.wanted, self._max_pending, overflowed
-                ) as events:
-                    while True:
-                        with anyio.move_on_after(heartbeat):
-                            try:
-                                event = await events.receive()
-                            except anyio.EndOfStream:  # the handler closed
-                                break
-                            await send(frame(event))
-                            continue
-                        if idle is not None:  # (always: heartbeats are infinite without)
-                            await send(idle)
+                await self._watch(request, overflowed, send, frame, idle, heartbeat)
                 scope.cancel()  # the events ended: so does the wait for a disconnect
             finally:
                 self._open.discard(scope)
         if self._closing and ending is None:
             ending = "shutdown"
         return ending
+
+    async def _watch(
+        self,
+        request: _Request,
+        overflowed: Callable[[], None],
+        send: Send,
+        frame: Callable[[Event[Any]], Message],
+        idle: Message | None,
+        heartbeat: float,
+    ) -> None:
+        try:
+            async with self._source.watch(request.wanted, self._max_pending, overflowed) as events:
+                while True:
+                    with anyio.move_on_after(heartbeat):
+                        try:
+                            event = await events.receive()
+                        except anyio.EndOfStream:  # the handler closed
+                            break
+                        await send(frame(event))
+                        continue
+                    if idle is not None:  # (always: heartbeats are infinite without)
+                        await send(idle)
+        except (BrokerError, RuntimeError) as exc:
+            # Not placed in time (no connection), the handler closing under it, or a
+            # server refusing a send (the client went away): the stream is over, and
+            # the client comes back when it can.
+            _logger.info("stream of %r ended: %s", request.channel, exc)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
