@@ -17,6 +17,7 @@ import pytest
 
 from tests.asgi_client import InProcess
 from tests.helpers import FAST, Harness, MemoryHarness, eventually
+from tests.redis_server import RedisServer
 from tidings import Channels, Retention
 from tidings.asgi import EventStream
 
@@ -295,3 +296,35 @@ def test_bad_options_fail_at_construction() -> None:
     for bound in (0, 1.5, True):
         with pytest.raises(ValueError, match="max_pending"):
             EventStream(channels, max_pending=bound)  # type: ignore[arg-type]
+
+
+async def test_open_streams_ride_through_a_redis_restart() -> None:
+    """The handler reconnects under open streams: a durable channel's stream misses
+    nothing (AOF keeps the log), a plain channel's goes on with what comes after."""
+    server = RedisServer("--appendonly", "yes", "--appendfsync", "always")
+    try:
+        channels = Channels(
+            server.url, namespace="r", durable={"log": Retention(max_len=1000)}, backoff=FAST
+        )
+        producer = Channels(server.url, namespace="r", durable=["log"], backoff=FAST)
+        stream = EventStream(channels, allow=["log", "room-*"])
+        async with channels, producer, anyio.create_task_group() as tasks:
+            log = await open_request(stream, tasks, "/log")
+            room = await open_request(stream, tasks, "/room-1")
+            await producer.publish("log", "e", 0)
+            await eventually(lambda: log.data == [0])
+            server.kill()
+            await anyio.to_thread.run_sync(server.start)
+            await channels.connect()
+            for n in range(1, 4):
+                await producer.publish("log", "e", n)
+            await eventually(lambda: log.data == [0, 1, 2, 3], limit=10)
+            with anyio.fail_after(10):  # the plain channel: once resubscribed, live again
+                while not room.data:
+                    await producer.publish("room-1", "e", "after")
+                    await anyio.sleep(0.02)
+            assert not log.done
+            assert not room.done
+            tasks.cancel_scope.cancel()
+    finally:
+        server.close()
