@@ -20,8 +20,8 @@ import tidings
 from tidings.asgi import EventStream
 
 channels = tidings.Channels(
-    os.environ["TIDINGS_URL"],
-    namespace=os.environ["TIDINGS_NAMESPACE"],
+    os.environ.get("TIDINGS_URL", "memory://"),
+    namespace=os.environ.get("TIDINGS_NAMESPACE", "web"),
     durable={"log": tidings.Retention(max_len=100_000)},
     backoff=tidings.Backoff(initial=0.05, cap=0.5),
 )
