@@ -42,6 +42,8 @@ from bench.contenders import (
     redis_cpu_seconds,
     sized_payload,
 )
+from bench.web import detail as web_detail
+from bench.web import run_web
 from tests.redis_server import RedisServer
 
 HERE = Path(__file__).parent
@@ -267,6 +269,30 @@ SCENARIOS = [
         metric="rate",
         peer="tidings-absent",
     ),
+    Scenario(
+        "web",
+        "15. web fan-out: {} SSE clients on one app process (uvicorn), a broadcast to all: "
+        "p99 publish -> receive",
+        ["tidings-asyncio", "broadcaster", "faststream", "faststream-per-client"],
+        [
+            Case("1k", n=1_000, quick_n=20, params={"broadcasts": 5}, max_runs=3),
+            # FastStream's per-client subscribers are a Redis connection each: 1k only.
+            Case(
+                "10k",
+                n=10_000,
+                quick_n=50,
+                params={"broadcasts": 5},
+                max_runs=1,
+                contenders=["tidings-asyncio", "broadcaster", "faststream"],
+            ),
+        ],
+        metric="p99_ms",
+        peer="broadcaster",
+        higher_is_better=False,
+        unit="ms",
+        fill="web",  # three processes of its own: see bench/web.py
+        headline="10k",
+    ),
 ]
 
 
@@ -444,6 +470,8 @@ def run_one(
             return _run_group(spec, case.params["members"], server, n, tree)
         except RuntimeError as exc:
             raise RuntimeError(f"{scenario.entry(case)}, {contender}: {exc}") from None
+    if scenario.fill == "web":
+        return run_web(spec, *_placed(baseline if at_base else None))
     process = _child(spec, baseline if at_base else None, stdin=scenario.fill == "outage")
     try:
         return _drive(scenario, case, name, process, server, n)
@@ -735,7 +763,7 @@ def _cpu(values: dict[str, Any]) -> float | None:
 
 
 def _fmt(scenario: Scenario, result: dict[str, Any]) -> str:
-    if scenario.name == "latency":
+    if scenario.name in ("latency", "web"):
         text = f"p50 {result['p50_ms']:.2f} ms   p99 {result['p99_ms']:.2f} ms"
     elif scenario.name == "register":
         text = f"{result['seconds']:.3f} s   {_memory(result)}"
@@ -757,6 +785,8 @@ def _detail(scenario: str, values: dict[str, Any]) -> str:
         return _memory(values)
     if scenario == "latency":
         return f"p50 {values['p50_ms']:.3f} ms"
+    if scenario == "web":
+        return web_detail(values)
     if scenario == "durable-publish" and "redis_cpu_us_per_msg" in values:
         return f"redis-server {values['redis_cpu_us_per_msg']:.2f} µs CPU/msg"
     if scenario == "catch-up":

@@ -99,6 +99,12 @@ class InProcess:
         self._arrived.set()
 
     @property
+    def opened(self) -> bool:
+        """The stream is open (its first bytes, or the handshake, went out): from
+        then on the client misses nothing."""
+        return any(m["type"] in ("http.response.body", "websocket.accept") for m in self.sent)
+
+    @property
     def status(self) -> int | None:
         for message in self.sent:
             if message["type"] == "http.response.start":

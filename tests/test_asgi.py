@@ -47,11 +47,10 @@ async def serving(
 async def open_request(
     stream: EventStream, tasks: anyio.abc.TaskGroup, path: str, **kw: Any
 ) -> InProcess:
-    """A request, running, once its stream is open (the first bytes sent)."""
+    """A request, running, once its stream is open (or refused)."""
     client = InProcess(path, **kw)
-    clients = stream.clients
     tasks.start_soon(client.run, stream)
-    await eventually(lambda: client.done or stream.clients > clients)
+    await eventually(lambda: client.done or client.opened)
     return client
 
 

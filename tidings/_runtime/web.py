@@ -226,13 +226,16 @@ class Web:
         request: _Request,
         receive: Receive,
         send: Send,
+        opening: list[Message],
         frame: Callable[[Event[Any]], Message],
         idle: Message | None,
     ) -> str | None:
-        """Send a client its events, ``frame()`` making each message (``idle`` after
-        ``heartbeat`` seconds without one, if given), until the handler closes or,
-        early, the client disconnects or overflows or `close()` ends it: then say
-        which (``"disconnect"``, ``"overflow"``, ``"shutdown"``)."""
+        """Send a client ``opening`` once its registration is in place (from then on
+        it misses nothing), then its events, ``frame()`` making each message
+        (``idle`` after ``heartbeat`` seconds without one, if given), until the
+        handler closes or, early, the client disconnects or overflows or `close()`
+        ends it: then say which (``"disconnect"``, ``"overflow"``, ``"shutdown"``),
+        or ``"unavailable"`` if it could not be registered (nothing was sent)."""
         ending: str | None = None
         heartbeat = self._heartbeat if idle is not None else math.inf
         async with anyio.create_task_group() as tasks:
@@ -258,7 +261,10 @@ class Web:
 
             try:
                 tasks.start_soon(until_disconnected)
-                await self._watch(request, overflowed, send, frame, idle, heartbeat)
+                if not await self._watch(
+                    request, overflowed, send, opening, frame, idle, heartbeat
+                ):
+                    ending = "unavailable"
                 scope.cancel()  # the events ended: so does the wait for a disconnect
             finally:
                 self._open.discard(scope)
@@ -271,12 +277,18 @@ class Web:
         request: _Request,
         overflowed: Callable[[], None],
         send: Send,
+        opening: list[Message],
         frame: Callable[[Event[Any]], Message],
         idle: Message | None,
         heartbeat: float,
-    ) -> None:
+    ) -> bool:
+        """`_follow()`'s loop; False if the registration failed."""
+        opened = False
         try:
             async with self._source.watch(request.wanted, self._max_pending, overflowed) as events:
+                opened = True
+                for message in opening:
+                    await send(message)
                 while True:
                     with anyio.move_on_after(heartbeat):
                         try:
@@ -292,6 +304,7 @@ class Web:
             # server refusing a send (the client went away): the stream is over, and
             # the client comes back when it can.
             _logger.info("stream of %r ended: %s", request.channel, exc)
+        return opened
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
@@ -302,16 +315,25 @@ class Web:
         except _Refused as refused:
             await _respond(send, refused.status, str(refused))
             return
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         if scope["method"] == "HEAD":
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
             await send({"type": "http.response.body", "body": b""})
             return
-        # The first bytes go out at once: proxies and EventSource see the stream open.
-        await send({"type": "http.response.body", "body": b": ok\n\n", "more_body": True})
+        # The first bytes go out once the registration is in place: proxies and
+        # EventSource see the stream open, and nothing published after is missed.
+        opening: list[Message] = [
+            {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS},
+            {"type": "http.response.body", "body": b": ok\n\n", "more_body": True},
+        ]
         if request.gap is not None:
-            await send(_sse(None, "gap", request.gap))
-        await self._follow(request, receive, send, lambda e: _sse(e.id, e.event, e.data), _IDLE)
-        await _last(send, {"type": "http.response.body", "body": b"", "more_body": False})
+            opening.append(_sse(None, "gap", request.gap))
+        ending = await self._follow(
+            request, receive, send, opening, lambda e: _sse(e.id, e.event, e.data), _IDLE
+        )
+        if ending == "unavailable":
+            await _respond(send, 503, "the broker is unavailable")
+        else:
+            await _last(send, {"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -322,14 +344,25 @@ class Web:
             _logger.debug("websocket %s refused: %s", scope["path"], refused)
             await send({"type": "websocket.close", "code": POLICY_VIOLATION})
             return
-        await send({"type": "websocket.accept"})
+        # Accepted once the registration is in place: nothing published after the
+        # handshake is missed.
+        opening: list[Message] = [{"type": "websocket.accept"}]
         if request.gap is not None:
-            await send(_frame(None, request.channel, "gap", request.gap))
+            opening.append(_frame(None, request.channel, "gap", request.gap))
         ending = await self._follow(
-            request, receive, send, lambda e: _frame(e.id, e.channel, e.event, e.data), None
+            request,
+            receive,
+            send,
+            opening,
+            lambda e: _frame(e.id, e.channel, e.event, e.data),
+            None,
         )
         if ending != "disconnect":
-            code = {"overflow": TRY_AGAIN_LATER, "shutdown": GOING_AWAY}.get(ending or "", 1000)
+            code = {
+                "overflow": TRY_AGAIN_LATER,
+                "shutdown": GOING_AWAY,
+                "unavailable": TRY_AGAIN_LATER,
+            }.get(ending or "", 1000)
             await _last(send, {"type": "websocket.close", "code": code})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
