@@ -42,13 +42,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -241,6 +245,7 @@ def serve(spec: dict[str, Any]) -> None:
         return
     sys.stdout.flush()
     os.dup2(2, 1)  # from here on, whatever prints goes where the logs go: nobody reads stdout
+    _count_collections(Path(spec["gc_file"]))
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -254,6 +259,33 @@ def serve(spec: dict[str, Any]) -> None:
         timeout_graceful_shutdown=1,
     )
     uvicorn.Server(config).run()
+
+
+def _count_collections(path: Path) -> None:
+    """Time the cyclic garbage collector's full (generation 2) collections; on
+    SIGUSR1, write their count and seconds so far to ``path`` (the driver's view of
+    what paused the server)."""
+    state = {"full": 0, "seconds": 0.0, "started": 0.0}
+
+    def on_collect(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            state["started"] = time.perf_counter()
+        else:
+            state["full"] += 1
+            state["seconds"] += time.perf_counter() - state["started"]
+
+    def write(signum: int, frame: Any) -> None:
+        try:  # timers pending in the event loop (cancelled ones wait in its heap too)
+            timers = len(asyncio.get_running_loop()._scheduled)  # type: ignore[attr-defined]
+        except (RuntimeError, AttributeError):
+            timers = -1
+        path.with_suffix(".tmp").write_text(json.dumps({**state, "timers": timers}))
+        path.with_suffix(".tmp").replace(path)
+
+    gc.callbacks.append(on_collect)
+    signal.signal(signal.SIGUSR1, write)
 
 
 # -- the clients' process ----------------------------------------------------------------
@@ -460,6 +492,7 @@ async def clients(spec: dict[str, Any]) -> dict[str, Any]:
     await _step("time")
     latencies: list[float] = []
     spreads: list[float] = []
+    rounds: list[list[float]] = []  # per broadcast: first, median, last arrival (ms)
     for number in range(1, broadcasts + 1):
         await asyncio.sleep(0.2)
         await _until_all(book, publisher, number, n, again=None)
@@ -468,6 +501,13 @@ async def clients(spec: dict[str, Any]) -> dict[str, Any]:
         latencies.extend(t - publish_at for t in times)
         if times:
             spreads.append(max(times) - min(times))
+            ordered = sorted(times)
+            rounds.append(
+                [
+                    round((t - publish_at) * 1e3, 1)
+                    for t in (ordered[0], _pick(ordered, 0.5), ordered[-1])
+                ]
+            )
     _say("timed")
     await _step("close")
     for conn in conns:
@@ -484,6 +524,8 @@ async def clients(spec: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": _pick(latencies, 0.99) * 1e3 if latencies else None,
         "max_ms": latencies[-1] * 1e3 if latencies else None,
         "spread_ms": max(spreads) * 1e3 if spreads else None,
+        "first_ms": statistics.median(r[0] for r in rounds) if rounds else None,
+        "rounds_ms": rounds,
         "connect_s": connect_s,
         "warm_s": warm_s,
         "redis_receivers": receivers,
@@ -519,6 +561,18 @@ def _wait_port(port: int, server: subprocess.Popen[str], timeout: float = 30) ->
     raise RuntimeError(f"the server did not listen on {port} within {timeout:g} s")
 
 
+def _collections(server: subprocess.Popen[str], path: Path) -> dict[str, float]:
+    """The server's full collections so far (see `_count_collections`)."""
+    path.unlink(missing_ok=True)
+    server.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not report its collections")
+        time.sleep(0.01)
+    return dict(json.loads(path.read_text()))
+
+
 def _line(process: subprocess.Popen[str], timeout: float) -> str:
     assert process.stdout is not None
     timer = threading.Timer(timeout, process.kill)
@@ -547,7 +601,14 @@ def run_web(
     from tidings.testing import free_port
 
     raise_nofile()  # inherited by both children
-    spec = {**spec, "http_port": free_port(), "broadcasts": spec.get("broadcasts", 5)}
+    scratch = Path(tempfile.mkdtemp(prefix="bench-web-"))
+    gc_file = scratch / "collections.json"
+    spec = {
+        **spec,
+        "http_port": free_port(),
+        "broadcasts": spec.get("broadcasts", 5),
+        "gc_file": str(gc_file),
+    }
     errors = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.web", "serve", json.dumps(spec)],
@@ -581,11 +642,14 @@ def run_web(
                 raise RuntimeError(f"the clients said {line!r}, not {reply!r}")
             time.sleep(QUIET)
             steps[reply] = _stat(server.pid)
+            if reply == "warm":
+                collected = _collections(server, gc_file)
             _tell(client, word)
         line = _line(client, timeout)
         if line != "timed":
             raise RuntimeError(f"the clients said {line!r}, not 'timed'")
         steps["timed"] = _stat(server.pid)
+        collections = _collections(server, gc_file)
         _tell(client, "close")
         result: dict[str, Any] = json.loads(_line(client, timeout))
     finally:
@@ -595,6 +659,7 @@ def run_web(
                 process.wait()
         if errors is not subprocess.DEVNULL:
             errors.close()
+        shutil.rmtree(scratch, ignore_errors=True)
     n = spec["n"]
     base, connected, idle = steps["probed"][0], steps["connected"][0], steps["warm"][0]
     result.update(
@@ -605,6 +670,11 @@ def run_web(
         rss_per_client_kib=(idle - base) / n / 1024,
         rss_per_client_connected_kib=(connected - base) / n / 1024,
         cpu_us_per_msg=(steps["timed"][1] - steps["warm"][1]) * 1e6 / max(1, result["events"]),
+        # The server's full garbage collections during the timed broadcasts.
+        gc_full=collections["full"] - collected["full"],
+        gc_full_ms=(collections["seconds"] - collected["seconds"]) * 1e3,
+        timers_idle=collected["timers"],
+        timers_after=collections["timers"],
     )
     return result
 
@@ -617,6 +687,8 @@ def detail(values: dict[str, Any]) -> str:
         f"({values['rss_base_mb']:.0f} -> {values['rss_idle_mb']:.0f} MB); "
         f"connect {values['connect_s']:.1f} s; Redis subscribers {values['redis_receivers']:,.0f}"
     )
+    if values.get("gc_full"):
+        text += f"; {values['gc_full']:.0f} full GC ({values['gc_full_ms']:.0f} ms)"
     if values.get("missing"):
         text += f"; MISSING {values['missing']:,.0f}"
     return text

@@ -41,7 +41,7 @@ def parse_sse(text: str) -> list[Frame]:
                 continue
             name, _, value = line.partition(": ")
             frame[name] = json.loads(value) if name == "data" else value
-        if frame:
+        if "data" in frame:  # (a bare "retry:" is no event)
             frames.append(frame)
     return frames
 

@@ -15,11 +15,13 @@ from typing import Any
 import anyio
 import pytest
 
+import tidings
 from tests.asgi_client import InProcess
 from tests.helpers import FAST, Harness, MemoryHarness, eventually
 from tests.redis_server import RedisServer
 from tidings import Channels, Retention
 from tidings.asgi import EventStream
+from tidings.brokers.memory import Hub, MemoryBroker
 
 pytestmark = pytest.mark.anyio
 
@@ -73,17 +75,26 @@ async def test_a_channel_outside_allow_is_404_and_unauthorized_is_403(broker: Ha
         assert post.status == 405
 
 
-async def test_a_handler_that_is_not_running_serves_503() -> None:
+def retried(client: InProcess) -> bool:
+    """Refused for now: an SSE response (200, what keeps an EventSource trying) that
+    ends at once, asking it to come back."""
+    return client.status == 200 and client.ended and "retry: " in client.body
+
+
+async def test_a_handler_that_is_not_running_has_browsers_come_back_later() -> None:
     channels = Channels("memory://", namespace="x")
     stream = EventStream(channels, allow=["*"])
     client = InProcess("/anything")
     await client.run(stream)  # before it runs
-    assert client.status == 503
+    assert retried(client)
+    socket = InProcess("/anything", kind="websocket")
+    await socket.run(stream)
+    assert socket.closed_with == 1013  # try again later
     async with channels:
         pass
     after = InProcess("/anything")
     await after.run(stream)  # and once it is closed
-    assert after.status == 503
+    assert retried(after)
 
 
 async def test_nothing_is_served_until_allowed() -> None:
@@ -195,8 +206,12 @@ async def test_a_slow_client_is_ended_alone_and_the_others_get_everything(
             await channels.publish("room-1", "e", n)
             if n % 5 == 4:  # bursts of 5: the fast ones keep up, the slow one cannot
                 await eventually(lambda n=n: fast.data[-1:] == plain_fast.data[-1:] == [n])  # type: ignore[misc]
-        await eventually(lambda: slow.done)
         assert stream.overflowed == 1
+        slow.reading.set()  # it reads again: it gets what was queued, then the end
+        await eventually(lambda: slow.done)
+        assert slow.data == list(range(len(slow.data)))
+        assert 10 <= len(slow.data) <= 12  # its buffer, and the frame in its hands
+        assert retried(slow)
         await eventually(lambda: fast.data == list(range(200)))
         await eventually(lambda: plain_fast.data == list(range(200)))
         assert stream.clients == 2
@@ -239,7 +254,7 @@ async def test_close_ends_every_stream_and_refuses_new_ones(broker: Harness) -> 
         assert socket.closed_with == 1001
         late = await open_request(stream, tasks, "/log")
         await eventually(lambda: late.done)
-        assert late.status == 503
+        assert retried(late)
         assert stream.clients == 0
 
 
@@ -327,3 +342,129 @@ async def test_open_streams_ride_through_a_redis_restart() -> None:
             tasks.cancel_scope.cancel()
     finally:
         server.close()
+
+
+# -- what a review of the first version found -------------------------------------------
+
+
+async def test_a_browser_far_behind_gets_further_at_each_reconnect(broker: Harness) -> None:
+    """A resume past ``max_pending`` events: each attempt sends what it queued, then
+    ends; the next starts after the last id it got, until the browser is live."""
+    async with serving(broker, max_pending=10) as (channels, stream, tasks):
+        for n in range(35):
+            await channels.publish("log", "e", n)
+        got: list[int] = []
+        last = "0-0"
+        for _ in range(10):
+            client = await open_request(
+                stream, tasks, "/log", headers=[(b"last-event-id", last.encode())]
+            )
+            have = len(got)
+            await eventually(lambda c=client, h=have: c.done or h + len(c.data) >= 35)  # type: ignore[misc]
+            got += client.data
+            last = client.frames[-1]["id"] if client.frames else last
+            if len(got) >= 35:
+                break
+            assert client.data  # progress every time
+        assert got == list(range(35))
+
+
+async def test_a_slow_send_is_never_given_up_for_a_heartbeat(broker: Harness) -> None:
+    async with serving(broker, heartbeat=0.001) as (channels, stream, tasks):
+        client = await open_request(stream, tasks, "/log")
+        for n in range(20):
+            client.reading = anyio.Event()  # each send waits past many heartbeats
+            await channels.publish("log", "e", n)
+            await anyio.sleep(0.01)
+            client.reading.set()
+        await eventually(lambda: client.data == list(range(20)))
+
+
+async def test_an_event_json_cannot_encode_does_not_end_the_streams() -> None:
+    hub = Hub("asgi-poison")
+    channels = Channels(tidings.Store(MemoryBroker(hub)), namespace="p", durable=["log"])
+    stream = EventStream(channels, allow=["log"])
+    async with channels, anyio.create_task_group() as tasks:
+        client = await open_request(stream, tasks, "/log")
+        # A producer in another language: valid JSON, a lone surrogate in it.
+        envelope = b'{"channel": "log", "event": "e", "data": "\\ud800"}'
+        hub.append("p:log", envelope, Retention())
+        await channels.publish("log", "e", "after")
+        await eventually(lambda: len(client.data) == 2)
+        assert client.data[1] == "after"
+        assert not client.done
+        tasks.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("path", ["/w:secret", "/room-1:", "/room-a::b"])
+async def test_paths_that_are_not_allowed_names_are_404(broker: Harness, path: str) -> None:
+    async with serving(broker, allow=["room-*", "*:public"]) as (_, stream, tasks):
+        client = await open_request(stream, tasks, path)
+        await eventually(lambda: client.done)
+        assert client.status == 404
+
+
+async def test_the_namespace_prefix_in_a_path_gains_nothing(broker: Harness) -> None:
+    asked: list[str] = []
+    async with serving(broker, authorize=lambda s, c: asked.append(c) or True) as (
+        channels,
+        stream,
+        tasks,
+    ):
+        client = await open_request(stream, tasks, f"/{channels.namespace}:secret")
+        await eventually(lambda: client.done)
+        assert client.status == 404  # "secret" is not allowed, prefix or not
+        allowed = await open_request(stream, tasks, f"/{channels.namespace}:room-1")
+        assert allowed.status == 200
+        assert asked == ["room-1"]  # authorize sees the name the handler means
+
+
+async def test_a_glob_that_would_cost_the_handler_is_refused(broker: Harness) -> None:
+    async with serving(broker) as (_, stream, tasks):
+        client = await open_request(stream, tasks, "/log", query="event=*?*?*?*?*?!")
+        await eventually(lambda: client.done)
+        assert client.status == 400
+        assert "event" in client.body
+
+
+async def test_a_resume_id_past_the_end_starts_at_the_end(broker: Harness) -> None:
+    async with serving(broker) as (channels, stream, tasks):
+        await channels.publish("log", "e", 0)
+        status: list[str] = []
+        await channels.register(
+            channels.status_channel.name, "gap", lambda c, e, d: status.append(d)
+        )
+        future = "99999999999999-0"
+        client = await open_request(stream, tasks, "/log", query=f"last_event_id={future}")
+        await channels.publish("log", "e", 1)
+        await eventually(lambda: client.data == [1])
+        assert client.frames[0]["event"] == "gap"
+        assert client.frames[0]["data"]["reason"] == "rewound"
+        assert status == []  # a browser's id is no news for the application
+
+
+async def test_close_while_a_request_is_admitted_ends_it(broker: Harness) -> None:
+    admitted = anyio.Event()
+    go = anyio.Event()
+
+    async def authorize(scope: dict[str, Any], channel: str) -> bool:
+        admitted.set()
+        await go.wait()
+        return True
+
+    async with serving(broker, authorize=authorize) as (_, stream, tasks):
+        client = InProcess("/log")
+        tasks.start_soon(client.run, stream)
+        await admitted.wait()
+        stream.close()
+        go.set()
+        await eventually(lambda: client.done)
+        assert retried(client)
+        assert stream.clients == 0
+
+
+async def test_plain_channels_ignore_even_a_malformed_last_event_id(broker: Harness) -> None:
+    async with serving(broker) as (channels, stream, tasks):
+        client = await open_request(stream, tasks, "/room-1", headers=[(b"last-event-id", b"x")])
+        await channels.publish("room-1", "e", 1)
+        await eventually(lambda: client.data == [1])

@@ -107,6 +107,22 @@ class Events(Generic[D]):
         event: Event[D] = await self._take()
         return event
 
+    def receive_nowait(self) -> Event[D]:
+        """The next event if one is waiting.
+
+        Raises:
+            anyio.WouldBlock: none is.
+            anyio.EndOfStream: the channels closed and every event was taken.
+        """
+        if self._next >= len(self._batch):
+            try:
+                self._batch, self._next = self._mailbox.get_nowait(), 0
+            except anyio.ClosedResourceError:
+                raise anyio.EndOfStream from None
+        event: Event[D] = self._batch[self._next]
+        self._next += 1
+        return event
+
     async def _take(self) -> Any:
         if self._next < len(self._batch):
             await checkpoint()  # a checkpoint either way, as a receive should be

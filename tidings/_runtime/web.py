@@ -12,7 +12,9 @@ it); `Source` is what it needs of a `Channels` handler.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -45,6 +47,17 @@ Authorize = Callable[[Scope, str], "bool | Awaitable[bool]"]
 #: WebSocket close codes: refused (policy), server going away, overflowed (try later).
 POLICY_VIOLATION, GOING_AWAY, TRY_AGAIN_LATER = 1008, 1001, 1013
 
+#: A browser's ``?event=`` glob: at most this long, with at most this many ``*``
+#: (each match costs the handler, and patterns with many stars backtrack).
+MAX_GLOB, MAX_STARS = 200, 3
+
+#: Seconds an ended stream (overflowed, or refused for now) asks an ``EventSource``
+#: to wait before it reconnects (``retry:``).
+RETRY_MS = 2000
+
+#: Seconds an overflowed stream may take to send what it had queued, then it ends.
+DRAIN_TIME = 5.0
+
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -74,8 +87,16 @@ class Source:
     def running(self) -> bool:
         return self._runtime.state == "running"
 
-    def durable(self, channel: str) -> bool:
-        return self._registry.is_durable(self._namespace.broker_name(channel))
+    def names(self, channel: str) -> tuple[str, bool]:
+        """A requested channel's name without the namespace prefix (a path may carry
+        it: access is decided on the name the handler means), and whether it is
+        durable.
+
+        Raises:
+            ValueError: not a valid channel name.
+        """
+        broker_name, name = self._namespace.names(channel)
+        return name, self._registry.is_durable(broker_name)
 
     def wanted(self, channel: str, event: str, since: str | None) -> Wanted:
         """Check a watcher's arguments, as `Channels.subscribe()` would.
@@ -83,7 +104,12 @@ class Source:
         Raises:
             ValueError: a bad channel name, event glob or id (naming it).
         """
-        return self._check(channel, event, "new" if since is None else since)
+        wanted = self._check(channel, event, "new" if since is None else since)
+        if wanted.start is not None and wanted.start[1]:
+            # The stream checks the id itself (`gap()`, a frame to that client): a
+            # browser's id missing from the log is no news for the status channel.
+            wanted = dataclasses.replace(wanted, start=(wanted.start[0], False))
+        return wanted
 
     def watch(
         self, wanted: Wanted, max_pending: int, on_overflow: Callable[[], None]
@@ -108,7 +134,7 @@ class Source:
         if mark is None:
             reason = "deleted"
         elif not entries:
-            reason = "missing"  # after the end of the log: not an id of this one
+            reason = "rewound"  # after the end of the log: not an id of this one
         else:
             reason = "trimmed" if mark.removed else "deleted"
         return {"channel": channel, "reason": reason, "last_id": last_id, "next_id": next_id}
@@ -193,18 +219,24 @@ class Web:
             raise _Refused(503, "not serving events now")
         path: str = scope["path"]
         root: str = scope.get("root_path", "")
-        if root and path.startswith(root):  # mounted: the path may still carry it
+        if root and (path == root or path.startswith(root + "/")):  # mounted
             path = path[len(root) :]
-        channel = path.lstrip("/")
-        if not channel or not self._allowed(channel):
+        try:
+            channel, durable = self._source.names(path.lstrip("/"))
+        except ValueError:
+            raise _Refused(404, "no such channel") from None
+        if not self._allowed(channel):
             raise _Refused(404, "no such channel")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         event = query.get("event", ["*"])[-1]
+        if len(event) > MAX_GLOB or event.count("*") > MAX_STARS:
+            # A browser's pattern is matched in the handler: a bounded cost.
+            raise _Refused(400, f"?event= takes at most {MAX_STARS} '*' in {MAX_GLOB} characters")
         last_id = _header(scope, b"last-event-id") or query.get("last_event_id", [None])[-1]
-        durable = self._source.durable(channel)
         try:
-            since = format_id(parse_id(last_id, "last event id")) if last_id else None
-            wanted = self._source.wanted(channel, event, since if durable else None)
+            # Plain channels have no log: the id is ignored (never refused).
+            since = format_id(parse_id(last_id, "last event id")) if last_id and durable else None
+            wanted = self._source.wanted(channel, event, since)
         except ValueError as exc:
             raise _Refused(400, str(exc)) from None
         if self._authorize is not None:
@@ -214,11 +246,16 @@ class Web:
             if not verdict:
                 raise _Refused(403, "forbidden")
         gap = None
-        if durable and since is not None and start_after(since)[1]:  # names an entry
+        if since is not None and start_after(since)[1]:  # names an entry
             try:
                 gap = await self._source.gap(channel, since)
             except BrokerError as exc:
-                raise _Refused(503, f"the broker is unavailable: {exc}") from None
+                _logger.info("resume of %r deferred: %s", channel, exc)
+                raise _Refused(503, "not serving events now") from None
+            if gap is not None and gap["reason"] == "rewound":
+                # Past the end of the log (a forged id, or a failover that lost the
+                # end): from the end on, or it would hear nothing newer than it.
+                wanted = self._source.wanted(channel, event, None)
         return _Request(channel, wanted, gap)
 
     async def _follow(
@@ -226,114 +263,126 @@ class Web:
         request: _Request,
         receive: Receive,
         send: Send,
-        opening: list[Message],
+        opening: Callable[[], list[Message]],
         frame: Callable[[Event[Any]], Message],
-        idle: Message | None,
-    ) -> str | None:
-        """Send a client ``opening`` once its registration is in place (from then on
-        it misses nothing), then its events, ``frame()`` making each message
-        (``idle`` after ``heartbeat`` seconds without one, if given), until the
-        handler closes or, early, the client disconnects or overflows or `close()`
-        ends it: then say which (``"disconnect"``, ``"overflow"``, ``"shutdown"``),
-        or ``"unavailable"`` if it could not be registered (nothing was sent)."""
-        ending: str | None = None
-        heartbeat = self._heartbeat if idle is not None else math.inf
+        idle: Callable[[], Message] | None,
+    ) -> tuple[str | None, bool]:
+        """Send a client the ``opening()`` messages once its registration is in
+        place (from then on it misses nothing), then its events, ``frame()`` making
+        each message (``idle()`` after ``heartbeat`` seconds without one, if given),
+        until the handler closes or, early, the client disconnects or overflows or
+        `close()` ends it.
+
+        Returns:
+            Why it ended early (``"disconnect"``, ``"overflow"``, ``"shutdown"``, or
+            ``"unavailable"``: it could not be placed), and whether it was opened.
+        """
+        stream = _Stream()
         async with anyio.create_task_group() as tasks:
             scope = tasks.cancel_scope
             self._open.add(scope)
 
             def overflowed() -> None:
-                nonlocal ending
+                # Nothing more is queued for it: it sends what it has (so that each
+                # reconnect of a client far behind gets further), then ends.
                 self.overflowed += 1
-                ending = ending or "overflow"
-                # Over, as a client: a server that shields its writes (hypercorn on
-                # trio) keeps a send to a client that stopped reading blocked until
-                # the connection dies, but nothing more is queued for it.
+                stream.ending = stream.ending or "overflow"
                 self._open.discard(scope)
-                scope.cancel()
+                scope.deadline = min(scope.deadline, anyio.current_time() + DRAIN_TIME)
 
             async def until_disconnected() -> None:
-                nonlocal ending
                 while (await receive())["type"] not in ("http.disconnect", "websocket.disconnect"):
                     pass
-                ending = ending or "disconnect"
+                stream.ending = stream.ending or "disconnect"
                 scope.cancel()
 
             try:
                 tasks.start_soon(until_disconnected)
-                if not await self._watch(
-                    request, overflowed, send, opening, frame, idle, heartbeat
-                ):
-                    ending = "unavailable"
+                if self._closing:  # closed while this one was being admitted
+                    stream.ending = "shutdown"
+                else:
+                    await self._watch(request, stream, overflowed, send, opening, frame, idle)
                 scope.cancel()  # the events ended: so does the wait for a disconnect
             finally:
                 self._open.discard(scope)
-        if self._closing and ending is None:
-            ending = "shutdown"
-        return ending
+        if self._closing and stream.ending is None:
+            stream.ending = "shutdown"
+        return stream.ending, stream.opened
 
     async def _watch(
         self,
         request: _Request,
+        stream: _Stream,
         overflowed: Callable[[], None],
         send: Send,
-        opening: list[Message],
+        opening: Callable[[], list[Message]],
         frame: Callable[[Event[Any]], Message],
-        idle: Message | None,
-        heartbeat: float,
-    ) -> bool:
-        """`_follow()`'s loop; False if the registration failed."""
-        opened = False
+        idle: Callable[[], Message] | None,
+    ) -> None:
+        """`_follow()`'s loop."""
+        heartbeat = self._heartbeat if idle is not None else math.inf
         try:
             async with self._source.watch(request.wanted, self._max_pending, overflowed) as events:
-                opened = True
-                for message in opening:
+                for message in opening():
                     await send(message)
+                stream.opened = True
                 while True:
-                    with anyio.move_on_after(heartbeat):
-                        try:
-                            event = await events.receive()
-                        except anyio.EndOfStream:  # the handler closed
-                            break
+                    event: Event[Any] | None = None
+                    try:
+                        if stream.ending == "overflow":  # what it has, then no more
+                            event = events.receive_nowait()
+                        else:
+                            # The heartbeat times the wait only: a send in progress
+                            # is never given up for it (the event would be lost).
+                            with anyio.move_on_after(heartbeat):
+                                event = await events.receive()
+                    except (anyio.EndOfStream, anyio.WouldBlock):  # handler closed; all sent
+                        return
+                    if event is not None:
                         await send(frame(event))
-                        continue
-                    if idle is not None:  # (always: heartbeats are infinite without)
-                        await send(idle)
-        except (BrokerError, RuntimeError) as exc:
-            # Not placed in time (no connection), the handler closing under it, or a
-            # server refusing a send (the client went away): the stream is over, and
-            # the client comes back when it can.
+                    elif idle is not None:
+                        await send(idle())
+        except (BrokerError, RuntimeError, OSError) as exc:
+            # Not placed in time (no connection), the handler closing under it, or
+            # the server refusing a send (the client went away): the stream is over,
+            # and the client comes back when it can.
             _logger.info("stream of %r ended: %s", request.channel, exc)
-        return opened
+            if not stream.opened:
+                stream.ending = stream.ending or "unavailable"
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
-            await _respond(send, 405, "method not allowed", [(b"allow", b"GET")])
+            await _respond(send, 405, "method not allowed", [(b"allow", b"GET, HEAD")])
             return
         try:
             request = await self._admit(scope)
         except _Refused as refused:
-            await _respond(send, refused.status, str(refused))
+            if refused.status == 503:  # for now: an EventSource tries again
+                await _retry_later(send)
+            else:  # for good (an EventSource gives up on any status but 200)
+                await _respond(send, refused.status, str(refused))
             return
         if scope["method"] == "HEAD":
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await send(_sse_start())
             await send({"type": "http.response.body", "body": b""})
             return
-        # The first bytes go out once the registration is in place: proxies and
-        # EventSource see the stream open, and nothing published after is missed.
-        opening: list[Message] = [
-            {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS},
-            {"type": "http.response.body", "body": b": ok\n\n", "more_body": True},
-        ]
-        if request.gap is not None:
-            opening.append(_sse(None, "gap", request.gap))
-        ending = await self._follow(
-            request, receive, send, opening, lambda e: _sse(e.id, e.event, e.data), _IDLE
+
+        def opening() -> list[Message]:
+            # The first bytes go out once the registration is in place: proxies and
+            # EventSource see the stream open, and nothing published after is missed.
+            messages = [_sse_start(), _body(b": ok\n\n")]
+            if request.gap is not None:
+                messages.append(_sse(None, "gap", request.gap))
+            return messages
+
+        ending, opened = await self._follow(
+            request, receive, send, opening, lambda e: _sse(e.id, e.event, e.data), _idle
         )
-        if ending == "unavailable":
-            await _respond(send, 503, "the broker is unavailable")
-        else:
-            await _last(send, {"type": "http.response.body", "body": b"", "more_body": False})
+        if opened:
+            end = b"retry: %d\n\n" % RETRY_MS if ending == "overflow" else b""
+            await _last(send, {"type": "http.response.body", "body": end, "more_body": False})
+        elif ending != "disconnect":
+            await _retry_later(send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -342,14 +391,19 @@ class Web:
             request = await self._admit(scope)
         except _Refused as refused:
             _logger.debug("websocket %s refused: %s", scope["path"], refused)
-            await send({"type": "websocket.close", "code": POLICY_VIOLATION})
+            code = TRY_AGAIN_LATER if refused.status == 503 else POLICY_VIOLATION
+            await _last(send, {"type": "websocket.close", "code": code})
             return
-        # Accepted once the registration is in place: nothing published after the
-        # handshake is missed.
-        opening: list[Message] = [{"type": "websocket.accept"}]
-        if request.gap is not None:
-            opening.append(_frame(None, request.channel, "gap", request.gap))
-        ending = await self._follow(
+
+        def opening() -> list[Message]:
+            # Accepted once the registration is in place: nothing published after the
+            # handshake is missed.
+            messages: list[Message] = [{"type": "websocket.accept"}]
+            if request.gap is not None:
+                messages.append(_frame(None, request.channel, "gap", request.gap))
+            return messages
+
+        ending, _ = await self._follow(
             request,
             receive,
             send,
@@ -358,11 +412,9 @@ class Web:
             None,
         )
         if ending != "disconnect":
-            code = {
-                "overflow": TRY_AGAIN_LATER,
-                "shutdown": GOING_AWAY,
-                "unavailable": TRY_AGAIN_LATER,
-            }.get(ending or "", 1000)
+            code = {"overflow": TRY_AGAIN_LATER, "unavailable": TRY_AGAIN_LATER}.get(
+                ending or "", GOING_AWAY
+            )
             await _last(send, {"type": "websocket.close", "code": code})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -375,6 +427,23 @@ class Web:
                 self.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class _Stream:
+    """How a client's stream is going."""
+
+    __slots__ = ("ending", "opened")
+
+    def __init__(self) -> None:
+        self.ending: str | None = None
+        self.opened = False
+
+
+async def _retry_later(send: Send) -> None:
+    """An SSE response that ends at once and has the ``EventSource`` come back (any
+    status but 200 would make it give up for good)."""
+    await send(_sse_start())
+    await send({"type": "http.response.body", "body": b"retry: %d\n\n" % RETRY_MS})
 
 
 async def _last(send: Send, message: Message) -> None:
@@ -391,16 +460,40 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-_IDLE: Message = {"type": "http.response.body", "body": b":\n\n", "more_body": True}
-_encode = msgspec.json.Encoder().encode
+_msgspec_encode = msgspec.json.Encoder().encode
+
+
+def _encode(value: Any) -> bytes:
+    """JSON of what a decoder made: whatever it is (lone surrogates, objects of a
+    custom protocol), a frame goes out; one event must not end every stream."""
+    try:
+        return _msgspec_encode(value)
+    except (TypeError, ValueError, UnicodeError, msgspec.EncodeError):
+        return json.dumps(value, ensure_ascii=True, default=repr).encode()
+
+
+def _sse_start() -> Message:
+    # Made anew for each response: middleware may change what it is given.
+    return {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(name, value) for name, value in _SSE_HEADERS],
+    }
+
+
+def _body(data: bytes) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": True}
+
+
+def _idle() -> Message:
+    return _body(b":\n\n")
 
 
 def _sse(entry_id: str | None, event: str, data: Any) -> Message:
     """One Server-Sent Events frame (the event name on one line, whatever it holds)."""
     head = b"id: %s\n" % entry_id.encode() if entry_id is not None else b""
-    name = event.replace("\r", " ").replace("\n", " ").encode()
-    body = b"%sevent: %s\ndata: %s\n\n" % (head, name, _encode(data))
-    return {"type": "http.response.body", "body": body, "more_body": True}
+    name = event.replace("\r", " ").replace("\n", " ").encode("utf-8", "backslashreplace")
+    return _body(b"%sevent: %s\ndata: %s\n\n" % (head, name, _encode(data)))
 
 
 def _frame(entry_id: str | None, channel: str, event: str, data: Any) -> Message:
