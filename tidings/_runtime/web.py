@@ -329,14 +329,19 @@ class Web:
                 while True:
                     event: Event[Any] | None = None
                     try:
-                        if stream.ending == "overflow":  # what it has, then no more
-                            event = events.receive_nowait()
-                        else:
-                            # The heartbeat times the wait only: a send in progress
-                            # is never given up for it (the event would be lost).
-                            with anyio.move_on_after(heartbeat):
+                        event = events.receive_nowait()
+                    except anyio.WouldBlock:
+                        if stream.ending == "overflow":  # all it had is sent
+                            return
+                        # The heartbeat times the wait only (a cancel scope and a
+                        # timer: made only when there is a wait), never a send: an
+                        # event in the middle of one would be lost to this client.
+                        with anyio.move_on_after(heartbeat):
+                            try:
                                 event = await events.receive()
-                    except (anyio.EndOfStream, anyio.WouldBlock):  # handler closed; all sent
+                            except anyio.EndOfStream:
+                                return
+                    except anyio.EndOfStream:  # the handler closed
                         return
                     if event is not None:
                         await send(frame(event))
