@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import anyio
 import pytest
 from anyio.lowlevel import checkpoint
 
+import tidings
 from tests.helpers import FAST, eventually
 from tidings import ReplyError
 from tidings._stats import Counters
@@ -17,6 +19,7 @@ from tidings.brokers.base import Broker, Claimed, Deliver, Entry, Publisher, Sub
 from tidings.policies.status import StatusType
 from tidings.policies.streams import Retention
 from tidings.supervisors.connection import ConnectionSupervisor
+from tidings.testing import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -287,3 +290,16 @@ async def test_a_lost_session_releases_its_waiters_with_their_marks() -> None:
         await eventually(lambda: h.supervisor.status is StatusType.connected)
         assert h.supervisor.channels == ("a", "b")
         await h.supervisor.aclose()
+
+
+async def test_status_log_lines_show_seconds_to_the_millisecond(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nothing_there = f"redis://127.0.0.1:{free_port()}"
+    backoff = tidings.Backoff(initial=0.0123456789, cap=0.05, jitter=True)
+    with caplog.at_level(logging.DEBUG, "tidings"):
+        async with tidings.Channels(nothing_there, backoff=backoff, connect_timeout=0.5):
+            await eventually(lambda: caplog.text.count("retry_in=") >= 2)
+    shown = re.findall(r"retry_in=([0-9.e-]+)", caplog.text)
+    assert shown
+    assert all(len(value.partition(".")[2]) <= 3 for value in shown), shown

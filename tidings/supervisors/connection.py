@@ -465,6 +465,9 @@ class _Once:
 
 
 def _summary(data: dict[str, Any]) -> str:
+    # Seconds to the millisecond: a log line is read by people.
     return " ".join(
-        f"{key}={value!r}" for key, value in data.items() if key not in ("status",) and value
+        f"{key}={round(value, 3) if type(value) is float else value!r}"
+        for key, value in data.items()
+        if key not in ("status",) and value
     )
