@@ -3,6 +3,7 @@ the dispatcher does about it (`Dispatcher.account`); `Registration.call` and `Me
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -21,8 +22,10 @@ from tidings.actors.callbacks import (
     Undelivered,
     Unfit,
     count,
+    named,
     outcome,
 )
+from tidings.actors.typed import Typed
 
 pytestmark = pytest.mark.anyio
 
@@ -180,3 +183,37 @@ def test_meta_defaults() -> None:
     assert not Meta().headers
     assert Meta("1-1", 3).id == "1-1"
     assert Meta("1-1", 3).deliveries == 3
+
+
+class Handler:
+    def on_order(self, channel: Any, event: str, data: Any) -> None: ...
+
+    def __call__(self, channel: Any, event: str, data: Any) -> None: ...
+
+
+def bill(channel: Any, event: str, data: Any) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("callback", "name"),
+    [
+        (bill, f"{__name__}.bill"),
+        (Handler().on_order, f"{__name__}.Handler.on_order"),
+        (Handler(), f"{__name__}.Handler"),
+        (functools.partial(bill, None), f"{__name__}.bill"),
+        (Typed(bill, int, logging.getLogger("t"), "here"), f"{__name__}.bill"),
+    ],
+)
+def test_log_lines_name_callbacks_by_qualified_name(callback: Any, name: str) -> None:
+    assert named(callback) == name
+
+
+async def test_a_failing_callback_is_named_not_shown_by_repr(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dispatcher, _, _ = make()
+    registration = dispatcher.registration("*", bill)
+    with caplog.at_level(logging.ERROR, "tidings.test"):
+        dispatcher.account(registration, ValueError("one"), "here")
+    assert f"callback {__name__}.bill for '*' failed" in caplog.text
+    assert "<function" not in caplog.text

@@ -14,6 +14,7 @@ same ladder, so a new kind of ending is added once.
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ __all__ = [
     "Unfit",
     "Wrapper",
     "count",
+    "named",
     "outcome",
 ]
 
@@ -170,6 +172,19 @@ class Wrapper:
 
     def __repr__(self) -> str:
         return repr(self.callback)
+
+
+def named(callback: Any) -> str:
+    """A callback as a log line names it: ``module.qualified_name`` (through the
+    wrappers tidings puts around it, and `functools.partial`), not its repr."""
+    while isinstance(callback, Wrapper):
+        callback = callback.callback
+    while isinstance(callback, functools.partial):
+        callback = callback.func
+    target = callback if hasattr(callback, "__qualname__") else type(callback)
+    module = getattr(target, "__module__", None)
+    name = getattr(target, "__qualname__", repr(target))
+    return f"{module}.{name}" if module else name
 
 
 class Registration:
@@ -309,7 +324,9 @@ class Dispatcher:
         result = outcome(exc)
         count(self._stats, result)
         if result is Outcome.FINISHED:
-            self._logger.debug("%s: %r raised CallbackError, unregistered", where, registration)
+            self._logger.debug(
+                "%s: %s raised CallbackError, unregistered", where, named(registration.callback)
+            )
             self.drop(registration)
         elif result is Outcome.FAILED or result is Outcome.RETRY:
             assert exc is not None
@@ -318,9 +335,9 @@ class Dispatcher:
 
     def _failed(self, registration: Registration, exc: Exception, where: str) -> None:
         self._logger.error(
-            "%s: callback %r for %r failed",
+            "%s: callback %s for %r failed",
             where,
-            registration.callback,
+            named(registration.callback),
             registration.key,
             exc_info=exc,
         )
@@ -329,9 +346,9 @@ class Dispatcher:
             failures = registration.failures = Intensity(self.failure_limit, self.failure_window)
         if failures.record(anyio.current_time()):
             self._logger.error(
-                "%s: callback %r for %r removed: it failed more than %d times in %gs",
+                "%s: callback %s for %r removed: it failed more than %d times in %gs",
                 where,
-                registration.callback,
+                named(registration.callback),
                 registration.key,
                 self.failure_limit,
                 self.failure_window,

@@ -31,7 +31,7 @@ from ..errors import ReplyError, Retry
 from ..policies.backoff import Backoff
 from ..policies.headers import DELIVERIES, ORIGINAL_ID, REQUEUED_FOR
 from ..policies.streams import Retention
-from .callbacks import Meta, Registration
+from .callbacks import Meta, Registration, named
 
 __all__ = ["ERROR_TEXT", "Failures"]
 
@@ -149,9 +149,9 @@ class Failures:
         def failed(registration: Registration, exc: Exception, where: str) -> None:
             if isinstance(exc, Retry):
                 self._logger.info(
-                    "%s: %r asked to retry event %s (delivery %s of %d): %s",
+                    "%s: %s asked to retry event %s (delivery %s of %d): %s",
                     where,
-                    registration.callback,
+                    named(registration.callback),
                     meta.id,
                     meta.deliveries,
                     self.max_deliver,
@@ -159,9 +159,9 @@ class Failures:
                 )
                 return
             self._logger.warning(
-                "%s: callback %r for %r failed on event %s (delivery %s of %d): %s",
+                "%s: callback %s for %r failed on event %s (delivery %s of %d): %s",
                 where,
-                registration.callback,
+                named(registration.callback),
                 registration.key,
                 meta.id,
                 meta.deliveries,
