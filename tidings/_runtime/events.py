@@ -271,6 +271,20 @@ async def iterate(
     overflow = "block" if durable else runtime.options.overflow
     mailbox: Mailbox[Event[Any]] = Mailbox(runtime.options.max_pending, overflow)
     feed = _BlockingFeed(mailbox) if overflow == "block" else _Feed(mailbox, runtime.slow_consumer)
+    async with _fed(runtime, registry, wanted, mailbox, feed) as events:
+        yield events
+
+
+@asynccontextmanager
+async def _fed(
+    runtime: Runtime,
+    registry: Registry,
+    wanted: Wanted,
+    mailbox: Mailbox[Event[Any]],
+    feed: Callable[..., Any],
+) -> AsyncIterator[Events[Any]]:
+    """``wanted`` registered with ``feed`` (which fills ``mailbox``) as its callback,
+    for as long as the block lasts; the events, as an iterator."""
     wanted = dataclasses.replace(wanted, callback=feed, takes_meta=True)
     registry.iterators.add(mailbox)
     try:
@@ -287,7 +301,7 @@ async def iterate(
 class _WatchFeed:
     """A watcher's callback: never waits, on any channel (a slow watcher must not
     hold up its channel, durable or not); the first event its full mailbox refuses
-    ends it (``on_overflow``), and the later ones are dropped, counted."""
+    calls ``on_overflow``, and it and the later ones are dropped, counted."""
 
     __slots__ = ("_mailbox", "_on_overflow", "overflowed")
 
@@ -318,20 +332,12 @@ async def watch(
     on_overflow: Callable[[], None],
 ) -> AsyncIterator[Events[Any]]:
     """The events of a plain or durable registration for a consumer that may fall
-    behind (a browser): up to ``max_pending`` wait for it; past that it is over,
-    and ``on_overflow()`` is called at once (it should end the consumer, which may
-    come back later from the last id it took)."""
+    behind (a browser): up to ``max_pending`` wait for it; past that nothing more
+    is queued, and ``on_overflow()`` is called at once (the consumer should take
+    what is queued and end, to come back later from the last id it took)."""
     mailbox: Mailbox[Event[Any]] = Mailbox(max_pending, "drop")
-    feed = _WatchFeed(mailbox, on_overflow)
-    wanted = dataclasses.replace(wanted, callback=feed, takes_meta=True)
-    registry.iterators.add(mailbox)
-    try:
-        await registry.register([wanted], "subscribe")
-        yield Events(mailbox)
-    finally:
-        registry.iterators.discard(mailbox)
-        mailbox.discard()
-        await _unregister(runtime, registry, wanted)
+    async with _fed(runtime, registry, wanted, mailbox, _WatchFeed(mailbox, on_overflow)) as events:
+        yield events
 
 
 @asynccontextmanager
