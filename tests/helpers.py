@@ -12,9 +12,9 @@ import anyio
 
 import tidings
 from tests.redis_server import RedisServer
-from tidings._stats import Counters
 from tidings.actors.callbacks import Dispatcher, Registration
 from tidings.brokers.memory import Hub, MemoryBroker
+from tidings.stats import Counters
 
 #: A back-off fast enough that reconnections do not slow the tests down.
 FAST = tidings.Backoff(initial=0.02, cap=0.1)

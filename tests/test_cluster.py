@@ -137,6 +137,31 @@ async def test_events_flow_and_counts_aggregate(
     assert listed == sorted(f"flow:{name}" for name in names)
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_publish_many_goes_to_each_slot_owner_in_one_write_per_node(
+    cluster: RedisCluster, mode: dict[str, str], recorder: Recorder
+) -> None:
+    namespace = f"many{uuid.uuid4().hex[:8]}"
+    url = cluster.url(namespace=namespace, **mode)
+    names = [f"c{n}" for n in range(12)]  # spread over the three masters' slots
+    durable = ["d0", "d1", "d2", "{tag}.d3"]
+    async with (
+        Channels(url, durable=durable, **OPTIONS) as sender,
+        Channels(url, durable=durable, **OPTIONS) as receiver,
+    ):
+        for name in names + durable:
+            await receiver.register(name, "*", recorder)
+        items: list[tuple[Any, ...]] = [(name, "e", n) for n, name in enumerate(names)]
+        items += [(name, "e", 100 + n, None, f"k{n}") for n, name in enumerate(durable)]
+        items += [(name, "e", 200 + n, None, f"k{n}") for n, name in enumerate(durable)]
+        counts = await sender.publish_many(items)
+        # (A classic cluster counts the receivers of the node it asked only.)
+        assert counts[len(names) + len(durable) :] == [0] * len(durable)  # repeated keys
+        await eventually(lambda: len(recorder.calls) == len(names) + len(durable))
+        assert sender.stats().deduplicated == len(durable)
+    assert sorted(recorder.data) == list(range(len(names))) + [100 + n for n in range(4)]
+
+
 async def test_sharded_subscriptions_go_to_each_slot_owner(
     cluster: RedisCluster, recorder: Recorder
 ) -> None:

@@ -44,10 +44,14 @@ FACADES = (
     "tidings.testing",
     "tidings.asgi",
     "tidings.cli",
+    "tidings._runner",
     "tidings._demo",
 )
 #: Modules every layer may use: the error classes, counters, codecs, small helpers.
-SHARED = ("tidings.errors", "tidings._stats", "tidings._util", "tidings.protocols")
+SHARED = ("tidings.errors", "tidings.stats", "tidings._util", "tidings.protocols")
+#: The types users are handed (events, iterators, channels, options): public modules,
+#: so that type checkers name them by a public path, below the runtime that makes them.
+PUBLIC_TYPES = ("tidings.types", "tidings.options")
 #: What each layer may import from tidings (itself included; with submodules). On top
 #: of these, no layer imports a facade: that is all the runtime's rule says.
 RULES = {
@@ -61,6 +65,10 @@ RULES = {
     ),
     "tidings.brokers": ("tidings.brokers", "tidings.policies", "tidings.errors", "tidings._util"),
     "tidings._runtime": ("tidings",),  # everything but the facades
+    **{
+        module: (module, "tidings.actors", "tidings.policies", *SHARED)
+        for module in PUBLIC_TYPES
+    },
 }
 
 

@@ -58,7 +58,7 @@ def test_the_demo_runs_and_exits_zero() -> None:
 def test_counters_and_stats_have_the_same_fields() -> None:
     from dataclasses import fields
 
-    from tidings._stats import Counters
+    from tidings.stats import Counters
 
     assert Counters.__annotations__.keys() == {f.name for f in fields(tidings.Stats)}
     counters = Counters()

@@ -165,6 +165,45 @@ async def test_each_publish_is_a_trace_of_its_own(broker: Harness, ns: str, otel
     assert not trace.get_current_span().get_span_context().is_valid
 
 
+async def test_publish_many_makes_a_publish_span_per_event_each_its_own_parent(
+    broker: Harness, ns: str, otel: Otel
+) -> None:
+    recorder = Recorder()
+    async with pair(broker, ns, durable=["d"]) as (producer, consumer):
+        await consumer.register("c", "*", recorder)
+        await consumer.register("d", "*", recorder)
+        counts = await producer.publish_many(
+            [("c", "e", 0), ("d", "e", 1, {"tenant": "acme"}), ("c", "e", 2)]
+        )
+        assert counts == [1, 1, 1]
+        await otel.wait_spans(f"process {ns}:c", 2)
+        [durable] = await otel.wait_spans(f"process {ns}:d", 1)
+    publishes = otel.spans(f"publish {ns}:c") + otel.spans(f"publish {ns}:d")
+    assert len(publishes) == 3
+    assert len({ids(s) for s in publishes}) == 3  # three traces, siblings of nothing
+    for span in publishes:
+        assert span.parent is None
+        assert span.kind is SpanKind.PRODUCER
+        assert dict(span.attributes or {})["messaging.batch.message_count"] == 3
+    [d_publish] = otel.spans(f"publish {ns}:d")
+    assert_child(durable, d_publish)
+    sent = otel.points("messaging.client.sent.messages", messaging_destination_name=f"{ns}:c")
+    assert sum(point.value for point in sent) == 2
+
+
+async def test_a_failed_publish_many_marks_every_span(broker: Harness, ns: str, otel: Otel) -> None:
+    if isinstance(broker, MemoryHarness):
+        broker.hub.refusing = True
+        store: Any = broker.store()
+    else:
+        store = f"redis://127.0.0.1:{free_port()}"  # nobody listens there
+    async with Channels(store, namespace=ns, publish_timeout=0.05, backoff=FAST) as channels:
+        with pytest.raises(PublishError):
+            await channels.publish_many([("c", "e", 1), ("c", "e", 2)])
+    spans = otel.spans(f"publish {ns}:c")
+    assert [span.status.status_code for span in spans] == [StatusCode.ERROR] * 2
+
+
 async def test_a_message_without_a_producer_context_is_a_root_process_span(
     broker: Harness, ns: str, otel: Otel
 ) -> None:

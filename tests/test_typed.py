@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ import pytest
 
 import tidings
 from tests.helpers import Harness, eventually
-from tidings._options import OptionArgs, Options
+from tidings.options import OptionArgs, Options
 from tidings.testing import settle
 
 pytestmark = pytest.mark.anyio
@@ -131,11 +132,37 @@ def test_the_option_keywords_are_typed_in_step_with_the_options() -> None:
 USER_CODE = """
 import anyio
 import msgspec
+import pydantic
 import tidings
 
 
 class Order(msgspec.Struct):
     id: int
+
+
+class Invoice(pydantic.BaseModel):
+    number: int
+
+
+def on_connected(channel: tidings.Channel, event: str, data: tidings.ConnectedData) -> None:
+    print(data["attempt"], data.get("down_for"))
+
+
+def on_gap(channel: tidings.Channel, event: str, data: tidings.GapData) -> None:
+    reveal_type(data["reason"])
+    print(data["last_id"], data.get("lost"))
+
+
+def on_dead(channel: tidings.Channel, event: str, data: tidings.DeadLetterData) -> None:
+    print(data["dead_id"], data["deliveries"] + 1)
+
+
+def on_slow(channel: tidings.Channel, event: str, data: tidings.SlowConsumerData) -> None:
+    print(data["dropped"] + data["max_pending"])
+
+
+def on_down(channel: tidings.Channel, event: str, data: tidings.DisconnectedData) -> None:
+    print(data["error"], data["retry_in"])
 
 
 def on_order(channel: tidings.Channel, event: str, data: Order) -> None:
@@ -153,6 +180,25 @@ async def main() -> None:
         async with channels.subscribe("orders") as untyped:
             async for any_event in untyped:
                 reveal_type(any_event.data)
+        async with channels.subscribe("invoices", schema=Invoice) as invoices:
+            async for invoice in invoices:
+                reveal_type(invoice)
+                number: int = invoice.data.number
+        await channels.publish("invoices", "paid", Invoice(number=1))
+        status = channels.status_channel.name
+        await channels.register(status, "connected", on_connected)
+        await channels.register(status, "disconnected", on_down)
+        await channels.register(status, "gap", on_gap)
+        await channels.register(status, "dead_letter", on_dead)
+        await channels.register(status, "slow_consumer", on_slow)
+        async with channels.subscribe(status, "connected", schema=tidings.ConnectedData) as ups:
+            async for up in ups:
+                reveal_type(up.data)
+        reveal_type(channels.stats())
+        reveal_type(channels.status_channel)
+        reveal_type(channels.status)
+        reveal_type(channels.store)
+        reveal_type(tidings.Options())
     print(str(channels.status))
 """
 
@@ -204,9 +250,18 @@ def test_user_code_is_typed(tmp_path: Path) -> None:
     result = _mypy(tmp_path, USER_CODE)
     out = result.stdout
     assert 'Revealed type is "tidings.channels.Channels"' in out, out
-    assert 'Revealed type is "tidings._runtime.events.Event[user.Order]"' in out, out
+    assert 'Revealed type is "tidings.types.Event[user.Order]"' in out, out
+    assert 'Revealed type is "tidings.types.Event[user.Invoice]"' in out, out
     assert 'Revealed type is "Any"' in out, out
-    assert "error" not in out.replace("Revealed", ""), out
+    assert "Literal['trimmed'] | Literal['deleted'] | Literal['rewound']" in out, out
+    assert "TypedDict(tidings.types.ConnectedData, {'status': str" in out, out
+    assert 'Revealed type is "tidings.stats.Stats"' in out, out
+    assert result.returncode == 0, out
+    assert ": error:" not in out, out
+    # Everything users are handed is named by a public path, never a private module.
+    revealed = [line for line in out.splitlines() if "Revealed type" in line]
+    assert len(revealed) == 11, out
+    assert not re.search(r"tidings(\.\w+)*\._", out), out
 
 
 def test_user_code_mistakes_are_type_errors(tmp_path: Path) -> None:

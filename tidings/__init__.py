@@ -4,21 +4,16 @@ Named channels carry named events; callbacks (sync or async) or async iterators
 receive them; a connection supervisor keeps the broker connection alive. The
 embedded ``memory://`` broker is the default.
 
-::
+```python
+import tidings
 
-    import tidings
-
-    async with tidings.open_channels("memory://", namespace="shop") as channels:
-        await channels.register("orders", "created", print)
-        await channels.publish("orders", "created", {"id": 1})
+async with tidings.open_channels("memory://", namespace="shop") as channels:
+    await channels.register("orders", "created", print)
+    await channels.publish("orders", "created", {"id": 1})
+```
 """
 
-from ._options import Options as Options
-from ._stats import Stats as Stats
-from .channels import Channel as Channel
 from .channels import Channels as Channels
-from .channels import Event as Event
-from .channels import Events as Events
 from .channels import StatusType as StatusType
 from .channels import open_channels as open_channels
 from .errors import BrokerError as BrokerError
@@ -28,6 +23,7 @@ from .errors import PublishError as PublishError
 from .errors import ReplyError as ReplyError
 from .errors import Retry as Retry
 from .errors import TidingsError as TidingsError
+from .options import Options as Options
 from .policies.backoff import Backoff as Backoff
 from .policies.streams import DEFAULT_RETENTION as DEFAULT_RETENTION
 from .policies.streams import Retention as Retention
@@ -35,8 +31,18 @@ from .protocols import Bytes as Bytes
 from .protocols import Codec as Codec
 from .protocols import Json as Json
 from .pubsub import PubSub as PubSub
+from .stats import Stats as Stats
 from .store import Store as Store
 from .store import create_store as create_store
+from .types import Channel as Channel
+from .types import ConnectedData as ConnectedData
+from .types import DeadLetterData as DeadLetterData
+from .types import DisconnectedData as DisconnectedData
+from .types import Event as Event
+from .types import Events as Events
+from .types import GapData as GapData
+from .types import SlowConsumerData as SlowConsumerData
+from .types import StatusData as StatusData
 
 __version__ = "0.1.0"
 
@@ -49,8 +55,12 @@ __all__ = [
     "Channel",
     "Channels",
     "Codec",
+    "ConnectedData",
+    "DeadLetterData",
+    "DisconnectedData",
     "Event",
     "Events",
+    "GapData",
     "Json",
     "Options",
     "ProtocolError",
@@ -59,7 +69,9 @@ __all__ = [
     "ReplyError",
     "Retention",
     "Retry",
+    "SlowConsumerData",
     "Stats",
+    "StatusData",
     "StatusType",
     "Store",
     "TidingsError",

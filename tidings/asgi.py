@@ -1,15 +1,15 @@
 """Channels to browsers: `EventStream`, an ASGI app serving Server-Sent Events and
 WebSocket, with resume on durable channels.
 
-::
+```python
+from tidings.asgi import EventStream
 
-    from tidings.asgi import EventStream
-
-    stream = EventStream(channels, allow=["room-*"])
-    app = Starlette(routes=[Mount("/events", stream)], lifespan=lifespan)
+stream = EventStream(channels, allow=["room-*"])
+app = Starlette(routes=[Mount("/events", stream)], lifespan=lifespan)
+```
 
 ``GET /events/room-1?event=message`` is a ``text/event-stream``; a WebSocket at the
-same path gets JSON text frames. See the "Web fan-out" page.
+same path gets JSON text frames. See the "Fan-out to browsers" page.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Channels: named channels carrying named events, with callbacks or iterators.
 
-::
-
-    async with tidings.open_channels("memory://", namespace="shop") as channels:
-        await channels.register("orders", "created", on_created)
-        await channels.publish("orders", "created", {"id": 1})
+```python
+async with tidings.open_channels("memory://", namespace="shop") as channels:
+    await channels.register("orders", "created", on_created)
+    await channels.publish("orders", "created", {"id": 1})
+```
 
 This module is the public face only: it checks arguments, documents the API and
 delegates to the runtime (``tidings._runtime``), which composes the handler.
@@ -17,17 +17,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar, Unpack, overload
 
-from ._options import OptionArgs, Options
 from ._runtime.arguments import check_protocol, check_registration, durable_channels
-from ._runtime.channel import Channel
 from ._runtime.dead_letters import DeadLetters
-from ._runtime.events import Event, Events, iterate, work
+from ._runtime.events import iterate, work
 from ._runtime.lifecycle import Lifecycle, Runtime
 from ._runtime.producer import Producer
 from ._runtime.registry import Registry, Wanted
 from ._runtime.web import Source
-from ._stats import Stats
 from .brokers.urls import display
+from .options import OptionArgs, Options
 from .policies.headers import check_headers
 from .policies.names import Namespace, check_name, check_namespace
 from .policies.status import StatusType
@@ -37,7 +35,9 @@ from .policies.streams import (
     parse_id,
 )
 from .protocols import Codec, Json
+from .stats import Stats
 from .store import Store, create_store
+from .types import Channel, Event, Events
 
 __all__ = ["Channel", "Channels", "Event", "Events", "StatusType", "open_channels"]
 
@@ -232,16 +232,17 @@ class Channels(Lifecycle):
         ``since`` says where a group that does not exist yet starts.
 
         ``schema=T`` (a msgspec ``Struct``, a dataclass, a ``TypedDict``, or any type
-        msgspec converts to) gives the callback ``data`` converted to ``T``; an event
-        whose data does not fit is not passed to it, and is counted in
-        ``decode_errors`` (and logged, once per minute at most).
+        msgspec converts to; or a pydantic model, validated by pydantic) gives the
+        callback ``data`` converted to ``T``; an event whose data does not fit is not
+        passed to it, and is counted in ``decode_errors`` (and logged, once per minute
+        at most).
 
         Raises:
             ValueError: an empty or non-str channel name or event pattern, or a
                 ``since`` other than ``"new"``, a ``consumer`` or a ``group`` on a
                 channel that is not durable (or ``consumer`` with ``group``).
-            TypeError: ``callback`` is not callable, or ``schema`` is no type msgspec
-                can convert to.
+            TypeError: ``callback`` is not callable, or ``schema`` is a type neither
+                msgspec can convert to nor pydantic validate.
             RuntimeError: not running, or closed.
             ReplyError: the broker refused the subscription (nothing was registered).
             BrokerError: a durable channel's log could not be reached.
@@ -336,11 +337,11 @@ class Channels(Lifecycle):
     ) -> AbstractAsyncContextManager[Events[Any]]:
         """Iterate over the events of a channel.
 
-        ::
-
-            async with channels.subscribe("orders", "created") as events:
-                async for ev in events:
-                    print(ev.channel, ev.event, ev.data)
+        ```python
+        async with channels.subscribe("orders", "created") as events:
+            async for ev in events:
+                print(ev.channel, ev.event, ev.data)
+        ```
 
         The iterator has a mailbox of its own, bounded like a channel's by
         ``max_pending`` under the ``overflow`` policy (dropped events are counted and
@@ -384,7 +385,8 @@ class Channels(Lifecycle):
         """Publish ``event`` with ``data`` on ``channel``.
 
         The message is ``{"channel": channel, "event": event, "data": data}``, encoded
-        by the protocol (with ``"headers"`` too when there are any). While
+        by the protocol (with ``"headers"`` too when there are any; the default JSON
+        protocol sends a pydantic model as its JSON-mode dump). While
         disconnected it waits for the connection, up to ``publish_timeout`` seconds.
 
         ``headers`` is a mapping of str to str carried beside the data: subscribers
@@ -400,8 +402,7 @@ class Channels(Lifecycle):
         retry a `PublishError` with the same key safely.
 
         Returns:
-            How many subscriptions the broker delivered it to (0 for a repeated
-            ``key``).
+            How many subscriptions the broker delivered it to (0 for a repeated ``key``).
 
         Raises:
             ValueError: an empty or non-str channel or event name, an empty header
@@ -413,6 +414,51 @@ class Channels(Lifecycle):
             PublishError: no connection within ``publish_timeout``, closed while
                 waiting, or the connection broke while publishing.
         """
+        return await self._producer.publish(*self._checked(channel, event, data, headers, key))
+
+    async def publish_many(self, items: Iterable[tuple[Any, ...]]) -> list[int]:
+        """Publish many events in as few writes as the broker allows.
+
+        Each item is ``(channel, event, data)``, or ``(channel, event, data,
+        headers)``, or ``(channel, event, data, headers, key)`` (``headers`` and
+        ``key`` as for `publish()`; either may be None). Every item is checked, and
+        its data encoded, before anything is sent. They go out pipelined: one write
+        to Redis (one per node of a cluster) instead of one round trip each, in
+        order on each channel.
+
+        Returns:
+            Each item's receiver count, in order (0 for a repeated ``key``).
+
+        Raises:
+            ValueError, TypeError: an item that is not such a tuple, or one
+                `publish()` would refuse (naming the item's index); nothing is sent.
+            RuntimeError: not running, or closed.
+            PublishError: no connection within ``publish_timeout``, or the connection
+                broke while publishing (some may have been published), or the broker
+                refused an item (which one is said; the others were published).
+        """
+        checked = []
+        for index, item in enumerate(items):
+            if not isinstance(item, tuple) or not 3 <= len(item) <= 5:
+                raise TypeError(
+                    f"publish_many item {index} must be a (channel, event, data[, headers"
+                    f"[, key]]) tuple, not {item!r:.80}"
+                )
+            try:
+                checked.append(self._checked(*item))
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"publish_many item {index}: {exc}") from None
+        return await self._producer.publish_many(checked)
+
+    def _checked(
+        self,
+        channel: str,
+        event: str,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+    ) -> tuple[str, str, str, Any, dict[str, str] | None, str | None]:
+        """A publish's arguments, checked: the names on the broker and for users."""
         broker_name, name = self._namespace.names(channel)
         if type(event) is not str or not event:
             check_name(event, "event name")  # raises, naming the bad value
@@ -424,7 +470,7 @@ class Channels(Lifecycle):
                     f"key={key!r} needs a durable channel, and {name!r} is not one "
                     "(name it in Channels(durable=...))"
                 )
-        return await self._producer.publish(broker_name, name, event, data, checked, key)
+        return broker_name, name, event, data, checked, key
 
     # -- dead letters ---------------------------------------------------------------------
 
@@ -540,10 +586,10 @@ def open_channels(
 ) -> Channels:
     """Channels to use with ``async with`` (the same arguments as `Channels`).
 
-    ::
-
-        async with tidings.open_channels("redis://localhost", namespace="shop") as channels:
-            ...
+    ```python
+    async with tidings.open_channels("redis://localhost", namespace="shop") as channels:
+        ...
+    ```
     """
     return Channels(
         store, namespace, status_channel, logger, protocol=protocol, durable=durable, **options

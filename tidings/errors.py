@@ -55,12 +55,14 @@ class Retry(TidingsError):
     It is a delivery like a failed one (it counts against ``max_deliver``, and in
     ``stats().retries``, not in ``callback_errors``), logged at INFO in one line;
     with no ``delay``, the handler's ``retry_backoff`` decides. When it exhausts
-    ``max_deliver``, the event moves to the dead letters, whose error says so::
+    ``max_deliver``, the event moves to the dead letters, whose error says so:
 
-        async def charge(channel, event, order):
-            if not payments.available():
-                raise tidings.Retry(delay=30)
-            ...
+    ```python
+    async def charge(channel, event, order):
+        if not payments.available():
+            raise tidings.Retry(delay=30)
+        ...
+    ```
 
     Outside consumer groups it is an ordinary callback error.
 

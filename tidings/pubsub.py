@@ -4,12 +4,12 @@ Clients are functions ``client(channel, message)`` (sync or async) that receive 
 message on every channel and pattern subscribed. There are no namespaces and no
 events here: channel names are used on the broker as given.
 
-::
-
-    async with store.pubsub() as pubsub:
-        pubsub.add_client(print)
-        await pubsub.subscribe("news")
-        await pubsub.publish("news", b"hello")
+```python
+async with store.pubsub() as pubsub:
+    pubsub.add_client(print)
+    await pubsub.subscribe("news")
+    await pubsub.publish("news", b"hello")
+```
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from typing import Any, Protocol, Unpack
 
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
-from ._options import OptionArgs, Options
 from ._runtime.lifecycle import Hooks, Lifecycle, Runtime
 from .actors.callbacks import Registration
 from .actors.dispatch import DispatchActor
 from .actors.mailbox import Mailbox
 from .brokers.base import Broker, Message
 from .brokers.factory import open_url
+from .options import OptionArgs, Options
 from .policies.names import check_name
 from .protocols import Bytes, Codec
 

@@ -29,10 +29,10 @@ from __future__ import annotations
 import logging
 from typing import Unpack
 
-from ._options import OptionArgs
 from .brokers.base import Broker
 from .brokers.factory import open_url
 from .brokers.urls import display
+from .options import OptionArgs
 from .protocols import Codec
 from .pubsub import PubSub
 
@@ -66,7 +66,8 @@ class Store:
 
 
 def create_store(url: str = "memory://") -> Store:
-    """Create a store from a URL (see the module docs for the forms).
+    """Create a store from a URL (the forms: the "Stores" table of the "Getting
+    started" page; ``memory://`` when none is given).
 
     Raises:
         TypeError: ``url`` is not a ``str``.

@@ -1,14 +1,16 @@
 """Helpers for testing code that uses tidings, and a pytest plugin.
 
-`settle()` makes tests deterministic without sleeps::
+`settle()` makes tests deterministic without sleeps:
 
-    async def test_orders(tidings_store):
-        seen = []
-        async with tidings.Channels(tidings_store) as channels:
-            await channels.register("orders", "*", lambda ch, ev, data: seen.append(data))
-            await channels.publish("orders", "created", 1)
-            await tidings.testing.settle(channels)
-            assert seen == [1]
+```python
+async def test_orders(tidings_store):
+    seen = []
+    async with tidings.Channels(tidings_store) as channels:
+        await channels.register("orders", "*", lambda ch, ev, data: seen.append(data))
+        await channels.publish("orders", "created", 1)
+        await tidings.testing.settle(channels)
+        assert seen == [1]
+```
 
 The pytest plugin (loaded by the ``pytest11`` entry point once tidings is installed)
 offers two fixtures:

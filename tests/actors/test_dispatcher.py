@@ -9,8 +9,8 @@ import pytest
 
 from tests.helpers import recording_dispatcher
 from tidings import CallbackError
-from tidings._stats import Counters
 from tidings.actors.callbacks import Dispatcher, Registration
+from tidings.stats import Counters
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,6 @@ import pytest
 
 from tests.helpers import recording_dispatcher
 from tidings import CallbackError
-from tidings._stats import Counters
 from tidings.actors.callbacks import (
     NO_META,
     Dispatcher,
@@ -26,6 +25,7 @@ from tidings.actors.callbacks import (
     outcome,
 )
 from tidings.actors.typed import Typed
+from tidings.stats import Counters
 
 pytestmark = pytest.mark.anyio
 

@@ -8,10 +8,10 @@ from typing import Any
 import anyio
 import pytest
 
-from tidings._stats import Counters
 from tidings.actors.base import Actor, Pending
 from tidings.actors.mailbox import Mailbox
 from tidings.actors.router import Router
+from tidings.stats import Counters
 
 pytestmark = pytest.mark.anyio
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from typing import Any, Union
 
 import anyio
@@ -70,9 +71,20 @@ def test_check_schema_refuses_with_a_type_error_naming_it(schema: Any, named: st
 
 
 @pytest.mark.parametrize("schema", [Plain, complex])
-def test_check_schema_refuses_a_class_msgspec_cannot_convert_data_to(schema: Any) -> None:
-    with pytest.raises(TypeError, match=schema.__name__):
+def test_check_schema_refuses_a_class_msgspec_cannot_convert_data_to(
+    schema: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pydantic", None)  # an application without pydantic
+    with pytest.raises(TypeError, match=schema.__name__) as raised:
         check_schema(schema)
+    assert "pydantic model" in str(raised.value)  # says what would do
+
+
+def test_check_schema_leaves_what_msgspec_cannot_build_to_pydantic_when_it_is_used() -> None:
+    pytest.importorskip("pydantic")
+    check_schema(complex)  # pydantic validates complex numbers
+    with pytest.raises(TypeError, match="neither converted by msgspec nor validated by pydantic"):
+        check_schema(Plain)
 
 
 def test_typed_refuses_a_bad_schema_at_construction() -> None:

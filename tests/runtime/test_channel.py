@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from tidings._runtime.channel import LOOKUP_CACHE_SIZE, Channel, ChannelState, callback_key
+from tidings._runtime.channel import LOOKUP_CACHE_SIZE, ChannelState, callback_key
 from tidings.actors.callbacks import Registration
 from tidings.actors.typed import Typed
+from tidings.types import Channel
 
 
 def state(**flags: bool) -> ChannelState:

@@ -11,20 +11,13 @@ import pytest
 from tests.runtime.world import NS, Log, World, eventually
 from tidings import CallbackError
 from tidings._runtime.channel import ChannelState
-from tidings._runtime.events import (
-    Event,
-    Events,
-    GroupEvents,
-    Job,
-    _Feed,
-    iterate,
-    work,
-)
+from tidings._runtime.events import _Feed, iterate, work
 from tidings._runtime.registry import Wanted
 from tidings.actors.callbacks import Interrupted, Meta, Undelivered
 from tidings.actors.mailbox import Mailbox
 from tidings.policies.backoff import Backoff
 from tidings.policies.streams import Retention
+from tidings.types import Event, Events, GroupEvents, Job
 
 pytestmark = pytest.mark.anyio
 

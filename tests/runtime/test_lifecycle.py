@@ -10,11 +10,11 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 from tests.runtime.world import Gated, Log, World, eventually
-from tidings._options import Options
 from tidings._runtime.lifecycle import Hooks, Lifecycle, Runtime, runtime_of
-from tidings._stats import Stats
 from tidings.brokers.memory import Hub, MemoryBroker
+from tidings.options import Options
 from tidings.policies.status import StatusType
+from tidings.stats import Stats
 
 pytestmark = pytest.mark.anyio
 

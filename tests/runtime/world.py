@@ -12,13 +12,13 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from tests.helpers import FAST, Recorder
-from tidings._options import Options
 from tidings._runtime.channel import ChannelState
 from tidings._runtime.lifecycle import Runtime
 from tidings._runtime.registry import Registry, Wanted
 from tidings._util import collapse_exception_group
 from tidings.brokers.base import Subscriber
 from tidings.brokers.memory import Hub, MemoryBroker, _MemorySubscriber
+from tidings.options import Options
 from tidings.policies.names import Namespace
 from tidings.policies.streams import Retention
 from tidings.protocols import Json

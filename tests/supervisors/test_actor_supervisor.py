@@ -7,7 +7,7 @@ import logging
 import anyio
 import pytest
 
-from tidings._stats import Counters
+from tidings.stats import Counters
 from tidings.supervisors.actors import ActorSupervisor
 
 pytestmark = pytest.mark.anyio

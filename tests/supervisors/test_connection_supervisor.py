@@ -14,10 +14,10 @@ from anyio.lowlevel import checkpoint
 import tidings
 from tests.helpers import FAST, eventually
 from tidings import ReplyError
-from tidings._stats import Counters
 from tidings.brokers.base import Broker, Claimed, Deliver, Entry, Publisher, Subscriber
 from tidings.policies.status import StatusType
 from tidings.policies.streams import Retention
+from tidings.stats import Counters
 from tidings.supervisors.connection import ConnectionSupervisor
 from tidings.testing import free_port
 

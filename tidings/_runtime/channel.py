@@ -15,65 +15,13 @@ from typing import Any
 from ..actors.callbacks import Registration
 from ..policies.cache import BoundedCache
 from ..policies.glob import compile_glob
+from ..types import Channel
 
 __all__ = ["Channel", "ChannelState"]
 
 #: Distinct event names (and group, event pairs) whose registrations a channel
 #: remembers: event names are open-ended.
 LOOKUP_CACHE_SIZE = 1024
-
-
-class Channel:
-    """A named channel and the callbacks registered on it, by event pattern.
-
-    Get one from `Channels.register()` or `Channels.channel()`. ``len()``
-    counts the event patterns registered; ``pattern in channel`` tests one.
-    """
-
-    __slots__ = ("_state",)
-
-    def __init__(self, state: ChannelState) -> None:
-        self._state = state
-
-    @property
-    def name(self) -> str:
-        """The name, without the namespace prefix."""
-        return self._state.name
-
-    @property
-    def broker_name(self) -> str:
-        """The name on the broker, with the namespace prefix."""
-        return self._state.broker_name
-
-    @property
-    def local(self) -> bool:
-        """True for the status channel, whose events never touch the broker."""
-        return self._state.local
-
-    @property
-    def durable(self) -> bool:
-        """True for a channel named in ``durable=``: its events are kept in a log."""
-        return self._state.durable
-
-    @property
-    def events(self) -> tuple[str, ...]:
-        """The event patterns registered, in registration order."""
-        return tuple(self._state.patterns)
-
-    def registrations_for(self, event: str) -> tuple[Registration, ...]:
-        """The registrations (outside consumer groups) whose pattern matches
-        ``event``, in registration order: each has ``.callback`` and ``.key`` (its
-        pattern)."""
-        return self._state.registrations_for(event)
-
-    def __len__(self) -> int:
-        return len(self._state.patterns)
-
-    def __contains__(self, pattern: object) -> bool:
-        return pattern in self._state.patterns
-
-    def __repr__(self) -> str:
-        return f"<Channel {self.name!r} events={list(self._state.patterns)!r}>"
 
 
 class ChannelState:

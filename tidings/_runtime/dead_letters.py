@@ -32,7 +32,7 @@ from ..policies.headers import DELIVERIES, ERROR, GROUP, ORIGINAL_ID, REQUEUED_F
 from ..policies.names import Namespace
 from ..policies.streams import DEFAULT_RETENTION, Retention, format_id, parse_id
 from ..protocols import Codec
-from .events import Event
+from ..types import Event
 from .lifecycle import Runtime
 
 __all__ = ["DeadLetters"]

@@ -22,6 +22,7 @@ returning or being cancelled, ends every task and closes every connection.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -32,19 +33,19 @@ import anyio
 import anyio.abc
 from anyio.lowlevel import checkpoint
 
-from .._options import Options
-from .._stats import Counters, Stats
 from .._util import CLEANUP_TIMEOUT, cleanup_scope, collapse_exception_group
 from ..actors.base import Actor
 from ..actors.callbacks import Dispatcher, Registration
 from ..actors.router import Router
 from ..brokers.base import Broker
+from ..options import Options
 from ..policies.status import StatusType
+from ..stats import Counters, Stats
 from ..supervisors.actors import ActorSupervisor
 from ..supervisors.connection import ConnectionSupervisor, OnStatus
 from ..supervisors.rounds import OnRefused, OnSubscribed
 
-__all__ = ["Hooks", "Lifecycle", "Runtime", "runtime_of"]
+__all__ = ["Hooks", "Lifecycle", "Runtime", "running", "runtime_of"]
 
 _State = Literal["new", "running", "closed"]
 
@@ -82,6 +83,16 @@ class Hooks:
     #: Waits until the handler's work outside the actors is done, for `settle()`
     #: (a handler with consumer groups: every entry of their logs handled).
     settle: Callable[[], Awaitable[None]] = checkpoint
+
+
+#: The runtimes running in this process, for whoever must close them all (``tidings
+#: run`` on SIGTERM); weak: a handler dropped without closing is not kept alive here.
+_RUNNING: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def running() -> list[Runtime]:
+    """The runtimes running in this process now."""
+    return [runtime for runtime in list(_RUNNING) if runtime.state == "running"]
 
 
 class Runtime:
@@ -178,6 +189,7 @@ class Runtime:
         self._ended = anyio.Event()
         self._said = None
         self.state = "running"
+        _RUNNING.add(self)
         with collapse_exception_group():
             try:
                 async with anyio.create_task_group() as tg:
@@ -195,6 +207,7 @@ class Runtime:
                     tg.cancel_scope.cancel()
             finally:
                 self.state = "closed"
+                _RUNNING.discard(self)
                 self.accepting = False
                 try:
                     with cleanup_scope():
@@ -363,12 +376,14 @@ class Lifecycle:
 
         Start it in your own nursery or task group. It reports started after its
         first connection attempt: connected if the broker is up, else disconnected
-        and retrying in the background (use `connect()` to wait for it)::
+        and retrying in the background (use `connect()` to wait for it):
 
-            async with trio.open_nursery() as nursery:
-                await nursery.start(handler.run)
-                ...
-                await handler.close()
+        ```python
+        async with trio.open_nursery() as nursery:
+            await nursery.start(handler.run)
+            ...
+            await handler.close()
+        ```
 
         Raises:
             RuntimeError: it is running already. (A closed handler may be started

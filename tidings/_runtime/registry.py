@@ -35,7 +35,6 @@ from typing import Any
 
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
-from .._stats import Stats
 from ..actors.callbacks import DEAF, Registration
 from ..actors.dispatch import DispatchActor, envelope_decoder
 from ..actors.mailbox import Mailbox
@@ -46,7 +45,9 @@ from ..policies.names import Namespace
 from ..policies.status import StatusType
 from ..policies.streams import Retention, position_id
 from ..protocols import Codec
-from .channel import Channel, ChannelState
+from ..stats import Stats
+from ..types import Channel
+from .channel import ChannelState
 from .lifecycle import Hooks, Runtime
 from .logs import Logs, Placement
 from .status import StatusChannel

@@ -16,14 +16,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .._options import Options
-from .._stats import Counters
 from ..actors.callbacks import Dispatcher, Registration
 from ..actors.dispatch import DispatchActor
 from ..actors.mailbox import Mailbox
 from ..actors.router import Router
+from ..options import Options
+from ..stats import Counters
 from ..supervisors.actors import ActorSupervisor
-from .channel import Channel, ChannelState
+from ..types import Channel
+from .channel import ChannelState
 
 __all__ = ["StatusChannel"]
 

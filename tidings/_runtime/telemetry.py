@@ -30,15 +30,15 @@ import inspect
 import itertools
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._stats import Counters
 from ..actors.callbacks import Meta, Undelivered, Unfit, Wrapper
 from ..actors.durable import DurableActor
 from ..actors.router import Router
 from ..errors import CallbackError, Retry
 from ..policies.streams import position
+from ..stats import Counters
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -241,6 +241,51 @@ class Telemetry:
         finally:
             api.context.detach(token)
             span.end()
+
+    async def publish_many(
+        self,
+        events: Sequence[tuple[str, dict[str, str] | None]],
+        send: Callable[[list[dict[str, str] | None]], Awaitable[list[int]]],
+    ) -> list[int]:
+        """``send`` a batch of events, each in a ``publish`` span of its own (none of
+        them current: they are siblings), each span's context in its headers."""
+        api = self._api
+        spans: list[Span] = []
+        carriers: list[dict[str, str] | None] = []
+        labels: list[dict[str, str]] = []
+        for destination, headers in events:
+            attributes = {
+                "messaging.system": self.system,
+                "messaging.destination.name": destination,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "publish",
+            }
+            span = api.tracer.start_span(
+                f"publish {destination}",
+                kind=api.producer,
+                attributes={**attributes, "messaging.batch.message_count": len(events)},
+            )
+            carrier = dict(headers) if headers else {}
+            api.propagate.inject(carrier, context=api.trace.set_span_in_context(span))
+            spans.append(span)
+            carriers.append(carrier or None)
+            labels.append(attributes)
+        try:
+            received = await send(carriers)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                for span, attributes in zip(spans, labels, strict=True):
+                    span.record_exception(exc)
+                    span.set_status(api.error, f"{type(exc).__qualname__}: {exc}")
+                    api.sent.add(1, {**attributes, "error.type": _error_type(exc)})
+            raise
+        else:
+            for attributes in labels:
+                api.sent.add(1, attributes)
+            return received
+        finally:
+            for span in spans:
+                span.end()
 
     # -- consuming ---------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ from ..errors import BrokerError
 from ..policies.glob import compile_glob
 from ..policies.names import Namespace
 from ..policies.streams import LogMark, format_id, parse_id, start_after
-from .events import Event, Events, watch
+from ..types import Event, Events
+from .events import watch
 from .lifecycle import Runtime
 from .registry import Registry, Wanted
 

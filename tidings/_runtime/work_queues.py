@@ -17,15 +17,15 @@ from typing import Any
 
 import anyio
 
-from .._options import Options
-from .._stats import Counters
 from ..actors.callbacks import Dispatcher
 from ..actors.dispatch import Decode
 from ..actors.durable import DurableActor
 from ..actors.group import GroupMember, Query
 from ..actors.router import Router
 from ..brokers.base import GroupInfo, Publisher
+from ..options import Options
 from ..policies.streams import Retention, position
+from ..stats import Counters
 from ..supervisors.actors import ActorSupervisor
 from .channel import ChannelState
 

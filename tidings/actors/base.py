@@ -23,7 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 
-from .._stats import Counters
+from ..stats import Counters
 from .mailbox import Mailbox
 
 __all__ = ["Actor", "Pending"]

@@ -22,10 +22,10 @@ from typing import Any, NamedTuple
 
 import anyio
 
-from .._stats import Counters
 from ..errors import CallbackError, Retry
 from ..policies.headers import NO_HEADERS, Headers
 from ..policies.intensity import Intensity
+from ..stats import Counters
 
 __all__ = [
     "DEAF",

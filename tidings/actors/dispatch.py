@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 
-from .._stats import Counters
 from ..errors import ProtocolError
 from ..policies.headers import Headers, decoded_headers
 from ..protocols import Codec, Json
+from ..stats import Counters
 from .base import Actor, Pending
 from .callbacks import NO_META, Dispatcher, Meta, Registration
 from .mailbox import Mailbox

@@ -25,12 +25,12 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .._stats import Counters
 from ..brokers.base import COMMAND_ERRORS, Job, Publisher
 from ..errors import ReplyError, Retry
 from ..policies.backoff import Backoff
 from ..policies.headers import DELIVERIES, ORIGINAL_ID, REQUEUED_FOR
 from ..policies.streams import Retention
+from ..stats import Counters
 from .callbacks import Meta, Registration, named
 
 __all__ = ["ERROR_TEXT", "Failures"]
@@ -202,15 +202,22 @@ class Failures:
     async def _keep(self, every: float, held: Callable[[], list[Job]]) -> None:
         while True:
             await anyio.sleep(every)
-            jobs = [(entry_id, deliveries) for entry_id, _, deliveries in held()]
+            await self.keep(held())
 
-            async def keep(publisher: Publisher, jobs: list[tuple[str, int]] = jobs) -> None:
-                await publisher.group_release(self.channel, self.group, self.consumer, jobs, 0)
+    async def keep(self, held: list[Job]) -> None:
+        """Reset the idle time of entries this member holds (delivery counts kept),
+        so that no other member claims them while they wait here."""
+        if not held:
+            return
+        jobs = [(entry_id, deliveries) for entry_id, _, deliveries in held]
 
-            try:
-                await self._command(keep)
-            except COMMAND_ERRORS as exc:  # claimed by others after ack_wait, then
-                self._logger.debug("%s: entries in hand not kept: %s", self.name, exc)
+        async def keep(publisher: Publisher) -> None:
+            await publisher.group_release(self.channel, self.group, self.consumer, jobs, 0)
+
+        try:
+            await self._command(keep)
+        except COMMAND_ERRORS as exc:  # claimed by others after ack_wait, then
+            self._logger.debug("%s: entries in hand not kept: %s", self.name, exc)
 
     async def backlog(self) -> int | None:
         """What the group has in hand, pending or not handed out yet (None: the

@@ -29,12 +29,12 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
 
-from .._stats import Counters
 from ..brokers.base import (
     COMMAND_ERRORS,
     CONNECTION_ERRORS,
@@ -43,11 +43,13 @@ from ..brokers.base import (
     Entry,
     Job,
     Publisher,
+    ReadAhead,
 )
 from ..errors import ReplyError
 from ..policies.backoff import Backoff
 from ..policies.headers import DELIVERIES, NO_HEADERS, ORIGINAL_ID, REQUEUED_FOR
 from ..policies.streams import Retention
+from ..stats import Counters
 from .callbacks import DEAF, Dispatcher, Meta, Outcome, Registration
 from .dispatch import DECODE_ERRORS, Decode, decode_failed
 from .failures import Failures, OnDead, last_words
@@ -58,6 +60,8 @@ T = TypeVar("T")
 
 #: The most entries a member takes per read or claim.
 MAX_BATCH = 100
+#: Seconds per entry past which a member watches the clock after every entry.
+SLOW = 0.001
 #: Entries taken by the first read, before the callbacks' pace is known.
 FIRST_COUNT = 10
 #: Claim calls per claim round at most (each scans a bounded part of the pending list).
@@ -160,7 +164,13 @@ class GroupMember:
         self._leaving = False
         self._left = anyio.Event()
         # Entries taken and not started yet, in order.
-        self._queue: list[Job] = []
+        self._queue: deque[Job] = deque()
+        # The next read, asked before the entries in hand are worked (so the broker
+        # answers meanwhile), with the acknowledgements that went with it.
+        self._ahead: tuple[ReadAhead, list[str]] | None = None
+        self._asked = 0
+        # When the read ahead was asked, and when the entries being worked were.
+        self._asked_at = self._taken_at = 0.0
         # Refusals logged already.
         self._said: set[str] = set()
 
@@ -223,6 +233,7 @@ class GroupMember:
                 await self._idle(self._claim_interval, at_least=0.05)
         await self._flush()
         await self._hand_back()
+        await self._give_back_ahead()
         try:
             left = await self._command(
                 lambda p: p.group_leave(self.channel, self.group, self.consumer)
@@ -249,7 +260,6 @@ class GroupMember:
             self._logger.debug("%s: refused again: %s", self.name, exc)
 
     async def _round(self) -> None:
-        await self._flush()
         now = anyio.current_time()
         if now >= self._claim_at:
             self._claim_at = now + self._claim_interval
@@ -262,20 +272,67 @@ class GroupMember:
             await self._release_due()
         if self._leaving:
             return
-        if self._more:
+        if self._more or self._ahead is not None:
             self._more = False
-            count = self._count()
-            entries: list[Entry] = await self._command(
-                lambda p: p.group_read(self.channel, self.group, self.consumer, count)
-            )
+            if self._ahead is None:
+                await self._ask()
+            entries, count = await self._answer()
             if len(entries) == count:  # a full read: there may be more
                 self._more = True  # (set, never cleared here: a wake-up during the
                 # read is for entries it may not have seen)
             if entries:
                 self.last_read = entries[-1][0]
+                if self._more and anyio.current_time() < min(self._claim_at, self._due_at):
+                    # The next read goes out now, and the broker answers it while
+                    # these are worked: the member never waits for the broker
+                    # between two full batches. (Not when a claim round is due: its
+                    # entries would wait for the claimed ones too.)
+                    await self._ask()
                 await self._work([(entry_id, payload, 1) for entry_id, payload in entries])
             return
+        await self._flush()
         await self._idle(min(self._claim_at, self._due_at) - anyio.current_time())
+
+    async def _ask(self) -> None:
+        """Send the next read, with the acknowledgements due (one write)."""
+        await self._schedule_deferred()
+        count = self._count()
+        ids, self._acks = self._acks, []
+        try:
+            ahead: ReadAhead = await self._command(
+                lambda p: p.read_ahead(self.channel, self.group, self.consumer, count, ids)
+            )
+        except BaseException:
+            self._acks[:0] = ids  # (acknowledging twice is harmless; never is not)
+            raise
+        self._ahead = (ahead, ids)
+        self._asked, self._asked_at = count, anyio.current_time()
+
+    async def _answer(self) -> tuple[list[Entry], int]:
+        """The entries of the read asked last, and how many it asked for."""
+        assert self._ahead is not None
+        (ahead, ids), self._ahead = self._ahead, None
+        self._taken_at = self._asked_at
+        try:
+            acked, entries = await ahead.result()
+        except CONNECTION_ERRORS:
+            self._acks[:0] = ids
+            raise
+        self._count_acks(acked, ids)
+        return entries, self._asked
+
+    async def _give_back_ahead(self) -> None:
+        """Leaving: what a read asked ahead brought goes back (not started)."""
+        if self._ahead is None:
+            return
+        try:
+            entries, _ = await self._answer()
+        except COMMAND_ERRORS as exc:  # claimed after ack_wait anyway
+            self._logger.debug("%s: a read ahead not answered: %s", self.name, exc)
+            return
+        await self._flush()
+        if entries:
+            await self._release([(entry_id, 0) for entry_id, _ in entries])
 
     async def _idle(self, seconds: float, at_least: float = 0.0) -> None:
         """Wait for a wake-up, at most ``seconds``; ``at_least`` whatever comes."""
@@ -330,6 +387,7 @@ class GroupMember:
             return
         self._acks.clear()  # nothing is pending in a new group
         self._queue.clear()
+        self._ahead = None
         self._cursor = "0-0"
         if not created:  # another member did it (and reports it)
             self._logger.debug("%s: the group was recreated by another member", self.name)
@@ -342,33 +400,44 @@ class GroupMember:
     # -- entries ------------------------------------------------------------------------
 
     async def _work(self, jobs: list[Job]) -> None:
-        """Handle entries in order; those not started when it leaves go back."""
+        """Handle entries in order; those not started when it leaves go back. Their
+        acknowledgements go with the next read (or before the member waits)."""
         queue = self._queue
         queue.extend(jobs)
+        started, handled = anyio.current_time(), 0
+        # What it holds must not idle past ack_wait here (claimed from under it,
+        # run twice) when the callbacks turn out slower than their pace said: a
+        # look at the clock every job while they are slow, every 16 while fast.
+        kept, every = self._taken_at, 1 if self._pace is None or self._pace > SLOW else 16
         while queue and not self._leaving:
-            job = queue.pop(0)
-            started = anyio.current_time()
-            await self._handle(job)
-            took = anyio.current_time() - started
+            await self._handle(queue.popleft())
+            handled += 1
+            if handled % every == 0 and anyio.current_time() - kept > self.ack_wait / 4:
+                await self._keep_held()
+                kept = anyio.current_time()
+        if handled:  # the pace is the batch's: one clock read per batch, not per job
+            took = (anyio.current_time() - started) / handled
             pace = self._pace
             self._pace = took if pace is None else pace + (took - pace) * 0.3
-        await self._flush()
         if self._leaving:
+            await self._flush()
             await self._hand_back()
 
     async def _hand_back(self) -> None:
         """Release the entries taken and not started (their delivery uncounted: it
         did not take place)."""
         if self._queue:
-            jobs, self._queue[:] = list(self._queue), []
+            jobs = list(self._queue)
+            self._queue.clear()
             await self._release([(i, deliveries - 1) for i, _, deliveries in jobs])
 
     def _count(self) -> int:
-        """Entries to take at once: as many as it can start within a quarter of
-        ``ack_wait`` at the callbacks' pace."""
+        """Entries to take at once: as many as it can start within an eighth of
+        ``ack_wait`` at the callbacks' pace (a read ahead waits for the batch before
+        it: an entry is started within a quarter of ``ack_wait`` of being taken)."""
         if self._pace is None:
             return FIRST_COUNT
-        return max(1, min(MAX_BATCH, int(self.ack_wait / 4 / max(self._pace, 1e-6))))
+        return max(1, min(MAX_BATCH, int(self.ack_wait / 8 / max(self._pace, 1e-6))))
 
     async def _handle(self, job: Job) -> None:
         entry_id, payload, deliveries = job
@@ -445,7 +514,18 @@ class GroupMember:
     async def _await_job(self, job: Job, awaitable: Awaitable[Any]) -> None:
         """Await an async callback within ``ack_wait``, keeping what this member
         holds its own meanwhile (see `Failures.bounded()`)."""
-        await self._failures.bounded(awaitable, self.ack_wait, lambda: [job, *self._queue])
+        await self._failures.bounded(awaitable, self.ack_wait, lambda: [job, *self._held()])
+
+    async def _keep_held(self) -> None:
+        await self._failures.keep(list(self._queue))
+        # (Its answer came before the one just awaited: it is in by now.)
+        await self._failures.keep(self._held()[len(self._queue) :])
+
+    def _held(self) -> list[Job]:
+        """The entries this member holds and has not started: queued, and those of
+        its read ahead (once they are in)."""
+        ahead = self._ahead[0].ready() if self._ahead is not None else []
+        return [*self._queue, *((entry_id, payload, 1) for entry_id, payload in ahead)]
 
     async def _conclude(
         self, job: Job, verdict: _Verdict, meta: Meta, args: tuple[Any, ...]
@@ -509,23 +589,33 @@ class GroupMember:
         """Acknowledge the entries done, and schedule the retries asked while the
         connection was down (each kept for the next try if it is down: an ack or a
         retry is never lost here, only late)."""
-        if self._unscheduled:
-            retries, self._unscheduled = self._unscheduled, []
-            for retry in retries:
-                await self._schedule(retry)
+        await self._schedule_deferred()
         if not self._acks:
             return
         ids, self._acks = self._acks, []
         try:
-            await self._command(lambda p: p.group_ack(self.channel, self.group, ids))
-        except ReplyError as exc:  # the group is gone (NOGROUP), or refused: moot
-            self._logger.warning("%s: %d acks refused: %s", self.name, len(ids), exc)
-            return
+            acked: int | ReplyError = await self._command(
+                lambda p: p.group_ack(self.channel, self.group, ids)
+            )
+        except ReplyError as exc:
+            acked = exc
         except CONNECTION_ERRORS as exc:
             self._acks[:0] = ids
             self._logger.debug("%s: acks deferred: %s", self.name, exc)
             return
-        self._stats.acked += len(ids)
+        self._count_acks(acked, ids)
+
+    async def _schedule_deferred(self) -> None:
+        if self._unscheduled:
+            retries, self._unscheduled = self._unscheduled, []
+            for retry in retries:
+                await self._schedule(retry)
+
+    def _count_acks(self, acked: int | ReplyError, ids: list[str]) -> None:
+        if isinstance(acked, ReplyError):  # the group is gone (NOGROUP), or refused: moot
+            self._logger.warning("%s: %d acks refused: %s", self.name, len(ids), acked)
+        else:
+            self._stats.acked += len(ids)
 
     async def _release(self, jobs: list[tuple[str, int]]) -> None:
         """Hand entries back for the next claim, by any member: ``(id, the delivery

@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .._stats import Counters
 from ..brokers.base import Message
+from ..stats import Counters
 from .base import Actor
 from .mailbox import Mailbox
 

@@ -44,7 +44,10 @@ __all__ = [
     "GroupInfo",
     "Job",
     "Message",
+    "Outgoing",
     "Publisher",
+    "ReadAhead",
+    "Sent",
     "StreamInfo",
     "Subscriber",
     "dead_key",
@@ -171,6 +174,39 @@ class Dedupe(NamedTuple):
     window: float
 
 
+#: ``(channel, payload, retention, dedupe)``: one event of `Publisher.send_many()`;
+#: ``retention`` is None for a plain publish, and set for a durable channel's append.
+Outgoing = tuple[str, bytes, Retention | None, Dedupe | None]
+
+#: ``(entry id, receivers)``: how one event went (`Publisher.append()`'s reply; the id
+#: is None for a plain publish, and for an append whose key was a repeat).
+Sent = tuple[str | None, int]
+
+
+class ReadAhead:
+    """The answers to a `Publisher.read_ahead()`, once they are in."""
+
+    __slots__ = ("_acked", "_entries")
+
+    def __init__(self, acked: int | ReplyError, entries: list[Entry] | ReplyError) -> None:
+        self._acked, self._entries = acked, entries
+
+    async def result(self) -> tuple[int | ReplyError, list[Entry]]:
+        """How many were acknowledged (or why the broker refused), and the entries.
+
+        Raises:
+            ReplyError: the broker refused the read (``NOGROUP``: the group is gone).
+            one of CONNECTION_ERRORS: the connection was lost meanwhile.
+        """
+        if isinstance(self._entries, ReplyError):
+            raise self._entries
+        return self._acked, self._entries
+
+    def ready(self) -> list[Entry]:
+        """The entries read, if the answer is in already (else none)."""
+        return [] if isinstance(self._entries, ReplyError) else self._entries
+
+
 #: Receives each batch the subscriber reads; may wait (that is back-pressure).
 Deliver = Callable[[list[Message]], Awaitable[None]]
 
@@ -289,6 +325,28 @@ class Publisher(abc.ABC):
             0)`` when ``dedupe`` found its key.
         """
 
+    async def send_many(self, items: Sequence[Outgoing]) -> list[Sent | ReplyError]:
+        """Publish or append each item, in order, in as few writes as the broker
+        allows; each item's outcome, in order: how it went, or the `ReplyError` of
+        the command the server refused for it (that item alone failed).
+
+        This one sends them one at a time; brokers that pipeline do better.
+
+        Raises:
+            one of CONNECTION_ERRORS: the connection was lost (some items may have
+                been sent).
+        """
+        outcomes: list[Sent | ReplyError] = []
+        for channel, payload, retention, dedupe in items:
+            try:
+                if retention is None:
+                    outcomes.append((None, await self.publish(channel, payload)))
+                else:
+                    outcomes.append(await self.append(channel, payload, retention, dedupe))
+            except ReplyError as exc:
+                outcomes.append(exc)
+        return outcomes
+
     @abc.abstractmethod
     async def read(self, channel: str, start: str, count: int) -> list[Entry]:
         """Up to ``count`` entries of a channel's log, oldest first, from the entry
@@ -347,6 +405,28 @@ class Publisher(abc.ABC):
     @abc.abstractmethod
     async def group_ack(self, channel: str, group: str, ids: Sequence[str]) -> int:
         """Acknowledge entries: they are done, and no longer pending."""
+
+    async def read_ahead(
+        self, channel: str, group: str, consumer: str, count: int, acks: Sequence[str]
+    ) -> ReadAhead:
+        """Acknowledge ``acks`` and read up to ``count`` new entries (`group_read()`),
+        returning once asked: the replies come with `ReadAhead.result()`, so that
+        the caller works meanwhile while the broker answers.
+
+        This one asks and waits for the answers at once; a broker that pipelines
+        returns as soon as the commands are written.
+        """
+        acked: int | ReplyError = 0
+        if acks:
+            try:
+                acked = await self.group_ack(channel, group, acks)
+            except ReplyError as exc:
+                acked = exc
+        try:
+            entries = await self.group_read(channel, group, consumer, count)
+        except ReplyError as exc:
+            return ReadAhead(acked, exc)
+        return ReadAhead(acked, entries)
 
     @abc.abstractmethod
     async def group_release(

@@ -41,7 +41,9 @@ from .base import (
     Deliver,
     Entry,
     GroupInfo,
+    Outgoing,
     Publisher,
+    Sent,
     StreamInfo,
     Subscriber,
     dead_key,
@@ -322,6 +324,45 @@ class ClusterPublisher(Publisher):
         return await self._on_owner(
             channel, lambda p: p.append(channel, payload, retention, dedupe)
         )
+
+    async def send_many(self, items: Sequence[Outgoing]) -> list[Sent | ReplyError]:
+        """Each node's items in one write to it, every node at once; an item that
+        met a moved slot is sent again alone, to its new owner."""
+        outcomes: list[Sent | ReplyError | None] = [None] * len(items)
+        by_node: dict[Node | None, list[int]] = {}
+        topology = self._broker.topology or await self._broker.refresh(self._reply_timeout)
+        for index, (channel, _, retention, _) in enumerate(items):
+            owner: Node | None = None  # classic mode's plain publishes: the one connection
+            if self._primary is None or retention is not None:
+                owner = topology.owner(key_slot(encode_name(channel)))
+                if owner is None:
+                    raise ConnectionLost(
+                        f"{self._broker.url}: no node serves the slot of {channel!r}"
+                    )
+            by_node.setdefault(owner, []).append(index)
+        failures: list[Exception] = []
+
+        async def send(node: Node | None, indexes: list[int]) -> None:
+            try:
+                publisher = self._primary if node is None else await self._node(node)
+                assert publisher is not None
+                replies = await publisher.send_many([items[i] for i in indexes])
+            except Exception as exc:  # one exception for the caller, not a group
+                failures.append(exc)
+                return
+            for index, reply in zip(indexes, replies, strict=True):
+                outcomes[index] = reply
+
+        async with anyio.create_task_group() as group:
+            for node, indexes in by_node.items():
+                group.start_soon(send, node, indexes)
+        if failures:
+            raise failures[0]
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, ReplyError) and outcome.code == "MOVED":
+                outcomes[index] = (await super().send_many([items[index]]))[0]
+        assert None not in outcomes  # every node answered for each of its items
+        return outcomes  # type: ignore[return-value]
 
     async def read(self, channel: str, start: str, count: int) -> list[Entry]:
         return await self._on_owner(channel, lambda p: p.read(channel, start, count))

@@ -41,7 +41,9 @@ from .base import (
     GroupInfo,
     Job,
     Message,
+    Outgoing,
     Publisher,
+    Sent,
     StreamInfo,
     Subscriber,
     dead_key,
@@ -682,6 +684,26 @@ class _MemoryPublisher(_MemoryConnection, Publisher):
         appended = self.hub.append(channel, payload, retention, dedupe)
         await cancel_shielded_checkpoint()
         return appended
+
+    async def send_many(self, items: Sequence[Outgoing]) -> list[Sent | ReplyError]:
+        # All at once, as one pipelined write reaches Redis: no other task runs
+        # between two of them.
+        await checkpoint_if_cancelled()
+        self.check()
+        hub = self.hub
+        outcomes: list[Sent | ReplyError] = []
+        for channel, payload, retention, dedupe in items:
+            try:
+                if hub.allowed_channels is not None:
+                    hub.check_allowed((channel,))
+                if retention is None:
+                    outcomes.append((None, hub.publish(channel, payload)))
+                else:
+                    outcomes.append(hub.append(channel, payload, retention, dedupe))
+            except ReplyError as exc:
+                outcomes.append(exc)
+        await cancel_shielded_checkpoint()
+        return outcomes
 
     async def read(self, channel: str, start: str, count: int) -> list[Entry]:
         await checkpoint()

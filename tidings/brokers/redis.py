@@ -42,7 +42,10 @@ from .base import (
     Entry,
     GroupInfo,
     Message,
+    Outgoing,
     Publisher,
+    ReadAhead,
+    Sent,
     StreamInfo,
     Subscriber,
     dead_key,
@@ -345,6 +348,13 @@ class _Commands(Publisher):
     async def _execute(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> Any:
         """Send one encoded command (the hot path: publish encodes its own)."""
 
+    @abc.abstractmethod
+    async def _execute_many(
+        self, commands: Sequence[tuple[bytes, Callable[[Any], bool], str]]
+    ) -> list[Any]:
+        """Send encoded commands in one write; their replies in order, a refused
+        command's as its `ReplyError` (returned, not raised)."""
+
     async def publish(self, channel: str, payload: bytes) -> int:
         name = self._names.get(channel)
         if name is None:
@@ -355,22 +365,8 @@ class _Commands(Publisher):
     async def append(
         self, channel: str, payload: bytes, retention: Retention, dedupe: Dedupe | None = None
     ) -> tuple[str | None, int]:
-        max_len = b"" if retention.max_len is None else b"%d" % retention.max_len
-        max_age = b"" if retention.max_age is None else b"%d" % int(retention.max_age * 1000)
-        window = b"%d" % max(int(dedupe.window * 1000), 1) if dedupe is not None else b""
         if self._scripting:
-            keys: tuple[str, ...] = (channel,)
-            if dedupe is not None:
-                keys = (channel, dedupe_key(channel, dedupe.key))
-            args: tuple[bytes | str | int, ...] = (
-                len(keys),
-                *keys,
-                payload,
-                max_len,
-                max_age,
-                self.publish_verb,
-                window,
-            )
+            args = self._append_args(channel, payload, retention, dedupe)
             try:
                 reply = await self.execute("EVALSHA", APPEND.sha, *args, check=_is_appended)
             except ReplyError as exc:
@@ -378,35 +374,102 @@ class _Commands(Publisher):
                     reply = await self.execute("EVAL", APPEND.source, *args, check=_is_appended)
                 elif exc.code == "NOPERM":
                     reply = None
-                    self._scripting = False
-                    _logger.warning(
-                        "%s: scripts are not allowed (%s); durable publishes take two "
-                        "commands, XADD then %s, and are no longer atomic (an "
-                        "idempotent publish whose append fails after its key was "
-                        "recorded is lost: a retry with the key is taken for a repeat)",
-                        self._connection.url,
-                        exc,
-                        self.publish_verb,
-                    )
+                    self._no_scripts(exc)
                 else:
                     raise
             if reply is not None:
-                return (reply[0].decode("ascii") or None), reply[1]
+                return _appended(reply)
+        return await self._append_by_commands(channel, payload, retention, dedupe)
+
+    def _append_args(
+        self, channel: str, payload: bytes, retention: Retention, dedupe: Dedupe | None
+    ) -> tuple[bytes | str | int, ...]:
+        """The APPEND script's keys and arguments."""
+        max_len = b"" if retention.max_len is None else b"%d" % retention.max_len
+        max_age = b"" if retention.max_age is None else b"%d" % int(retention.max_age * 1000)
+        if dedupe is None:
+            return (1, channel, payload, max_len, max_age, self.publish_verb, b"")
+        window = b"%d" % max(int(dedupe.window * 1000), 1)
+        key = dedupe_key(channel, dedupe.key)
+        return (2, channel, key, payload, max_len, max_age, self.publish_verb, window)
+
+    def _no_scripts(self, exc: ReplyError) -> None:
+        self._scripting = False
+        _logger.warning(
+            "%s: scripts are not allowed (%s); durable publishes take two "
+            "commands, XADD then %s, and are no longer atomic (an "
+            "idempotent publish whose append fails after its key was "
+            "recorded is lost: a retry with the key is taken for a repeat)",
+            self._connection.url,
+            exc,
+            self.publish_verb,
+        )
+
+    async def _append_by_commands(
+        self, channel: str, payload: bytes, retention: Retention, dedupe: Dedupe | None
+    ) -> tuple[str | None, int]:
+        """An append where scripts are refused: not atomic (see `_no_scripts`)."""
         if dedupe is not None:
+            window = b"%d" % max(int(dedupe.window * 1000), 1)
             fresh = await self.execute(
                 "SET", dedupe_key(channel, dedupe.key), "1", "NX", "PX", window, check=_is_set_nx
             )
             if fresh is None:
                 return None, 0
-        trim = ("MAXLEN", "~", max_len) if max_len else ()
+        trim = ("MAXLEN", "~", retention.max_len) if retention.max_len is not None else ()
         entry = await self.execute("XADD", channel, *trim, "*", "envelope", payload, check=_is_id)
-        if max_age:
-            oldest = time.time_ns() // 1_000_000 - int(max_age)  # the client's clock, here
+        if retention.max_age is not None:
+            # The client's clock, here.
+            oldest = time.time_ns() // 1_000_000 - int(retention.max_age * 1000)
             await self.execute("XTRIM", channel, "MINID", "~", oldest, check=is_int)
         received: int = await self.execute(
             self.publish_verb, channel, b"%s %s" % (entry, payload), check=is_int
         )
         return entry.decode("ascii"), received
+
+    async def send_many(self, items: Sequence[Outgoing]) -> list[Sent | ReplyError]:
+        """Every item's command in one write, then their replies (see
+        `Publisher.send_many()`); an append the server cannot script right now
+        (NOSCRIPT after a restart, NOPERM) is made again alone, in order."""
+        commands: list[tuple[bytes, Callable[[Any], bool], str]] = []
+        for channel, payload, retention, dedupe in items:
+            if retention is None:
+                commands.append((self._encode_publish(channel, payload), is_int, "PUBLISH"))
+            elif self._scripting:
+                args = self._append_args(channel, payload, retention, dedupe)
+                command = encode_command("EVALSHA", APPEND.sha, *args)
+                commands.append((command, _is_appended, "EVALSHA"))
+        replies = iter(await self._execute_many(commands) if commands else ())
+        scripted = self._scripting  # as the commands were made
+        outcomes: list[Sent | ReplyError] = []
+        for channel, payload, retention, dedupe in items:
+            if retention is not None and not scripted:
+                outcomes.append(await self._one_more(channel, payload, retention, dedupe))
+                continue
+            reply = next(replies)
+            if retention is None:
+                outcomes.append(reply if isinstance(reply, ReplyError) else (None, reply))
+            elif isinstance(reply, ReplyError) and reply.code in ("NOSCRIPT", "NOPERM"):
+                outcomes.append(await self._one_more(channel, payload, retention, dedupe))
+            else:
+                outcomes.append(reply if isinstance(reply, ReplyError) else _appended(reply))
+        return outcomes
+
+    async def _one_more(
+        self, channel: str, payload: bytes, retention: Retention, dedupe: Dedupe | None
+    ) -> Sent | ReplyError:
+        try:
+            return await self.append(channel, payload, retention, dedupe)
+        except ReplyError as exc:
+            return exc
+
+    def _encode_publish(self, channel: str, payload: bytes) -> bytes:
+        if self.publish_verb != "PUBLISH":
+            return encode_command(self.publish_verb, channel, payload)
+        name = self._names.get(channel)
+        if name is None:
+            name = self._names.remember(channel, encode_name(channel))
+        return encode_publish(name, payload)
 
     async def read(self, channel: str, start: str, count: int) -> list[Entry]:
         reply = await self.execute("XRANGE", channel, start, "+", "COUNT", count, check=_is_entries)
@@ -763,6 +826,10 @@ class RedisPublisher(_Commands):
         self._reads = 0
         # Set when a reply becomes due on an idle connection: wakes the watchdog.
         self._became_due: anyio.Event | None = None
+        # Writes taken from the outbox, and written, so far; set after a write when
+        # someone waits for theirs to be out (`read_ahead`).
+        self._taken = self._written = 0
+        self._wrote: anyio.Event | None = None
 
     async def run(self) -> None:
         tasks = Linked(on_failure=lambda exc: self._fail_all(exc, original=True))
@@ -826,7 +893,13 @@ class RedisPublisher(_Commands):
                 continue
             data = b"".join(self._outgoing)
             self._outgoing.clear()
+            self._taken += 1
+            taken = self._taken
             await stream.send(data)
+            self._written = taken
+            if self._wrote is not None:
+                self._wrote.set()
+                self._wrote = None
 
     def _fail_all(self, exc: BaseException, *, original: bool = False) -> None:
         if self._error is None:
@@ -837,6 +910,8 @@ class RedisPublisher(_Commands):
             awaited = self._waiting.popleft()
             awaited.error, awaited.done = error, True
         self._replied.set()
+        if self._wrote is not None:
+            self._wrote.set()
 
     async def execute(
         self, *args: bytes | str | int, check: Callable[[Any], bool] | None = None
@@ -882,6 +957,51 @@ class RedisPublisher(_Commands):
             self._queue(encode_command(*args), check, str(args[0])) for args, check in commands
         ]
         return [await self._reply(awaited) for awaited in queued]
+
+    async def read_ahead(
+        self, channel: str, group: str, consumer: str, count: int, acks: Sequence[str]
+    ) -> ReadAhead:
+        """Queue the XACK and the XREADGROUP, and return once they are written: the
+        server works on them while the caller works on what it has."""
+        if self._error is not None:
+            raise lost(self._connection.url, self._error)
+        ack = None
+        if acks:
+            ack = self._queue(encode_command("XACK", channel, group, *acks), is_int, "XACK")
+        read = self._queue(
+            encode_command(
+                "XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", channel, ">"
+            ),
+            _is_streams,
+            "XREADGROUP",
+        )
+        out = self._taken + 1  # the next write takes them (the outbox holds them now)
+        while self._written < out:
+            if self._error is not None:
+                raise lost(self._connection.url, self._error)
+            if self._wrote is None:
+                self._wrote = anyio.Event()
+            await self._wrote.wait()
+        return _Ahead(self, ack, read)
+
+    async def _execute_many(
+        self, commands: Sequence[tuple[bytes, Callable[[Any], bool], str]]
+    ) -> list[Any]:
+        if self._error is not None:
+            raise lost(self._connection.url, self._error)
+        queued = [self._queue(command, check, what) for command, check, what in commands]
+        replies: list[Any] = []
+        for awaited in queued:
+            while not awaited.done:
+                await self._replied.wait()
+            error = awaited.error
+            if error is None:
+                replies.append(awaited.value)
+            elif isinstance(error, ReplyError):
+                replies.append(error)
+            else:
+                raise error
+        return replies
 
     def _queue(self, command: bytes, check: Callable[[Any], bool] | None, what: str) -> _Reply:
         """Queue a command for the writer; return where its reply will land."""
@@ -950,6 +1070,11 @@ def _is_names(reply: object) -> bool:
 
 def _is_set_nx(reply: object) -> bool:
     return reply is None or reply == b"OK"
+
+
+def _appended(reply: list[Any]) -> tuple[str | None, int]:
+    """The APPEND script's reply: the entry's id ("" for a repeated key), receivers."""
+    return (reply[0].decode("ascii") or None), reply[1]
 
 
 def _is_appended(reply: object) -> bool:
@@ -1110,6 +1235,36 @@ def _envelope(fields: list[bytes]) -> bytes:
 
 def _is_pong(reply: object) -> bool:
     return reply == b"PONG"
+
+
+class _Ahead(ReadAhead):
+    """A `RedisPublisher.read_ahead()` in flight: its replies, when they come."""
+
+    __slots__ = ("_ack", "_publisher", "_read", "_read_entries")
+
+    def __init__(self, publisher: RedisPublisher, ack: _Reply | None, read: _Reply) -> None:
+        self._publisher, self._ack, self._read = publisher, ack, read
+        self._read_entries: list[Entry] | None = None
+
+    def ready(self) -> list[Entry]:
+        read = self._read
+        if not read.done or read.error is not None:
+            return []
+        return self._parsed(read.value)
+
+    def _parsed(self, reply: Any) -> list[Entry]:
+        if self._read_entries is None:
+            self._read_entries = [] if reply is None else _entries(reply[0][1])
+        return self._read_entries
+
+    async def result(self) -> tuple[int | ReplyError, list[Entry]]:
+        acked: int | ReplyError = 0
+        if self._ack is not None:
+            try:
+                acked = await self._publisher._reply(self._ack)
+            except ReplyError as exc:
+                acked = exc
+        return acked, self._parsed(await self._publisher._reply(self._read))
 
 
 class _Reply:

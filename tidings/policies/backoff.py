@@ -22,7 +22,7 @@ class Backoff:
         cap: the largest ceiling, in seconds.
         jitter: False makes every delay its ceiling (predictable, for tests and demos).
 
-    Example:
+    Examples:
         >>> Backoff(initial=0.5, cap=4.0, jitter=False).delays(6)
         [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     """

@@ -15,7 +15,7 @@ __all__ = ["Intensity"]
 class Intensity:
     """At most ``limit`` events within ``window`` seconds.
 
-    Example:
+    Examples:
         >>> budget = Intensity(limit=2, window=10.0)
         >>> budget.record(0.0), budget.record(1.0), budget.record(2.0)
         (False, False, True)

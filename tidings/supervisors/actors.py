@@ -20,8 +20,8 @@ from typing import Protocol
 import anyio
 import anyio.abc
 
-from .._stats import Counters
 from ..policies.intensity import Intensity
+from ..stats import Counters
 
 __all__ = ["ActorSupervisor", "Supervised"]
 

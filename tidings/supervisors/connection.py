@@ -11,7 +11,7 @@ reported to ``on_status``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -19,7 +19,6 @@ import anyio
 import anyio.abc
 from anyio.lowlevel import checkpoint
 
-from .._stats import Counters
 from .._util import cleanup_scope
 from ..brokers.base import (
     COMMAND_ERRORS,
@@ -28,6 +27,7 @@ from ..brokers.base import (
     ConnectionLost,
     Dedupe,
     Deliver,
+    Outgoing,
     Publisher,
     Subscriber,
 )
@@ -35,6 +35,7 @@ from ..errors import BrokerError, PublishError, ReplyError, TidingsError
 from ..policies.backoff import Backoff
 from ..policies.status import Reconnect, StatusType
 from ..policies.streams import Retention
+from ..stats import Counters
 from .rounds import OnRefused, OnSubscribed, SubscriptionRounds
 
 __all__ = ["ConnectionSupervisor"]
@@ -363,6 +364,50 @@ class ConnectionSupervisor:
             ) from exc
         self._stats.published += 1
         return received
+
+    async def publish_many(self, items: Sequence[Outgoing]) -> list[int]:
+        """Publish (or append) every item in as few writes as the broker allows,
+        waiting like `publish()`; the receiver counts in order (0 for a repeated key).
+
+        Raises:
+            PublishError: no connection in time, closed, or lost while publishing
+                (some items may have been published); or the broker refused an item
+                (the message says which; the others were published).
+        """
+        publisher = self._publisher
+        if publisher is None:
+            publisher = await self._ready(PublishError, f"publish {len(items)} events")
+        stats = self._stats
+        try:
+            outcomes = await publisher.send_many(items)
+        except CONNECTION_ERRORS as exc:
+            self._lose(exc, publisher)
+            stats.publish_errors += len(items)
+            raise PublishError(
+                f"connection to {self.broker.url} lost while publishing {len(items)} events "
+                f"(the broker may have received some or all of them): {describe(exc)}"
+            ) from exc
+        counts: list[int] = []
+        refused: tuple[int, ReplyError] | None = None
+        for index, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
+            if isinstance(outcome, ReplyError):
+                stats.publish_errors += 1
+                refused = refused or (index, outcome)
+                counts.append(0)
+            elif item[2] is not None and outcome[0] is None:  # a repeated key
+                stats.deduplicated += 1
+                counts.append(0)
+            else:
+                stats.published += 1
+                counts.append(outcome[1])
+        if refused is not None:
+            index, first = refused
+            failed = sum(isinstance(outcome, ReplyError) for outcome in outcomes)
+            raise PublishError(
+                f"the broker refused the publish of item {index} (to {items[index][0]!r}): "
+                f"{first}; {failed} of {len(items)} refused, the others published"
+            ) from first
+        return counts
 
     async def query(self, what: str, command: Callable[[Publisher], Awaitable[T]]) -> T:
         """Run a query on the publisher connection, waiting like `publish()`.
