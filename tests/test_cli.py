@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trustme
 
+from tests.cli_process import PATIENCE, Command, eventually, publish
 from tests.redis_server import RedisServer
+from tidings.cli import main
+from tidings.testing import free_port
 
 pytestmark = pytest.mark.redis
 
@@ -138,22 +145,12 @@ def test_channels_lists_subscribers(redis_server: RedisServer, listener: Any) ->
 @pytest.mark.parametrize(
     ("args", "code", "text"),
     [
-        (("frobnicate",), 2, "invalid choice"),
-        (("publish", "orders"), 2, "the following arguments are required: event"),
-        (("publish", "orders", "e", "{bad json"), 2, "DATA is not valid JSON"),
-        (("publish", "--url", "redis://h:notaport", "c", "e"), 2, "bad port"),
-        (("publish", "--url", "gopher://x", "c", "e"), 2, "unknown scheme"),
-        (("publish", "--url", "redis://:hunter2@127.0.0.1:1", "c", "e"), 1, "cannot connect"),
+        (("publish", "--url", "redis://h:notaport", "c", "e", "1"), 2, "bad port"),
+        (("publish", "--url", "gopher://x", "c", "e", "1"), 2, "unknown scheme"),
+        (("publish", "--url", "redis://:hunter2@127.0.0.1:1", "c", "e", "1"), 1, "cannot connect"),
         (("channels", "--url", "redis://127.0.0.1:1"), 1, "ConnectionRefusedError"),
         (("listen", "--url", "redis://127.0.0.1:1", "c"), 1, "cannot connect"),
-        (("publish", "c:", "e"), 2, "delimiter"),
-        (("dead",), 2, "the following arguments are required: channel"),
-        (("dead", "c", "--requeue", "--purge"), 2, "not allowed with argument"),
-        (("dead", "c", "--id", "1-0"), 2, "--id goes with --requeue or --purge"),
-        (("dead", "c", "--purge", "--id", "x"), 2, "--id must look like"),
-        (("dead", "c", "--count", "0"), 2, "--count must be at least 1"),
         (("dead", "--url", "redis://127.0.0.1:1", "c"), 1, "cannot connect"),
-        (("inspect", "c:"), 2, "delimiter"),
         (("inspect", "--url", "redis://127.0.0.1:1"), 1, "cannot connect"),
     ],
 )
@@ -166,8 +163,81 @@ def test_failures_are_one_line_with_an_exit_code(
 
 
 @pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (
+            ("publish", "c", "e", "1", "--timeout", "-1"),
+            "argument --timeout: must be a number of seconds > 0, got '-1'",
+        ),
+        (("--timeout", "0", "channels"), "argument --timeout: must be a number of seconds > 0"),
+        (("listen", "c", "--timeout", "nan"), "argument --timeout: must be a number of seconds"),
+        (("inspect", "--timeout", "inf"), "argument --timeout: must be a number of seconds"),
+        (
+            ("dead", "c", "--timeout", "soon"),
+            "argument --timeout: expected a number of seconds, got 'soon'",
+        ),
+        (("dead", "c", "--count", "many"), "argument --count: expected a whole number"),
+        (
+            ("publish", "c", "e"),
+            "DATA is missing: give a JSON value (null for none), or - "
+            "to publish each line of stdin",
+        ),
+        (("publish", "c", "", "1"), "argument EVENT: an event name must not be empty"),
+        (("publish", "", "e", "1"), "argument CHANNEL: channel name must be a non-empty str"),
+        (("listen", "c", ""), "argument EVENT-GLOB: an event pattern must not be empty"),
+        (("--namespace", "a::b", "channels"), "argument --namespace: namespace 'a::b' has"),
+        (("listen", "c", "--namespace", ":x"), "argument --namespace: namespace ':x' has"),
+        (("channels", ""), "argument PATTERN: a pattern must not be empty"),
+        (("listen", "c", "--since", "all"), "--since needs --durable"),
+        (("listen", "c", "--group", "g", "--since", "0"), "--since and --group need --durable"),
+        (("listen", "c", "--consumer", "me"), "--consumer needs --durable"),
+        (
+            ("listen", "c", "--durable", "--consumer", "a", "--group", "b"),
+            "argument --group: not allowed with argument --consumer",
+        ),
+        (("listen", "c", "--durable", "--group", ""), "argument --group: a group name must not"),
+        (("listen", "c", "--durable", "--consumer", ""), "argument --consumer: a consumer name"),
+        (
+            ("listen", "c", "--durable", "--since", "yesterday"),
+            "argument --since: expected new, all, a stream id like 1700000000000-0 or a time like",
+        ),
+        (
+            ("listen", "c", "--durable", "--since", "2024-05-01T12:00"),
+            "argument --since: give the time's zone",
+        ),
+        (("run",), "the following arguments are required: MODULE:FUNCTION"),
+        (("frobnicate",), "invalid choice"),
+        (("publish", "orders"), "the following arguments are required: EVENT"),
+        (("publish", "orders", "e", "{bad json"), "argument DATA: not valid JSON"),
+        (("publish", "c:", "e", "1"), "argument CHANNEL: channel name 'c:' has the delimiter"),
+        (("inspect", "c:"), "argument CHANNEL: channel name 'c:' has the delimiter"),
+        (("dead",), "the following arguments are required: CHANNEL"),
+        (("dead", "c", "--requeue", "--purge"), "not allowed with argument"),
+        (("dead", "c", "--id", "1-0"), "--id goes with --requeue or --purge"),
+        (("dead", "c", "--purge", "--id", "x"), "argument --id: a stream id must look like"),
+        (("dead", "c", "--count", "0"), "argument --count: must be at least 1, got '0'"),
+        (("run", "--backend", "curio", "a:b"), "argument --backend: invalid choice: 'curio'"),
+    ],
+)
+def test_usage_errors_name_the_flag_before_any_io(
+    args: tuple[str, ...], text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked by the parser, in-process (nothing connects: no server is given)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("usage: tidings")
+    assert lines[-1].startswith("tidings")
+    assert ": error: " in lines[-1]
+    assert text in lines[-1], err
+
+
+@pytest.mark.parametrize(
     "command",
-    [(), ("listen",), ("publish",), ("channels",), ("inspect",), ("dead",), ("demo",)],
+    [(), ("listen",), ("publish",), ("channels",), ("inspect",), ("dead",), ("run",), ("demo",)],
 )
 def test_help_everywhere(command: tuple[str, ...]) -> None:
     result = tidings(*command, "--help")
@@ -181,8 +251,11 @@ def test_version() -> None:
 
 
 def test_stdin_with_bad_json_names_the_line(redis_server: RedisServer) -> None:
-    result = tidings("publish", "--url", redis_server.url, "c", "e", "-", stdin="1\n{oops\n")
-    assert_one_line_error(result, 2, "stdin line 2 is not valid JSON")
+    """It stops there, having published the lines before it."""
+    result = tidings("publish", "--url", redis_server.url, "c", "e", "-", stdin="1\n\n{oops\n3\n")
+    assert_one_line_error(result, 2, "stdin line 3 is not valid JSON: Expecting")
+    assert result.stderr.strip().endswith("stopped there (1 published before it)")
+    assert result.stdout == "0\n"
 
 
 def test_listen_and_publish_default_to_a_local_redis_not_a_private_hub() -> None:
@@ -307,3 +380,184 @@ def test_inspect_shows_a_log_its_groups_and_dead_letters(redis_server: RedisServ
 
     result = tidings("inspect", *where, "nothing")
     assert_one_line_error(result, 1, f"no log at '{namespace}:nothing'")
+
+
+def test_publish_help_says_what_its_number_is(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["publish", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "how many subscriber connections (clients) it delivered the event to" in text
+    assert "0 means nobody was listening" in text
+
+
+# -- --timeout bounds connecting, and the error says what timed out ----------------------
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A local port that accepts connections (the kernel does, into the backlog) and
+    never answers a byte."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+def test_timeout_bounds_connecting_and_says_what_timed_out(silent_port: int) -> None:
+    plain, tls = f"redis://127.0.0.1:{silent_port}", f"rediss://127.0.0.1:{silent_port}"
+    hint = {plain: "(is it a TLS port? try rediss://)", tls: "(the server does not speak "
+            "TLS? try redis://)"}  # fmt: skip
+    # Every command connects the same way (a Channels handler, or a PubSub for
+    # `channels`): one of each, and `listen`, which reports the attempt.
+    runs = [
+        (plain, ("listen", "c")),
+        (plain, ("publish", "c", "e", "1")),
+        (plain, ("channels",)),
+        (tls, ("publish", "c", "e", "1")),
+    ]
+    with contextlib.ExitStack() as stack:  # started together, stopped whatever happens
+        started = [
+            (url, stack.enter_context(Command(*args, "--url", url, "--timeout", "1")))
+            for url, args in runs
+        ]
+        for url, command in started:
+            assert command.wait() == 1, command.process.args
+            assert command.stderr[-1] == (
+                f"tidings: no answer from {url}/0 within 1s while connecting {hint[url]}"
+            ), command.process.args
+            assert "Traceback" not in command.err
+    # listen reports the attempt: it gave up after about 1 s (5 s before --timeout
+    # bounded it; a generous bound, measured between its own status lines).
+    listen = started[0][1]
+    [began] = [t for t, line in listen.stamped if line == "tidings: connecting"]
+    [ended] = [t for t, line in listen.stamped if line.startswith("tidings: disconnected")]
+    assert ended - began < 4
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, int, str]]:
+    """A redis-server with a plain port and a TLS port: (server, TLS port, CA file)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    folder = tmp_path_factory.mktemp("tls")
+    files = {name: folder / f"{name}.pem" for name in ("ca", "cert", "key")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    port = free_port()
+    server = RedisServer(
+        "--tls-port", str(port), "--tls-cert-file", str(files["cert"]),
+        "--tls-key-file", str(files["key"]), "--tls-ca-cert-file", str(files["ca"]),
+        "--tls-auth-clients", "no",
+    )  # fmt: skip
+    yield server, port, str(files["ca"])
+    server.close()
+
+
+def test_a_wrong_tls_setting_is_named(tls_server: tuple[RedisServer, int, str]) -> None:
+    server, tls_port, ca = tls_server
+    publish = ("publish", "c", "e", "1", "--timeout", "1")
+    right = Command(*publish, "--url", f"rediss://localhost:{tls_port}?ssl_ca_certs={ca}")
+    plain_to_tls = Command(*publish, "--url", f"redis://127.0.0.1:{tls_port}")
+    tls_to_plain = Command(*publish, "--url", f"rediss://localhost:{server.port}?ssl_ca_certs={ca}")
+    with right, plain_to_tls, tls_to_plain:
+        assert right.wait() == 0, right.err  # the server does speak TLS there
+        assert right.stdout == ["0"]
+        assert plain_to_tls.wait() == 1
+        assert tls_to_plain.wait() == 1
+    [line] = plain_to_tls.stderr
+    assert line.startswith(f"tidings: cannot connect to redis://127.0.0.1:{tls_port}/0: ")
+    assert line.endswith(" (is it a TLS port? try rediss://)")
+    [line] = tls_to_plain.stderr
+    assert line.startswith(f"tidings: no answer from rediss://localhost:{server.port}/0") or (
+        line.startswith(f"tidings: cannot connect to rediss://localhost:{server.port}/0")
+    )
+    assert line.endswith(" (the server does not speak TLS? try redis://)")
+
+
+# -- publish - streams stdin --------------------------------------------------------------
+
+
+def test_publish_streams_stdin_line_by_line(redis_server: RedisServer) -> None:
+    """Each line is published, and its count printed, before the next one is written."""
+    subscriber = redis_server.client().pubsub()
+    subscriber.subscribe("ticks")
+    assert subscriber.get_message(timeout=PATIENCE)["type"] == "subscribe"
+    try:
+        with Command("publish", "--url", redis_server.url, "ticks", "tick", "-", stdin=True) as cmd:
+            for n in range(3):
+                cmd.write(json.dumps({"n": n}) + ("\n\n" if n == 1 else "\n"))
+                assert cmd.line() == "1"  # the subscriber above
+                message = subscriber.get_message(timeout=PATIENCE)
+                assert message is not None
+                assert json.loads(message["data"])["data"] == {"n": n}
+            cmd.close_stdin()
+            assert cmd.wait() == 0, cmd.err
+        assert cmd.stdout == ["1", "1", "1"]
+    finally:
+        subscriber.close()
+
+
+# -- listen --durable ---------------------------------------------------------------------
+
+
+def test_listen_durable_since_all_prints_ids_then_live_events(redis_server: RedisServer) -> None:
+    namespace = f"dur{uuid.uuid4().hex[:8]}"
+    client = redis_server.client(decode_responses=True)
+    publish(redis_server.url, namespace, "orders", 1, 2)
+    where = ("--url", redis_server.url, "--namespace", namespace)
+    with Command("listen", *where, "orders", "--durable", "--since", "all") as listen:
+        got = [json.loads(listen.line()) for _ in range(2)]
+        ids = [entry_id for entry_id, _ in client.xrange(f"{namespace}:orders")]
+        assert got == [
+            {"id": ids[n], "channel": "orders", "event": "job", "data": n + 1} for n in range(2)
+        ]
+        result = tidings("publish", *where, "--durable", "orders", "job", "3")
+        assert (result.returncode, result.stdout) == (0, "1\n"), result.stderr
+        live = json.loads(listen.line())
+        assert live["data"] == 3
+        assert live["id"] == client.xrange(f"{namespace}:orders")[-1][0]
+        listen.signal(signal.SIGINT)
+        assert listen.wait() == 130
+    assert "Traceback" not in listen.err
+
+
+def test_listen_durable_group_members_share_the_events(redis_server: RedisServer) -> None:
+    namespace = f"grp{uuid.uuid4().hex[:8]}"
+    key = f"{namespace}:jobs"
+    client = redis_server.client(decode_responses=True)
+    args = ("listen", "--url", redis_server.url, "--namespace", namespace, "jobs", "--durable")
+    # --since all: the group starts at the log's beginning, whichever member creates it.
+    members = [Command(*args, "--group", "g", "--since", "all") for _ in range(2)]
+    with members[0], members[1]:
+        eventually(lambda: client.pubsub_numsub(key)[0][1] == 2, "both members subscribed")
+        publish(redis_server.url, namespace, "jobs", *range(20))
+        eventually(lambda: sum(len(m.stdout) for m in members) >= 20, "20 events printed")
+        # Both are consumers of the group (each live message woke both to read).
+        eventually(lambda: len(client.xinfo_consumers(key, "g")) == 2, "two consumers")
+        for member in members:
+            member.signal(signal.SIGTERM)
+            assert member.wait() == 128 + signal.SIGTERM, member.err
+    lines = [json.loads(line) for member in members for line in member.stdout]
+    assert sorted(line["data"] for line in lines) == list(range(20))  # each one once
+    assert all(line["id"] for line in lines)
+    # Each acknowledged once printed; each member left the group on its way out.
+    assert client.xpending(key, "g")["pending"] == 0
+    assert client.xinfo_consumers(key, "g") == []
+
+
+def test_listen_durable_consumer_resumes_after_a_restart(redis_server: RedisServer) -> None:
+    namespace = f"con{uuid.uuid4().hex[:8]}"
+    publish(redis_server.url, namespace, "log", 1, 2)
+    where = ("--url", redis_server.url, "--namespace", namespace)
+    args = ("listen", *where, "log", "--durable", "--consumer", "reader", "--since", "all")
+    with Command(*args) as first:
+        assert [json.loads(first.line())["data"] for _ in range(2)] == [1, 2]
+        first.signal(signal.SIGTERM)  # it saves its place on its way out
+        assert first.wait() == 128 + signal.SIGTERM
+    publish(redis_server.url, namespace, "log", 3)
+    with Command(*args) as second:  # --since all applies the first time only
+        assert json.loads(second.line())["data"] == 3
+        second.signal(signal.SIGTERM)
+        assert second.wait() == 128 + signal.SIGTERM
+    assert [json.loads(line)["data"] for line in second.stdout] == [3]
