@@ -1,6 +1,6 @@
 """tidings' metrics on a Prometheus endpoint, through the OpenTelemetry SDK.
 
-    pip install 'tidings[otel]' opentelemetry-sdk opentelemetry-exporter-prometheus
+    python -m pip install '.[otel]' opentelemetry-sdk opentelemetry-exporter-prometheus
     python examples/prometheus_metrics.py [URL] [--port 9464] [--events 10]
         [--serve-seconds 60] [--namespace example] [--backend trio|asyncio]
     curl http://127.0.0.1:9464/metrics

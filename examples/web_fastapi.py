@@ -1,6 +1,6 @@
 """Events to browsers with FastAPI: `tidings.asgi.EventStream` mounted at /events.
 
-    pip install "tidings[web]"   # or: pip install fastapi uvicorn
+    python -m pip install '.[web]'   # from a clone of tidings; or: pip install fastapi uvicorn
     TIDINGS_URL=redis://localhost:6379/0 uvicorn examples.web_fastapi:app \\
         --port 8000 --timeout-graceful-shutdown 2
 

@@ -3,7 +3,7 @@
 Run one or more app processes against one Redis; an event published through any of
 them (or by any other process) reaches the browsers of all:
 
-    pip install "tidings[web]"   # or: pip install starlette uvicorn
+    python -m pip install '.[web]'   # from a clone of tidings; or: pip install starlette uvicorn
     TIDINGS_URL=redis://localhost:6379/0 uvicorn examples.web_starlette:app \\
         --port 8001 --timeout-graceful-shutdown 2
 

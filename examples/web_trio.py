@@ -1,7 +1,7 @@
 """Events to browsers from a trio app: a plain ASGI app (no framework) around
 `tidings.asgi.EventStream`, served by hypercorn on trio.
 
-    pip install "tidings[web]"   # or: pip install hypercorn
+    python -m pip install '.[web]'   # from a clone of tidings; or: pip install hypercorn
     TIDINGS_URL=redis://localhost:6379/0 hypercorn --worker-class trio --workers 0 \\
         --graceful-timeout 2 --bind 127.0.0.1:8000 examples.web_trio:app
 

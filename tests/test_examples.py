@@ -41,3 +41,17 @@ def test_two_processes_chat(redis_server: RedisServer) -> None:
     heard_by_alice, heard_by_bob = finish(alice), finish(bob)
     assert "alice heard bob: hi back" in heard_by_alice
     assert "bob heard alice: hi back" in heard_by_bob
+
+
+def test_every_example_is_run_by_a_test() -> None:
+    """examples/ is what the docs include and point to: each program there is run by
+    a test (this module, or the recipe tests of the web and Prometheus pages)."""
+    tests = Path(__file__).parent
+    runners = [tests / "test_examples.py", *tests.glob("test_*_recipe.py")]
+    named = "\n".join(path.read_text() for path in runners)
+    unrun = [
+        path.name
+        for path in sorted(EXAMPLES.glob("*.py"))
+        if path.name not in named and f"examples.{path.stem}" not in named
+    ]
+    assert unrun == []
