@@ -29,7 +29,7 @@ import anyio
 from ..brokers.base import COMMAND_ERRORS, CONNECTION_ERRORS, TRANSIENT_REPLIES, Entry
 from ..errors import ReplyError
 from ..policies.headers import NO_HEADERS, REQUEUED_FOR
-from ..policies.streams import LogMark, position, position_id
+from ..policies.streams import SEQUENCE_BITS, LogMark, position, position_id
 from .base import Pending
 from .callbacks import DEAF, NO_META, Meta, Registration, Unfinished
 from .dispatch import DECODE_ERRORS, DispatchActor, decode_failed
@@ -149,6 +149,74 @@ class DurableActor(DispatchActor):
         return True
 
     def consume(self) -> Pending | None:
+        if self._only is None and not self.groups and self.first:
+            return self._consume_live()
+        return self._consume()
+
+    def _consume_live(self) -> Pending | None:
+        """The common case, spelled out in one frame (a durable channel's live
+        stream should cost what a plain one does): every registration takes the
+        batch, no consumer group here, and each event is new. Ids are read as
+        positions with no validation to repeat (an id `int()` cannot read is no
+        entry id); whether a registration takes metadata is asked once per batch,
+        and registrations are advanced once per batch (positions only grow, and
+        nothing reads them while this loop runs)."""
+        batch, stats, owner = self._batch, self._stats, self.owner
+        decode, found, lookup = self._decode, self._found.get, self._registrations_for
+        dispatch, name = self._dispatcher.dispatch, self.name
+        wants_meta = self._takes_meta()
+        start = last = done = self.last
+        try:
+            while (index := self._next) < len(batch):
+                self._next = index + 1
+                message: bytes = batch[index]
+                entry_id, _, payload = message.partition(b" ")
+                ms, _, seq = entry_id.partition(b"-")
+                try:
+                    at = int(ms) << SEQUENCE_BITS | int(seq)
+                except ValueError:
+                    self._no_entry_id(message)
+                    continue
+                if at <= last:
+                    stats.superseded += 1  # a catch-up read dispatched it already
+                    continue
+                last = at
+                try:
+                    key, args, headers = decode(owner, payload)
+                except DECODE_ERRORS as exc:
+                    where = self.where(owner, payload) if self.where is not None else name
+                    decode_failed(stats, self._logger, where, exc)
+                    done = at
+                    continue
+                if headers is not None and REQUEUED_FOR in headers:
+                    stats.unrouted += 1  # a consumer group's (see `_dispatch`)
+                    done = at
+                    continue
+                registrations = found(key)
+                if registrations is None:
+                    registrations = lookup(key)
+                if not registrations:
+                    stats.unrouted += 1
+                    done = at
+                    continue
+                meta = (
+                    Meta(entry_id.decode("ascii"), None, headers or NO_HEADERS)
+                    if wants_meta
+                    else NO_META
+                )
+                unfinished = dispatch(registrations, args, name, at, meta)
+                if unfinished is not None:
+                    return _ThenAdvance(unfinished, self, at)
+                done = at
+        finally:
+            self.last = last
+            if last > self.newest:
+                self.newest = last
+            if done > start:
+                self._advance(done)
+        return None
+
+    def _consume(self) -> Pending | None:
         batch, stats = self._batch, self._stats
         while (index := self._next) < len(batch):
             self._next = index + 1

@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_RETENTION",
     "ORIGIN",
+    "SEQUENCE_BITS",
     "LogMark",
     "Retention",
     "StreamId",
@@ -61,7 +62,8 @@ def format_id(value: StreamId) -> str:
     return f"{value[0]}-{value[1]}"
 
 
-_SEQUENCE_BITS = 64
+#: A position is ``ms << SEQUENCE_BITS | sequence`` (see `position()`).
+SEQUENCE_BITS = 64
 
 
 def position(entry_id: str | bytes) -> int:
@@ -76,14 +78,14 @@ def position(entry_id: str | bytes) -> int:
     # (str.isdigit takes any Unicode digit: ids are ASCII.)
     ms, _, seq = entry_id.partition(b"-" if type(entry_id) is bytes else "-")  # type: ignore[arg-type]
     if ms.isdigit() and seq.isdigit() and len(seq) < 20 and entry_id.isascii():
-        return int(ms) << _SEQUENCE_BITS | int(seq)
+        return int(ms) << SEQUENCE_BITS | int(seq)
     parsed = parse_id(entry_id, "entry id")
-    return parsed[0] << _SEQUENCE_BITS | parsed[1]
+    return parsed[0] << SEQUENCE_BITS | parsed[1]
 
 
 def position_id(value: int) -> str:
     """The stream id of a `position()`."""
-    return f"{value >> _SEQUENCE_BITS}-{value & _MAX_SEQUENCE}"
+    return f"{value >> SEQUENCE_BITS}-{value & _MAX_SEQUENCE}"
 
 
 def start_after(since: Any, now: StreamId | None = None) -> tuple[str, bool]:
