@@ -1,4 +1,5 @@
-"""``python -m bench``: run the benchmarks and write bench/results/."""
+"""``python -m bench``: run the benchmarks and write bench/results/ (results.json, summary.md,
+the charts)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from bench.harness import (
     scaling_chart,
     select,
 )
+from bench.summary import summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
-    written = [args.out / "results.json"]
+    (args.out / "summary.md").write_text(summary(report))
+    written = [args.out / "results.json", args.out / "summary.md"]
     if chart(report, args.out / "chart.png"):
         written.append(args.out / "chart.png")
     if scaling_chart(report, args.out / "scaling.png"):

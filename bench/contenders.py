@@ -4,10 +4,12 @@ SPEC is JSON ``{"scenario", "contender", "port", "n", ...}`` plus the case's
 parameters (``channels``, ``publishers``, ``size``, ``mode``, ``trace``). The process
 prints ``ready`` when it is subscribed (where that applies) and, at the end, one JSON
 line with its measurements, or ``{"skipped": reason}`` when the library it imports
-lacks what the contender needs. Every result from a process that imported tidings
-names the file it came from (``tidings``): the evidence of which tree ran. A member
-of the work-queue scenario (``jobs``) is one of several such processes, driven by the
-harness through its standard input (see section 7).
+lacks what the contender needs, or a peer library is not installed (the ``bench``
+extra: coredis, FastStream, broadcaster, taskiq-redis; see bench/peers.py). Every
+result from a process that imported tidings names the file it came from
+(``tidings``): the evidence of which tree ran. A member of the work-queue scenario
+(``jobs``) is one of several such processes, driven by the harness through its
+standard input (see section 7).
 
 Every contender that reports a rate also reports ``cpu_us_per_msg``: the process's
 CPU time (``time.process_time()``, all threads) over its timed section, per message.
@@ -22,6 +24,7 @@ says otherwise, per contender (see section 8).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -32,6 +35,8 @@ from typing import Any
 
 import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
+
+from bench.peers import broadcaster_subscribe, missing_peer, wait_subscribed
 
 CHANNEL = "bench:chan"
 EVENT = {"channel": "chan", "event": "tick", "data": {"n": 1, "text": "hello world"}}
@@ -218,6 +223,74 @@ async def receive_raw(spec: dict[str, Any]) -> dict[str, Any]:
     return counter.result()
 
 
+def faststream_broker(spec: dict[str, Any]) -> Any:
+    """A FastStream ``RedisBroker`` as an application would run it, but with the
+    per-message access log lines (INFO "Received" / "Processed", FastStream's default)
+    at DEBUG, below the logger's level, as in bench/web.py: a production setting, and
+    no log I/O timed. Its warnings go to standard error (FastStream's access logger
+    writes to standard output, where a contender says only ``ready`` and its result)."""
+    from faststream.redis import RedisBroker
+
+    logger = logging.getLogger("bench.faststream")
+    if not logger.handlers:
+        logger.addHandler(logging.StreamHandler(sys.stderr))
+        logger.setLevel(logging.WARNING)  # its start and stop lines too
+        logger.propagate = False
+    return RedisBroker(_url(spec), logger=logger, log_level=logging.DEBUG)
+
+
+async def receive_faststream(spec: dict[str, Any]) -> dict[str, Any]:
+    """FastStream's Redis pub/sub subscriber (asyncio only: FastStream runs on asyncio).
+
+    The handler is typed ``dict[str, Any]``, as FastStream's documentation writes
+    one: FastStream decodes the JSON (the events come from redis-benchmark, as for
+    every contender: no FastStream headers) and validates it against the annotation;
+    the handler checks the event name. (A message not in FastStream's own format is
+    JSON-decoded twice more by its parser, looking for its legacy envelope: about 5%
+    of its time per message here; most goes to its per-message machinery.)
+    """
+    counter = Counter(spec["n"])
+    broker = faststream_broker(spec)
+
+    async def on_tick(body: dict[str, Any]) -> None:
+        if body["event"] == "tick":
+            counter.hit()
+
+    # (FastStream reads the annotation; this module's are strings, so given here.)
+    on_tick.__annotations__ = {"body": dict[str, Any], "return": None}
+    broker.subscriber(CHANNEL)(on_tick)
+    async with broker:
+        await broker.start()
+        wait_subscribed(spec["port"], CHANNEL)
+        counter.arm()
+        say("ready")
+        await counter.done.wait()
+    return counter.result()
+
+
+async def receive_broadcaster(spec: dict[str, Any]) -> dict[str, Any]:
+    """broadcaster's Redis backend (redis-py's asyncio PubSub underneath), iterated as
+    its documentation shows; each event's message JSON-decoded and its name checked.
+    `broadcaster_subscribe` makes it deliver with redis-py 8 (see bench/peers.py)."""
+    from broadcaster import Broadcast
+
+    counter = Counter(spec["n"])
+    loads = json.loads
+    async with (
+        Broadcast(_url(spec)) as broadcast,
+        broadcaster_subscribe(broadcast, CHANNEL) as subscriber,
+    ):
+        wait_subscribed(spec["port"], CHANNEL)
+        counter.arm()
+        say("ready")
+        async for event in subscriber:
+            if loads(event.message)["event"] == "tick":
+                counter.hit()
+                if counter.count == counter.n:
+                    break
+    return counter.result()
+
+
 async def spread_tidings(spec: dict[str, Any]) -> dict[str, Any]:
     """One ``register(channel, "*", callback)`` per channel, all at once."""
     import tidings
@@ -318,6 +391,10 @@ async def publish_tidings(spec: dict[str, Any]) -> dict[str, Any]:
         return result
 
 
+#: The envelope as tidings sends it: compact JSON (docs/wire-format.md).
+COMPACT = (",", ":")
+
+
 async def publish_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
     import redis.asyncio
 
@@ -326,7 +403,8 @@ async def publish_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
     dumps = json.dumps
 
     async def publish(i: int) -> None:
-        await client.publish(CHANNEL, dumps({"channel": "chan", "event": "tick", "data": data}))
+        envelope = {"channel": "chan", "event": "tick", "data": data}
+        await client.publish(CHANNEL, dumps(envelope, separators=COMPACT))
 
     try:
         return await _publishers(spec["n"], spec.get("publishers", 10), publish)
@@ -342,9 +420,145 @@ async def publish_coredis(spec: dict[str, Any]) -> dict[str, Any]:
     async with coredis.Redis(port=spec["port"]) as client:
 
         async def publish(i: int) -> None:
-            await client.publish(CHANNEL, dumps({"channel": "chan", "event": "tick", "data": data}))
+            envelope = {"channel": "chan", "event": "tick", "data": data}
+            await client.publish(CHANNEL, dumps(envelope, separators=COMPACT))
 
         return await _publishers(spec["n"], spec.get("publishers", 10), publish)
+
+
+async def publish_faststream(spec: dict[str, Any]) -> dict[str, Any]:
+    """``broker.publish(envelope, channel=...)``: FastStream encodes the same envelope
+    (a dict) as JSON and sends it in its own message format (binary, with its
+    headers: a correlation id and the content type), one PUBLISH each, awaited."""
+    broker = faststream_broker(spec)
+    data = _publish_event(spec)["data"]
+    async with broker:
+        await broker.connect()
+
+        async def publish(i: int) -> None:
+            await broker.publish({"channel": "chan", "event": "tick", "data": data}, CHANNEL)
+
+        return await _publishers(spec["n"], spec.get("publishers", 10), publish)
+
+
+# -- 2b. publish many: a batch of events in one call ----------------------------------------
+#
+# n events published in calls of ``batch`` items each, one call after another (and each
+# awaited): tidings' ``publish_many`` against pipelines of the same PUBLISH commands with
+# the same compact JSON envelope, encoded item by item as a caller of each would. Each
+# call returns the receiver counts in order, and their number is checked.
+
+
+async def _batches(
+    n: int, batch: int, call: Callable[[int], Awaitable[list[Any] | tuple[Any, ...]]]
+) -> dict[str, Any]:
+    calls = max(1, n // batch)
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    for _ in range(calls):
+        counts = await call(batch)
+        if len(counts) != batch:
+            raise RuntimeError(f"{len(counts)} receiver counts for {batch} events")
+    seconds = time.perf_counter() - started
+    events = calls * batch
+    return {
+        "events": events,
+        "calls": calls,
+        "seconds": seconds,
+        "rate": events / seconds,
+        "cpu_us_per_msg": cpu_us(time.process_time() - cpu_started, events),
+    }
+
+
+async def publish_many_tidings(spec: dict[str, Any]) -> dict[str, Any]:
+    """``await channels.publish_many([(channel, event, data), ...])``."""
+    import tidings
+
+    if not hasattr(tidings.Channels, "publish_many"):
+        return {"skipped": "this tidings has no Channels.publish_many"}
+    data = EVENT["data"]
+    async with tidings.open_channels(_url(spec), namespace="bench", **handler_options(spec)) as ch:
+        await ch.connect()
+
+        def call(k: int) -> Awaitable[list[int]]:
+            return ch.publish_many([("chan", "tick", data) for _ in range(k)])
+
+        return await _batches(spec["n"], spec["batch"], call)
+
+
+async def publish_many_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
+    """redis-py's asyncio pipeline (``transaction=False``) of PUBLISH commands."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis(port=spec["port"])
+    await client.ping()
+    data = EVENT["data"]
+    dumps = json.dumps
+
+    async def call(k: int) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for _ in range(k):
+            envelope = {"channel": "chan", "event": "tick", "data": data}
+            pipe.publish(CHANNEL, dumps(envelope, separators=COMPACT))
+        return await pipe.execute()
+
+    try:
+        return await _batches(spec["n"], spec["batch"], call)
+    finally:
+        await client.aclose()
+
+
+async def publish_many_coredis(spec: dict[str, Any]) -> dict[str, Any]:
+    """coredis's pipeline (``transaction=False``): the commands go out, and their
+    replies are read, when its ``async with`` block ends."""
+    import coredis
+
+    data = EVENT["data"]
+    dumps = json.dumps
+    async with coredis.Redis(port=spec["port"]) as client:
+        await client.ping()
+
+        async def call(k: int) -> tuple[Any, ...]:
+            async with client.pipeline(transaction=False) as pipe:
+                for _ in range(k):
+                    envelope = {"channel": "chan", "event": "tick", "data": data}
+                    pipe.publish(CHANNEL, dumps(envelope, separators=COMPACT))
+            return pipe.results or ()
+
+        return await _batches(spec["n"], spec["batch"], call)
+
+
+async def publish_many_raw(spec: dict[str, Any]) -> dict[str, Any]:
+    """The practical limit: one PUBLISH command, encoded once, sent ``batch`` times in
+    one write on an anyio socket; the replies parsed by ``hiredis.Reader``. No JSON and
+    no framing per event: what the socket and Redis allow."""
+    import hiredis
+
+    stream = await anyio.connect_tcp("127.0.0.1", spec["port"])
+    reader = hiredis.Reader()
+    channel, payload = CHANNEL.encode(), PAYLOAD.encode()
+    command = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        len(channel),
+        channel,
+        len(payload),
+        payload,
+    )
+
+    async def call(k: int) -> list[Any]:
+        await stream.send(command * k)
+        counts: list[Any] = []
+        while len(counts) < k:
+            reply = reader.gets()
+            if reply is False:
+                reader.feed(await stream.receive(65536))
+            else:
+                counts.append(reply)
+        return counts
+
+    try:
+        return await _batches(spec["n"], spec["batch"], call)
+    finally:
+        await stream.aclose()
 
 
 # -- 3. latency -----------------------------------------------------------------------------
@@ -558,7 +772,7 @@ async def memory_broadcaster(spec: dict[str, Any]) -> dict[str, Any]:
             # The same JSON encoding as tidings does, as in every scenario.
             dumps = json.dumps
             for _ in range(n):
-                await broadcast.publish("chan", dumps(EVENT))
+                await broadcast.publish("chan", dumps(EVENT, separators=COMPACT))
 
         count = 0
         async with anyio.create_task_group() as tg:
@@ -1054,7 +1268,10 @@ def pace_outage(spec: dict[str, Any]) -> dict[str, Any]:
 #
 # The harness fills the log of the durable channel JOBS with n jobs (fill_log), or
 # keeps the one it filled for the run before, and creates the consumer group JOB_GROUP
-# at its start ("0") anew, then starts M member processes. Each connects and
+# at its start ("0") anew, then starts M member processes. A job-queue library with a
+# message format of its own (FastStream, taskiq) has a log of its own (JOB_KEYS),
+# filled by its own enqueue in a process of its own (JOB_FILLS), untimed: each drains
+# what it natively reads. Each connects and
 # prints "ready", starts on a "go" line from its standard input and stops on "stop"
 # (the harness sees from XINFO GROUPS when the group is done); it reports how many jobs
 # it got, when its first and last came (time.perf_counter(): one clock for every
@@ -1063,6 +1280,13 @@ def pace_outage(spec: dict[str, Any]) -> dict[str, Any]:
 JOBS = "jobs"
 JOBS_KEY = f"bench:{JOBS}"
 JOB_GROUP = "workers"
+#: The logs of the contenders that read a format of their own (the others: JOBS_KEY).
+JOB_KEYS = {"faststream": f"{JOBS_KEY}-faststream", "taskiq": f"{JOBS_KEY}-taskiq"}
+
+
+def job_key(contender: str) -> str:
+    """The stream that ``contender``'s members read (tidings' and redis-py's: JOBS_KEY)."""
+    return JOB_KEYS.get(contender, JOBS_KEY)
 
 
 class JobTally:
@@ -1181,6 +1405,159 @@ def jobs_redis_py(spec: dict[str, Any]) -> dict[str, Any]:
     return tally.result() | {"acked": acked}
 
 
+async def _stdin_line() -> str:
+    return await anyio.to_thread.run_sync(sys.stdin.readline)
+
+
+async def jobs_faststream(spec: dict[str, Any]) -> dict[str, Any]:
+    """A FastStream stream subscriber in the consumer group (asyncio only):
+    ``StreamSub(key, group=JOB_GROUP, consumer=..., max_records=100)``, its handler
+    typed ``dict[str, Any]`` (FastStream decodes and validates the JSON) checking the
+    event name. FastStream acknowledges as it does by default: one XACK per message,
+    once its handler returned. ``max_records=100`` (XREADGROUP COUNT, as redis-py's
+    loop and taskiq read): FastStream's default reads the whole backlog in one reply,
+    so the first member would take every job and the others none."""
+    from faststream.redis import StreamSub
+
+    tally = JobTally()
+    broker = faststream_broker(spec)
+    consumer = f"faststream-{os.getpid()}-{spec.get('member', 0)}"
+
+    async def on_job(body: dict[str, Any]) -> None:
+        if body["event"] == "tick":
+            tally.hit()
+
+    on_job.__annotations__ = {"body": dict[str, Any], "return": None}
+    sub = StreamSub(JOB_KEYS["faststream"], group=JOB_GROUP, consumer=consumer, max_records=100)
+    broker.subscriber(stream=sub)(on_job)
+    async with broker:
+        await broker.connect()
+        say("ready")
+        _told("go", await _stdin_line())
+        tally.start()
+        await broker.start()  # joins the group (it exists: FastStream reads from ">")
+        _told("stop", await _stdin_line())
+        tally.stop()
+    return tally.result()
+
+
+def taskiq_broker(spec: dict[str, Any], consumer: str | None = None) -> Any:
+    """taskiq-redis's ``RedisStreamBroker`` (Redis Streams, a consumer group, an XACK
+    per task) on the taskiq log, in JOB_GROUP; its defaults otherwise (XREADGROUP
+    COUNT 100 BLOCK 2000)."""
+    from taskiq_redis import RedisStreamBroker
+
+    return RedisStreamBroker(
+        _url(spec),
+        queue_name=JOB_KEYS["taskiq"],
+        consumer_group_name=JOB_GROUP,
+        consumer_name=consumer,
+    )
+
+
+async def jobs_taskiq(spec: dict[str, Any]) -> dict[str, Any]:
+    """A taskiq worker (asyncio only), run in this process as the ``taskiq worker``
+    command runs one: a ``Receiver`` with the command's defaults (100 concurrent tasks,
+    each acknowledged once its result is saved: no result backend here), listening
+    until its finish event is set (the command's soft stop). The task is
+    ``async def tick(data: dict[str, int])``: taskiq decodes its JSON message, finds
+    the task by name (the event name's check) and validates the argument.
+
+    Why taskiq-redis and not arq, as the job queue a user picks for an asyncio or
+    FastAPI app: its RedisStreamBroker is Redis Streams with a consumer group and
+    XACK, the same mechanism as tidings' groups, so the numbers compare one design;
+    arq keeps jobs in a sorted set and polls it (every 0.5 s by default), with a lock
+    key and a result key per job, and has been in maintenance-only mode since
+    2025-10 (python-arq/arq#510), while taskiq is actively developed and has a
+    FastAPI integration. arq is downloaded about twice as often, mostly by
+    established projects.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from redis.asyncio import Redis
+    from taskiq.receiver import Receiver
+
+    tally = JobTally()
+    broker = taskiq_broker(spec, f"taskiq-{os.getpid()}-{spec.get('member', 0)}")
+
+    async def tick(data: dict[str, int]) -> None:
+        tally.hit()
+
+    tick.__annotations__ = {"data": dict[str, int], "return": None}
+    broker.register_task(tick, task_name="tick")
+    broker.is_worker_process = True
+    await broker.startup()  # the group exists: taskiq's "create" fails, as it expects
+    async with Redis(connection_pool=broker.connection_pool) as client:
+        await client.ping()
+    say("ready")
+    _told("go", await _stdin_line())
+    tally.start()
+    finish = asyncio.Event()
+    with ThreadPoolExecutor() as executor:
+        receiver = Receiver(broker, executor, max_async_tasks=100, run_startup=False)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receiver.listen, finish)
+            _told("stop", await _stdin_line())
+            tally.stop()
+            finish.set()
+            # (A worker's soft stop takes a moment: the prefetcher's pending read is
+            # cancelled and the tasks in flight awaited; nothing is left to do here.)
+            tg.cancel_scope.deadline = anyio.current_time() + 10
+    await broker.shutdown()
+    return tally.result()
+
+
+async def _enqueue_all(n: int, enqueue: Callable[[int], Awaitable[Any]]) -> None:
+    """``enqueue(i)`` for i in range(n), 100 at a time (the fills are untimed)."""
+    for start in range(0, n, 100):
+        async with anyio.create_task_group() as tg:
+            for i in range(start, min(n, start + 100)):
+                tg.start_soon(enqueue, i)
+
+
+async def fill_jobs_faststream(spec: dict[str, Any]) -> dict[str, Any]:
+    """n jobs by ``broker.publish(envelope, stream=...)``: JOBS' envelopes, in
+    FastStream's message format."""
+    broker = faststream_broker(spec)
+    key = JOB_KEYS["faststream"]
+    async with broker:
+        await broker.connect()
+
+        async def enqueue(i: int) -> None:
+            await broker.publish({"channel": JOBS, "event": "tick", "data": {"s": i}}, stream=key)
+
+        await _enqueue_all(spec["n"], enqueue)
+    return {"filled": spec["n"]}
+
+
+async def fill_jobs_taskiq(spec: dict[str, Any]) -> dict[str, Any]:
+    """n jobs by ``await tick.kiq({"s": i})``: taskiq's own messages."""
+    broker = taskiq_broker(spec)
+
+    async def tick(data: dict[str, int]) -> None:
+        pass
+
+    task = broker.register_task(tick, task_name="tick")
+    await broker.startup()
+    try:
+
+        async def enqueue(i: int) -> None:
+            await task.kiq({"s": i})
+
+        await _enqueue_all(spec["n"], enqueue)
+    finally:
+        await broker.shutdown()
+    return {"filled": spec["n"]}
+
+
+#: How the harness fills a contender's own log (JOB_KEYS): ``python -m bench.contenders
+#: '{"scenario": "fill-jobs", "contender": ..., "port": ..., "n": ...}'``.
+JOB_FILLS: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+    "faststream": fill_jobs_faststream,
+    "taskiq": fill_jobs_taskiq,
+}
+
+
 # -- 8. the cost of telemetry ---------------------------------------------------------------
 #
 # tidings' own publish, receive and in-process paths (sections 1, 2 and 5), in four
@@ -1276,6 +1653,9 @@ CONTENDERS: dict[tuple[str, str], tuple[Callable[..., Any], str]] = {
     ("receive", "tidings-asyncio"): (receive_tidings, "asyncio"),
     ("receive", "redis-py"): (receive_redis_py, "asyncio"),
     ("receive", "coredis-trio"): (receive_coredis, "trio"),
+    ("receive", "coredis-asyncio"): (receive_coredis, "asyncio"),
+    ("receive", "faststream"): (receive_faststream, "asyncio"),
+    ("receive", "broadcaster"): (receive_broadcaster, "asyncio"),
     ("receive", "raw-hiredis"): (receive_raw, "trio"),
     ("receive-spread", "tidings-trio"): (spread_tidings, "trio"),
     ("receive-spread", "tidings-asyncio"): (spread_tidings, "asyncio"),
@@ -1287,6 +1667,13 @@ CONTENDERS: dict[tuple[str, str], tuple[Callable[..., Any], str]] = {
     ("publish", "tidings-asyncio"): (publish_tidings, "asyncio"),
     ("publish", "redis-py"): (publish_redis_py, "asyncio"),
     ("publish", "coredis-trio"): (publish_coredis, "trio"),
+    ("publish", "coredis-asyncio"): (publish_coredis, "asyncio"),
+    ("publish", "faststream"): (publish_faststream, "asyncio"),
+    ("publish-many", "tidings-trio"): (publish_many_tidings, "trio"),
+    ("publish-many", "tidings-asyncio"): (publish_many_tidings, "asyncio"),
+    ("publish-many", "redis-py-pipeline"): (publish_many_redis_py, "asyncio"),
+    ("publish-many", "coredis-pipeline"): (publish_many_coredis, "asyncio"),
+    ("publish-many", "raw-hiredis"): (publish_many_raw, "trio"),
     ("publish-size", "tidings-trio"): (publish_tidings, "trio"),
     ("publish-size", "tidings-asyncio"): (publish_tidings, "asyncio"),
     ("publish-size", "redis-py"): (publish_redis_py, "asyncio"),
@@ -1316,6 +1703,8 @@ CONTENDERS: dict[tuple[str, str], tuple[Callable[..., Any], str]] = {
     ("jobs", "tidings-trio"): (jobs_tidings, "trio"),
     ("jobs", "tidings-asyncio"): (jobs_tidings, "asyncio"),
     ("jobs", "redis-py"): (jobs_redis_py, SYNC),
+    ("jobs", "faststream"): (jobs_faststream, "asyncio"),
+    ("jobs", "taskiq"): (jobs_taskiq, "asyncio"),
     **{("telemetry", name): (telemetry_tidings, "trio") for name in OTEL_SETUPS},
 }
 
@@ -1335,6 +1724,13 @@ def main() -> None:
         result = pace(spec)
     elif spec["scenario"] == "pace-outage":
         result = pace_outage(spec)
+    elif spec["scenario"] == "fill-jobs":
+        try:
+            result = anyio.run(JOB_FILLS[spec["contender"]], spec, backend="asyncio")
+        except ImportError as exc:
+            if missing_peer(exc) is None:
+                raise
+            result = {"skipped": f"{missing_peer(exc)} is not installed (the bench extra)"}
     else:
         if spec["scenario"] == "telemetry":
             spec["otel"] = OTEL_SETUPS[spec["contender"]]
@@ -1349,9 +1745,13 @@ def main() -> None:
             else:
                 result = anyio.run(function, spec, backend=backend)
         except Exception as exc:
-            if not spec.get("baseline") or not _missing_api(exc):
+            peer = missing_peer(exc)
+            if peer is not None:  # a peer library, not installed here (the bench extra)
+                result = {"skipped": f"{peer} is not installed (the bench extra)"}
+            elif spec.get("baseline") and _missing_api(exc):
+                result = {"skipped": f"the baseline lacks what this needs: {exc!r}"}
+            else:
                 raise
-            result = {"skipped": f"the baseline lacks what this needs: {exc!r}"}
         if "tidings" in sys.modules:
             result["tidings"] = sys.modules["tidings"].__file__
     say(json.dumps(result))

@@ -38,6 +38,7 @@ from bench.contenders import (
     TRACED_PAYLOAD,
     cpu_us,
     fill_log,
+    job_key,
     publish_durable,
     redis_cpu_seconds,
     sized_payload,
@@ -60,6 +61,13 @@ class Case:
     max_runs: int | None = None  # fewer rounds than --runs for the slow ones
     contenders: list[str] | None = None  # a subset of the scenario's
     fill: str | None = None  # instead of the scenario's (see Scenario.fill)
+    # Fewer events for these (slow) contenders: their rate from n_for[c] events (at
+    # most quick_n with --quick), so that one run takes seconds, not minutes.
+    n_for: dict[str, int] = field(default_factory=dict)
+
+    def n_of(self, contender: str, quick: bool) -> int:
+        n = self.quick_n if quick else self.n
+        return min(n, self.n_for.get(contender.removesuffix(BASE), n))
 
 
 @dataclass
@@ -89,7 +97,11 @@ class Scenario:
 
 
 TIDINGS = ["tidings-trio", "tidings-asyncio"]
-PUBLISHERS = [*TIDINGS, "redis-py"]  # coredis too with 10 publishers only
+PUBLISHERS = [*TIDINGS, "redis-py"]  # the peer libraries too with 10 publishers only
+# FastStream's pub/sub subscriber handles a few thousand events/s (0.7.8 deep-copies its
+# subscription's schema twice per message, for its log context): 20,000 events
+# take it seconds, 200,000 would take a minute a run.
+SLOW_RECEIVE = {"faststream": 20_000}
 # Durable channels: each tidings contender plain and durable, the durable one compared
 # with the plain one.
 PLAIN_AND_DURABLE = [c for name in TIDINGS for c in (name, name + DURABLE)]
@@ -99,8 +111,16 @@ SCENARIOS = [
     Scenario(
         "receive",
         "1. receive throughput (redis-benchmark publishes, consumer drains)",
-        [*TIDINGS, "redis-py", "coredis-trio", "raw-hiredis"],
-        [Case("", n=200_000, quick_n=500)],
+        [
+            *TIDINGS,
+            "redis-py",
+            "coredis-trio",
+            "coredis-asyncio",
+            "faststream",
+            "broadcaster",
+            "raw-hiredis",
+        ],
+        [Case("", n=200_000, quick_n=500, n_for=SLOW_RECEIVE)],
         metric="rate",
         peer="redis-py",
         fill="redis-benchmark",
@@ -136,10 +156,12 @@ SCENARIOS = [
     Scenario(
         "publish",
         "4. publish throughput, concurrent publishers: {}",
-        [*TIDINGS, "redis-py", "coredis-trio"],
+        [*TIDINGS, "redis-py", "coredis-trio", "coredis-asyncio", "faststream"],
         [
             Case("1", n=10_000, quick_n=100, params={"publishers": 1}, contenders=PUBLISHERS),
-            Case("10", n=50_000, quick_n=200, params={"publishers": 10}),
+            Case(
+                "10", n=50_000, quick_n=200, params={"publishers": 10}, n_for={"faststream": 20_000}
+            ),
             Case("100", n=30_000, quick_n=500, params={"publishers": 100}, contenders=PUBLISHERS),
         ],
         metric="rate",
@@ -159,6 +181,17 @@ SCENARIOS = [
         metric="rate",
         peer="redis-py",
         axis="size",
+    ),
+    Scenario(
+        "publish-many",
+        "4b. publish many: calls of {} events each (publish_many / a pipeline of PUBLISH), "
+        "one call at a time",
+        [*TIDINGS, "redis-py-pipeline", "coredis-pipeline", "raw-hiredis"],
+        [Case(str(b), n=200_000, quick_n=2_000, params={"batch": b}) for b in (100, 1000)],
+        metric="rate",
+        peer="redis-py-pipeline",
+        axis="batch",
+        headline="100",
     ),
     Scenario(
         "latency",
@@ -238,8 +271,19 @@ SCENARIOS = [
     Scenario(
         "jobs",
         "13. work queue: a consumer group of {} member process(es) works off a log of n jobs",
-        [*TIDINGS, "redis-py"],
-        [Case(str(m), n=30_000, quick_n=300, params={"members": m}) for m in (1, 2, 4)],
+        # FastStream and taskiq (asyncio only) each drain a log that their own enqueue
+        # wrote (bench.contenders.JOB_FILLS), of fewer jobs: an XACK per job is slow.
+        [*TIDINGS, "redis-py", "faststream", "taskiq"],
+        [
+            Case(
+                str(m),
+                n=30_000,
+                quick_n=300,
+                params={"members": m},
+                n_for={"faststream": 10_000, "taskiq": 10_000},
+            )
+            for m in (1, 2, 4)
+        ],
         metric="rate",
         peer="redis-py",
         unit="jobs/s",
@@ -552,12 +596,34 @@ def _tell(process: subprocess.Popen[str], word: str) -> None:
     process.stdin.flush()
 
 
+def _fill_jobs(client: Any, spec: dict[str, Any], n: int) -> dict[str, Any] | None:
+    """n jobs in the contender's log (`job_key`), unless it holds n from the run
+    before (the members only read and acknowledge it); the consumer group JOB_GROUP
+    removed. tidings' and redis-py's log is JOBS' (fill_log); a job-queue library's
+    is filled by its own enqueue, in a child process (``fill-jobs``), untimed.
+    Returns the child's ``{"skipped": ...}`` if it could not fill, else None."""
+    key = job_key(spec["contender"])
+    if client.xlen(key) != n:
+        client.delete(key)
+        if key == JOBS_KEY:
+            fill_log(spec["port"], n, JOBS)
+        else:
+            filler = {"scenario": "fill-jobs", "contender": spec["contender"]}
+            done = _result(_child({**filler, "port": spec["port"], "n": n}))
+            if "skipped" in done:
+                return done
+            if client.xlen(key) != n:
+                raise RuntimeError(f"{spec['contender']}'s fill left {client.xlen(key)} jobs")
+    client.xgroup_destroy(key, JOB_GROUP)  # (a library's own fill may have made one)
+    return None
+
+
 def _run_group(
     spec: dict[str, Any], members: int, server: RedisServer, n: int, tree: Path | None
 ) -> dict[str, Any]:
-    """The work-queue scenario: n jobs in the log of JOBS (filled once per case: the
-    members only read and acknowledge it), the consumer group JOB_GROUP created anew
-    at its start, then ``members`` processes of the contender started together.
+    """The work-queue scenario: n jobs in the contender's log (`_fill_jobs`), the
+    consumer group JOB_GROUP created anew at its start, then ``members`` processes of
+    the contender started together.
     Timed from "go" (every member connected and ready) until XINFO GROUPS says the
     group read the last entry and has nothing pending: every job was acknowledged.
     The CPU time is the members' own, from "go" to "stop", summed."""
@@ -565,13 +631,13 @@ def _run_group(
 
     client = redis.Redis(port=server.port)
     processes: list[subprocess.Popen[str]] = []
+    key = job_key(spec["contender"])
     try:
-        if client.xlen(JOBS_KEY) == n:
-            client.xgroup_destroy(JOBS_KEY, JOB_GROUP)
-        else:
-            fill_log(server.port, n, JOBS)
-        client.xgroup_create(JOBS_KEY, JOB_GROUP, id="0")
-        newest: Any = client.xrevrange(JOBS_KEY, count=1)
+        skipped = _fill_jobs(client, spec, n)
+        if skipped is not None:
+            return skipped
+        client.xgroup_create(key, JOB_GROUP, id="0")
+        newest: Any = client.xrevrange(key, count=1)
         [(last_id, _fields)] = newest
         processes = [_child({**spec, "member": i}, tree, stdin=True) for i in range(members)]
         for process in processes:
@@ -582,7 +648,7 @@ def _run_group(
         started = time.perf_counter()
         for process in processes:
             _tell(process, "go")
-        group = _group_done(client, last_id, processes)
+        group = _group_done(client, key, last_id, processes)
         seconds = time.perf_counter() - started
         server_cpu = redis_cpu_seconds(server.port) - server_cpu
         for process in processes:
@@ -622,15 +688,19 @@ def _run_group(
 
 
 def _group_done(
-    client: Any, last_id: bytes, processes: list[subprocess.Popen[str]], stall: float = 60
+    client: Any,
+    key: str,
+    last_id: bytes,
+    processes: list[subprocess.Popen[str]],
+    stall: float = 60,
 ) -> dict[str, Any]:
-    """Poll XINFO GROUPS every 2 ms until JOB_GROUP has read ``last_id`` and nothing is
-    pending; return its entry. A member that exits, or no progress for ``stall`` s,
-    is a RuntimeError that says where the group stood."""
+    """Poll XINFO GROUPS of ``key`` every 2 ms until JOB_GROUP has read ``last_id``
+    and nothing is pending; return its entry. A member that exits, or no progress for
+    ``stall`` s, is a RuntimeError that says where the group stood."""
     state: tuple[Any, ...] = ()
     moved = time.monotonic()
     while True:
-        [info] = [g for g in client.xinfo_groups(JOBS_KEY) if g["name"] == JOB_GROUP.encode()]
+        [info] = [g for g in client.xinfo_groups(key) if g["name"] == JOB_GROUP.encode()]
         if info["pending"] == 0 and info["last-delivered-id"] == last_id:
             return dict(info)
         now = time.monotonic()
@@ -638,7 +708,7 @@ def _group_done(
             state, moved = (info["last-delivered-id"], info["pending"]), now
         exited = [p.returncode for p in processes if p.poll() is not None]
         if exited or now - moved > stall:
-            consumers = client.xinfo_consumers(JOBS_KEY, JOB_GROUP)
+            consumers = client.xinfo_consumers(key, JOB_GROUP)
             why = f"a member exited (codes {exited})" if exited else f"no progress in {stall:g} s"
             raise RuntimeError(f"{why}; group {info}; consumers {consumers}")
         time.sleep(0.002)
@@ -722,19 +792,22 @@ def _run_case(
     title = scenario.title.format(case.label)
     samples: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     skipped: dict[str, str] = {}
-    print(f"\n{title}  (n={n:,}, {rounds} runs, alternating)", flush=True)
+    n_for = {c: case.n_of(c, quick) for c in contenders if case.n_of(c, quick) != n}
+    fewer = "".join(f"; {c}: n={k:,}" for c, k in n_for.items())
+    print(f"\n{title}  (n={n:,}{fewer}, {rounds} runs, alternating)", flush=True)
     for round_ in range(rounds):
         for contender in contenders:  # A B C, A B C, ...: same conditions for all
             if contender in skipped:
                 continue
-            result = run_one(scenario, case, contender, server, n, baseline)
+            n_c = n_for.get(contender, n)
+            result = run_one(scenario, case, contender, server, n_c, baseline)
             if "skipped" in result:
                 skipped[contender] = result["skipped"]
                 print(f"  {contender:<24} skipped: {result['skipped']}", flush=True)
                 continue
             _check_tree(contender, result, baseline)
             if scenario.traced and round_ == 0:
-                traced = run_one(scenario, case, contender, server, n, baseline, trace=True)
+                traced = run_one(scenario, case, contender, server, n_c, baseline, trace=True)
                 _check_tree(contender, traced, baseline)
                 result.update((k, v) for k, v in traced.items() if k.startswith("traced_"))
             samples[contender].append(result)
@@ -745,6 +818,7 @@ def _run_case(
         "case": case.label,
         "title": title,
         "n": n,
+        "n_for": n_for,  # the contenders that ran fewer events than n
         "x": x,
         "params": case.params,
         "rounds": rounds,
@@ -1169,6 +1243,12 @@ COLOURS = {
     "tidings-register_many": "#d9822b",
     "redis-py": "#9a9a9a",
     "coredis-trio": "#c9a227",
+    "coredis-asyncio": "#e0bf4a",
+    "coredis-pipeline": "#e0bf4a",
+    "redis-py-pipeline": "#9a9a9a",
+    "faststream": "#c2452d",
+    "broadcaster": "#8e5ba8",
+    "taskiq": "#d9822b",
     "raw-hiredis": "#555555",
 }
 
@@ -1238,6 +1318,7 @@ CURVES = [
         False,
     ),
     ("publish", "rate", 1, "publish rate", "events/s", True),
+    ("publish-many", "rate", 1, "publish_many / pipelines", "events/s", True),
     ("publish-size", "rate", 1, "publish rate by payload size", "events/s", True),
     ("receive-size", "rate", 1, "receive rate by payload size", "events/s", True),
     ("jobs", "rate", 1, "work queue throughput", "jobs/s", False),
@@ -1246,6 +1327,7 @@ X_LABELS = {
     "receive-spread": "channels subscribed",
     "register": "channels registered",
     "publish": "concurrent publishers",
+    "publish-many": "events per call",
     "publish-size": "payload bytes",
     "receive-size": "payload bytes",
     "jobs": "consumer group members (processes)",

@@ -121,6 +121,8 @@ def app_tidings(url: str) -> Any:
 def app_broadcaster(url: str) -> Any:
     from broadcaster import Broadcast
 
+    from bench.peers import broadcaster_subscribe
+
     broadcast = Broadcast(url)
 
     @contextlib.asynccontextmanager
@@ -129,14 +131,9 @@ def app_broadcaster(url: str) -> Any:
         # backend's SUBSCRIBE before it records the channel's first subscriber, so
         # clients arriving meanwhile each subscribe again and replace each other's
         # queue (they would never get an event). One standing subscriber avoids that.
-        async with broadcast, broadcast.subscribe(CHANNEL):
-            # broadcaster 0.3.1's RedisBackend.subscribe() wakes its listener before
-            # redis-py records the subscription; from redis-py 8.0 on, the listener
-            # runs in between, finds nothing subscribed, and waits for a next first
-            # subscription that never comes: no event is ever delivered (redis-py up
-            # to 7.4 does not yield there). Waking it again once subscribed works
-            # around it; the message path is untouched.
-            broadcast._backend._ready.set()  # type: ignore[attr-defined]
+        # (broadcaster_subscribe: its Redis backend delivers nothing with redis-py 8
+        # otherwise; see bench/peers.py.)
+        async with broadcast, broadcaster_subscribe(broadcast, CHANNEL):
             yield
 
     @contextlib.asynccontextmanager
