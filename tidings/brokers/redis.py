@@ -66,7 +66,14 @@ from .connection import (
     reply_error,
     violation,
 )
-from .resp import decode_name, encode_command, encode_commands, encode_name, encode_publish
+from .resp import (
+    decode_name,
+    encode_around,
+    encode_command,
+    encode_commands,
+    encode_name,
+    encode_publish,
+)
 from .slots import key_slot
 from .urls import RedisAddress
 
@@ -331,6 +338,7 @@ class _Commands(Publisher):
     _connection: Connection
     # Channel names, encoded once.
     _names: BoundedCache[str, bytes]
+    _appends: BoundedCache[tuple[str, Retention, str], tuple[bytes, bytes]]
 
     @abc.abstractmethod
     async def execute(
@@ -368,7 +376,11 @@ class _Commands(Publisher):
         if self._scripting:
             args = self._append_args(channel, payload, retention, dedupe)
             try:
-                reply = await self.execute("EVALSHA", APPEND.sha, *args, check=_is_appended)
+                reply = await self._execute(
+                    self._encode_append(channel, payload, retention, dedupe, args),
+                    _is_appended,
+                    "EVALSHA",
+                )
             except ReplyError as exc:
                 if exc.code == "NOSCRIPT":  # a restarted or failed-over server
                     reply = await self.execute("EVAL", APPEND.source, *args, check=_is_appended)
@@ -392,6 +404,28 @@ class _Commands(Publisher):
         window = b"%d" % max(int(dedupe.window * 1000), 1)
         key = dedupe_key(channel, dedupe.key)
         return (2, channel, key, payload, max_len, max_age, self.publish_verb, window)
+
+    def _encode_append(
+        self,
+        channel: str,
+        payload: bytes,
+        retention: Retention,
+        dedupe: Dedupe | None,
+        args: tuple[bytes | str | int, ...],
+    ) -> bytes:
+        """The APPEND command, encoded; without a dedupe key all but the payload is
+        the same for a channel each time, encoded once (the durable publish's hot
+        path: encoding its nine arguments one by one was a fifth of its cost)."""
+        if dedupe is not None:
+            return encode_command("EVALSHA", APPEND.sha, *args)
+        key = (channel, retention, self.publish_verb)
+        around = self._appends.get(key)
+        if around is None:
+            around = self._appends.remember(
+                key, encode_around(("EVALSHA", APPEND.sha, *args[:2]), args[3:])
+            )
+        head, tail = around
+        return b"%b$%d\r\n%b\r\n%b" % (head, len(payload), payload, tail)
 
     def _no_scripts(self, exc: ReplyError) -> None:
         self._scripting = False
@@ -437,7 +471,7 @@ class _Commands(Publisher):
                 commands.append((self._encode_publish(channel, payload), is_int, "PUBLISH"))
             elif self._scripting:
                 args = self._append_args(channel, payload, retention, dedupe)
-                command = encode_command("EVALSHA", APPEND.sha, *args)
+                command = self._encode_append(channel, payload, retention, dedupe, args)
                 commands.append((command, _is_appended, "EVALSHA"))
         replies = iter(await self._execute_many(commands) if commands else ())
         scripted = self._scripting  # as the commands were made
@@ -822,6 +856,10 @@ class RedisPublisher(_Commands):
         self._error: BaseException | None = None
         # Channel names, encoded once.
         self._names: BoundedCache[str, bytes] = BoundedCache(NAME_CACHE_SIZE)
+        # A durable channel's APPEND command, encoded around its payload.
+        self._appends: BoundedCache[tuple[str, Retention, str], tuple[bytes, bytes]] = BoundedCache(
+            NAME_CACHE_SIZE
+        )
         #: Reads so far: the watchdog's evidence that the peer is alive.
         self._reads = 0
         # Set when a reply becomes due on an idle connection: wakes the watchdog.

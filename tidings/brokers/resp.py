@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["decode_name", "encode_command", "encode_commands", "encode_name", "encode_publish"]
+__all__ = [
+    "decode_name",
+    "encode_around",
+    "encode_command",
+    "encode_commands",
+    "encode_name",
+    "encode_publish",
+]
 
 
 def encode_name(name: str) -> bytes:
@@ -65,3 +72,21 @@ def encode_publish(channel: bytes, payload: bytes) -> bytes:
         len(payload),
         payload,
     )
+
+
+def encode_around(
+    before: tuple[bytes | str | int, ...], after: tuple[bytes | str | int, ...]
+) -> tuple[bytes, bytes]:
+    """A command's encoding before and after one argument that changes each time
+    (a payload), so that the rest is encoded once and the command is one formatting
+    step: ``head + b"$%d\\r\\n%b\\r\\n" % (len(arg), arg) + tail``.
+
+    >>> head, tail = encode_around(("EVALSHA", "abc", 1, "news"), ("", "PUBLISH"))
+    >>> whole = encode_command("EVALSHA", "abc", 1, "news", b"hi", "", "PUBLISH")
+    >>> head + b"$2\\r\\nhi\\r\\n" + tail == whole
+    True
+    """
+    head = encode_command(*before)
+    head = b"*%d" % (len(before) + 1 + len(after)) + head[head.index(b"\r\n") :]
+    tail = encode_command(*after) if after else b""
+    return head, tail[tail.index(b"\r\n") + 2 :] if after else b""
