@@ -653,7 +653,8 @@ def _run_group(
         server_cpu = redis_cpu_seconds(server.port) - server_cpu
         for process in processes:
             _tell(process, "stop")
-        results = [_result(process) for process in processes]
+        # (A member that does not stop within a minute is killed: an error, not a hang.)
+        results = [_result(process, _line(process, 60)) for process in processes]
     finally:
         for process in processes:
             if process.poll() is None:
@@ -800,7 +801,14 @@ def _run_case(
             if contender in skipped:
                 continue
             n_c = n_for.get(contender, n)
-            result = run_one(scenario, case, contender, server, n_c, baseline)
+            try:
+                result = run_one(scenario, case, contender, server, n_c, baseline)
+            except RuntimeError as exc:
+                if contender.startswith("tidings"):
+                    raise  # ours: the run is wrong, say so
+                # A peer that hangs or crashes (taskiq's worker once ignored its
+                # shutdown) is reported, and the rest of the run goes on.
+                result = {"skipped": f"failed: {exc}"}
             if "skipped" in result:
                 skipped[contender] = result["skipped"]
                 print(f"  {contender:<24} skipped: {result['skipped']}", flush=True)

@@ -21,8 +21,18 @@ IDS = [
     "1700000000000-3",
     "1700000000000-10",
     "1700000000001-0",
-    "99999999999999999999-0",  # milliseconds past 64 bits still order
 ]
+
+
+@pytest.mark.parametrize("entry_id", ["18446744073709551616-0", "99999999999999999999-0"])
+def test_milliseconds_past_64_bits_are_no_id(entry_id: str) -> None:
+    """Redis ids are two 64-bit numbers: a bigger one is forged, and would be a
+    position past every real entry (all later events passed over)."""
+    with pytest.raises(ValueError, match="must look like"):
+        position(entry_id)
+    with pytest.raises(ValueError, match="must look like"):
+        parse_id(entry_id)
+    assert position("18446744073709551615-0") > position("1700000000000-0")  # the last one
 
 
 @pytest.mark.parametrize("entry_id", IDS)

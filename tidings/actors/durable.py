@@ -172,9 +172,11 @@ class DurableActor(DispatchActor):
                 message: bytes = batch[index]
                 entry_id, _, payload = message.partition(b" ")
                 ms, _, seq = entry_id.partition(b"-")
-                try:
+                # (bytes.isdigit: ASCII digits only; no sign, space or underscore
+                # int() would take; the lengths bound both parts to 64 bits.)
+                if ms.isdigit() and seq.isdigit() and len(ms) < 20 and len(seq) < 20:
                     at = int(ms) << SEQUENCE_BITS | int(seq)
-                except ValueError:
+                else:
                     self._no_entry_id(message)
                     continue
                 if at <= last:

@@ -189,6 +189,7 @@ class GroupMember:
         the wait)."""
         self.close()
         await self._hand_back()  # now: not after the callback in hand
+        await self._give_back_ahead()  # (its answer, taken here if the member has not)
         if self.running:
             await self._left.wait()
 
@@ -282,12 +283,16 @@ class GroupMember:
                 # read is for entries it may not have seen)
             if entries:
                 self.last_read = entries[-1][0]
-                if self._more and anyio.current_time() < min(self._claim_at, self._due_at):
+                now = anyio.current_time()
+                if self._more and not self._leaving and now < min(self._claim_at, self._due_at):
                     # The next read goes out now, and the broker answers it while
                     # these are worked: the member never waits for the broker
                     # between two full batches. (Not when a claim round is due: its
                     # entries would wait for the claimed ones too.)
-                    await self._ask()
+                    try:
+                        await self._ask()
+                    except CONNECTION_ERRORS as exc:  # these are worked all the same
+                        self._logger.debug("%s: no read ahead: %s", self.name, exc)
                 await self._work([(entry_id, payload, 1) for entry_id, payload in entries])
             return
         await self._flush()
@@ -317,6 +322,10 @@ class GroupMember:
             acked, entries = await ahead.result()
         except CONNECTION_ERRORS:
             self._acks[:0] = ids
+            raise
+        except ReplyError as exc:
+            if exc.code != "NOGROUP":  # (a group made again holds none of them)
+                self._acks[:0] = ids  # the acks may not have been applied: again
             raise
         self._count_acks(acked, ids)
         return entries, self._asked
@@ -517,6 +526,8 @@ class GroupMember:
         await self._failures.bounded(awaitable, self.ack_wait, lambda: [job, *self._held()])
 
     async def _keep_held(self) -> None:
+        if self._leaving:
+            return
         await self._failures.keep(list(self._queue))
         # (Its answer came before the one just awaited: it is in by now.)
         await self._failures.keep(self._held()[len(self._queue) :])
@@ -524,6 +535,8 @@ class GroupMember:
     def _held(self) -> list[Job]:
         """The entries this member holds and has not started: queued, and those of
         its read ahead (once they are in)."""
+        if self._leaving:  # handed back, or being: a keep now would undo that
+            return []
         ahead = self._ahead[0].ready() if self._ahead is not None else []
         return [*self._queue, *((entry_id, payload, 1) for entry_id, payload in ahead)]
 
@@ -612,10 +625,13 @@ class GroupMember:
                 await self._schedule(retry)
 
     def _count_acks(self, acked: int | ReplyError, ids: list[str]) -> None:
-        if isinstance(acked, ReplyError):  # the group is gone (NOGROUP), or refused: moot
-            self._logger.warning("%s: %d acks refused: %s", self.name, len(ids), acked)
-        else:
+        if not isinstance(acked, ReplyError):
             self._stats.acked += len(ids)
+        elif acked.code in TRANSIENT_REPLIES:  # busy, loading...: sent again, later
+            self._acks[:0] = ids
+            self._logger.debug("%s: %d acks deferred: %s", self.name, len(ids), acked)
+        else:  # the group is gone (NOGROUP), or refused for good: moot
+            self._logger.warning("%s: %d acks refused: %s", self.name, len(ids), acked)
 
     async def _release(self, jobs: list[tuple[str, int]]) -> None:
         """Hand entries back for the next claim, by any member: ``(id, the delivery

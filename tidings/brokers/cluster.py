@@ -330,10 +330,14 @@ class ClusterPublisher(Publisher):
         met a moved slot is sent again alone, to its new owner."""
         outcomes: list[Sent | ReplyError | None] = [None] * len(items)
         by_node: dict[Node | None, list[int]] = {}
-        topology = self._broker.topology or await self._broker.refresh(self._reply_timeout)
+        topology = None  # asked only if an item needs its slot's owner (as publish does)
         for index, (channel, _, retention, _) in enumerate(items):
             owner: Node | None = None  # classic mode's plain publishes: the one connection
             if self._primary is None or retention is not None:
+                if topology is None:
+                    topology = self._broker.topology or await self._broker.refresh(
+                        self._reply_timeout
+                    )
                 owner = topology.owner(key_slot(encode_name(channel)))
                 if owner is None:
                     raise ConnectionLost(

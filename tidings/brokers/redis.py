@@ -466,15 +466,23 @@ class _Commands(Publisher):
         `Publisher.send_many()`); an append the server cannot script right now
         (NOSCRIPT after a restart, NOPERM) is made again alone, in order."""
         commands: list[tuple[bytes, Callable[[Any], bool], str]] = []
+        # As the commands are made: another task may meet a refused script meanwhile.
+        scripted, loaded = self._scripting, False
         for channel, payload, retention, dedupe in items:
             if retention is None:
                 commands.append((self._encode_publish(channel, payload), is_int, "PUBLISH"))
-            elif self._scripting:
+            elif scripted:
                 args = self._append_args(channel, payload, retention, dedupe)
-                command = self._encode_append(channel, payload, retention, dedupe, args)
+                if not loaded:
+                    # The first append by its source, which loads the script: after
+                    # a restart the others are not all refused NOSCRIPT, then redone
+                    # behind appends another producer's EVAL let through.
+                    command = encode_command("EVAL", APPEND.source, *args)
+                    loaded = True
+                else:
+                    command = self._encode_append(channel, payload, retention, dedupe, args)
                 commands.append((command, _is_appended, "EVALSHA"))
         replies = iter(await self._execute_many(commands) if commands else ())
-        scripted = self._scripting  # as the commands were made
         outcomes: list[Sent | ReplyError] = []
         for channel, payload, retention, dedupe in items:
             if retention is not None and not scripted:

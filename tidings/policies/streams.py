@@ -52,7 +52,7 @@ def parse_id(value: Any, what: str = "stream id") -> StreamId:
     except ValueError:
         raise ValueError(f"{what} must look like '1700000000000-0', got {value!r}") from None
     digits = value.isascii() and ms.isdigit() and (not seq or seq.isdigit())
-    if not digits or parsed[1] > _MAX_SEQUENCE:
+    if not digits or parsed[0] > _MAX_SEQUENCE or parsed[1] > _MAX_SEQUENCE:
         raise ValueError(f"{what} must look like '1700000000000-0', got {value!r}")
     return parsed
 
@@ -77,7 +77,7 @@ def position(entry_id: str | bytes) -> int:
     # validation to repeat; anything else takes the careful way, and its error.
     # (str.isdigit takes any Unicode digit: ids are ASCII.)
     ms, _, seq = entry_id.partition(b"-" if type(entry_id) is bytes else "-")  # type: ignore[arg-type]
-    if ms.isdigit() and seq.isdigit() and len(seq) < 20 and entry_id.isascii():
+    if ms.isdigit() and seq.isdigit() and len(ms) < 20 and len(seq) < 20 and entry_id.isascii():
         return int(ms) << SEQUENCE_BITS | int(seq)
     parsed = parse_id(entry_id, "entry id")
     return parsed[0] << SEQUENCE_BITS | parsed[1]

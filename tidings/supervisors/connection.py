@@ -376,10 +376,17 @@ class ConnectionSupervisor:
         """
         publisher = self._publisher
         if publisher is None:
-            publisher = await self._ready(PublishError, f"publish {len(items)} events")
+            publisher = await self._ready(
+                PublishError, f"publish {len(items)} events", events=len(items)
+            )
         stats = self._stats
         try:
             outcomes = await publisher.send_many(items)
+        except ReplyError as exc:  # refused before any item (a cluster's slot map)
+            stats.publish_errors += len(items)
+            raise PublishError(
+                f"the broker refused the publish of {len(items)} events: {exc}"
+            ) from exc
         except CONNECTION_ERRORS as exc:
             self._lose(exc, publisher)
             stats.publish_errors += len(items)
@@ -426,18 +433,20 @@ class ConnectionSupervisor:
                 f"connection to {self.broker.url} lost during {what}: {describe(exc)}"
             ) from exc
 
-    async def _ready(self, error: type[TidingsError], what: str) -> Publisher:
+    async def _ready(self, error: type[TidingsError], what: str, events: int = 1) -> Publisher:
+        """The publisher once connected, waiting up to ``publish_timeout``; a
+        `PublishError` counts ``events`` publish errors."""
         with anyio.move_on_after(self._publish_timeout):
             # Read through a call: the session task replaces it while we wait.
             while (publisher := self._current_publisher()) is None:
                 if self._policy.status is StatusType.closed or self._changed is None:
                     if error is PublishError:
-                        self._stats.publish_errors += 1
+                        self._stats.publish_errors += events
                     raise error(f"cannot {what}: the connection to {self.broker.url} is closed")
                 await self._changed.wait()
             return publisher
         if error is PublishError:
-            self._stats.publish_errors += 1
+            self._stats.publish_errors += events
         cause = self._policy.last_error
         last = f" (last error: {cause})" if cause else ""
         raise error(
