@@ -274,7 +274,6 @@ class GroupMember:
         if self._leaving:
             return
         if self._more or self._ahead is not None:
-            self._more = False
             if self._ahead is None:
                 await self._ask()
             entries, count = await self._answer()
@@ -303,12 +302,16 @@ class GroupMember:
         await self._schedule_deferred()
         count = self._count()
         ids, self._acks = self._acks, []
+        # Cleared as the read goes out, not when its answer is taken: a wake-up while
+        # a read asked ahead is in flight is for entries that read may not have seen.
+        self._more = False
         try:
             ahead: ReadAhead = await self._command(
                 lambda p: p.read_ahead(self.channel, self.group, self.consumer, count, ids)
             )
         except BaseException:
             self._acks[:0] = ids  # (acknowledging twice is harmless; never is not)
+            self._more = True  # (and the read is still to be made)
             raise
         self._ahead = (ahead, ids)
         self._asked, self._asked_at = count, anyio.current_time()

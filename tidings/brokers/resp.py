@@ -47,11 +47,18 @@ def encode_command(*args: bytes | str | int) -> bytes:
     if not args:
         raise ValueError("a command needs at least its name")
     parts = [b"*%d\r\n" % len(args)]
+    append = parts.append
     for arg in args:
-        data = _arg(arg)
-        parts.append(b"$%d\r\n" % len(data))
-        parts.append(data)
-        parts.append(b"\r\n")
+        # (Exact types first, one formatting step per argument: a work queue's XACK
+        # names a hundred ids, and this was a sixth of a member's CPU.)
+        kind = type(arg)
+        if kind is str:
+            data = arg.encode("utf-8", "surrogateescape")  # type: ignore[union-attr]
+        elif kind is bytes:
+            data = arg
+        else:
+            data = _arg(arg)
+        append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
 
 
