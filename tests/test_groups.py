@@ -659,6 +659,29 @@ async def test_no_wake_up_is_lost_while_a_member_reads(broker: Harness) -> None:
         assert worker.done == list(range(sent))
 
 
+async def test_an_event_published_while_a_read_ahead_is_in_flight_is_read_next(
+    broker: Harness,
+) -> None:
+    """A full first read makes the member ask for the next one before it works the
+    batch; an event published while it works (after that read went out) wakes the
+    member again, and is read next, not at the next claim round (a minute here)."""
+    done: list[Any] = []
+
+    async with handler(broker) as producer:
+        for n in range(10):  # FIRST_COUNT: the first read comes back full
+            await producer.publish("jobs", "job", n)
+
+        async def work(channel: Channel, event: str, data: Any) -> None:
+            if data == 5:
+                await producer.publish("jobs", "job", "late")
+            done.append(data)
+
+        async with handler(broker, recheck_interval=60, ack_wait=120) as member:
+            await member.register("jobs", "*", work, group="workers", since="all")
+            await eventually(lambda: "late" in done)
+    assert done == [*range(10), "late"]
+
+
 async def test_an_event_claimed_past_max_deliver_is_buried_not_run(broker: Harness) -> None:
     """Members that took an event and died (or hung) on it, max_deliver times: the
     next member to claim it dead-letters it without running it (it could take that
