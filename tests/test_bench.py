@@ -19,11 +19,12 @@ ROOT = Path(__file__).parent.parent
 
 pytestmark = pytest.mark.redis
 
-# One case of each multi-case scenario but receive-spread's (the curve needs two),
-# and every kind of contender, at --quick sizes.
+# One case of the multi-case scenarios (two of receive-spread: the curve needs two),
+# and every kind of contender, at --quick sizes. (The payload-size cases run the code
+# of receive and publish/10 with other sizes: left to `make bench`, for time.)
 SCENARIOS = (
-    "receive,receive-spread/1,receive-spread/100,receive-size/10KB,publish/10,"
-    "publish-size/1MB,publish-many/100,latency,register/10k,memory"
+    "receive,receive-spread/1,receive-spread/100,publish/10,"
+    "publish-many/100,latency,register/10k,memory"
 )
 # The durable-channel scenarios, each with a plain and a durable tidings contender.
 DURABLE = "durable-publish,catch-up,durable-receive,outage"
@@ -102,7 +103,7 @@ def test_the_harness_runs_every_scenario(run: Run) -> None:
     assert set(receive) == {"tidings-trio", "redis-py", "raw-hiredis"} | {
         c for c in peers if installed(c)
     }
-    for name in ("receive", "receive-spread/100", "receive-size/10KB", "publish/10"):
+    for name in ("receive", "receive-spread/100", "publish/10"):
         entry = report["scenarios"][name]
         for medians in entry["medians"].values():
             assert {"rate", "cpu_us_per_msg"} <= set(medians)

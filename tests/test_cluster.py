@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import Recorder, StatusLog, eventually, watched
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
-from tidings import Backoff, Channels, PublishError, create_store
+from tidings import Backoff, Channels, PublishError, ReplyError, create_store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -371,3 +371,32 @@ async def test_a_durable_channel_after_a_failover_repeats_nothing_and_reports_lo
     assert len(received) == len(set(received))  # nothing twice
     if not set(range(10)) <= set(received):
         assert "gap" in log.names
+
+
+@pytest.mark.redis
+async def test_cluster_publish_many_of_plain_events_works_where_publish_does(
+    cluster: RedisCluster, recorder: Recorder
+) -> None:
+    """Classic mode publishes plain events through one connection and needs no slot
+    map: a user whose ACL refuses CLUSTER can `publish()`, and `publish_many()` too
+    (it asks for the slot map only when an item needs its owner)."""
+    for server in cluster.servers:
+        server.client().acl_setuser(
+            "r26nocluster",
+            enabled=True,
+            passwords=["+pw"],
+            commands=["+@all", "-cluster"],
+            keys=["~*"],
+            channels=["*"],
+        )
+    seeds = ",".join(f"127.0.0.1:{s.port}" for s in cluster.servers[:2])
+    url = f"redis+cluster://r26nocluster:pw@{seeds}/"
+    namespace = f"many{uuid.uuid4().hex[:8]}"
+    async with Channels(url, namespace=namespace, publish_timeout=2) as channels:
+        await channels.register("c", "*", recorder)
+        await channels.publish("c", "e", 0)  # fine
+        try:
+            await channels.publish_many([("c", "e", 1), ("c", "e", 2)])
+        except ReplyError as exc:
+            pytest.fail(f"publish_many refused where publish works: {exc!r}")
+        await eventually(lambda: recorder.data == [0, 1, 2])

@@ -481,8 +481,8 @@ async def test_three_processes_share_ten_thousand_jobs_each_done_once(
 ) -> None:
     member_processes.start(3)
     async with Channels(redis_server.url, namespace=NS, durable={"jobs": Retention()}) as producer:
-        for n in range(10_000):
-            await producer.publish("jobs", "job", n)
+        for start in range(0, 10_000, 500):
+            await producer.publish_many([("jobs", "job", n) for n in range(start, start + 500)])
         await eventually(lambda: len(member_processes.all_done()) >= 10_000, limit=60)
     await eventually(lambda: group_state(redis_server, NS)["pending"] == 0)
     assert sorted(member_processes.all_done()) == list(range(10_000))  # once each
