@@ -533,8 +533,8 @@ def test_listen_durable_group_members_share_the_events(redis_server: RedisServer
         eventually(lambda: client.pubsub_numsub(key)[0][1] == 2, "both members subscribed")
         publish(redis_server.url, namespace, "jobs", *range(20))
         eventually(lambda: sum(len(m.stdout) for m in members) >= 20, "20 events printed")
-        # Both are consumers of the group (each live message woke both to read).
-        eventually(lambda: len(client.xinfo_consumers(key, "g")) == 2, "two consumers")
+        # (Not "both got some": a member reading ahead may take all 20 first; Redis 7.0
+        # makes a consumer only for a read that returned entries.)
         for member in members:
             member.signal(signal.SIGTERM)
             assert member.wait() == 128 + signal.SIGTERM, member.err
