@@ -417,8 +417,8 @@ async def test_acks_that_meet_a_lost_connection_are_sent_on_the_next_one(
             await eventually(lambda: "connection lost" in caplog.text)  # it waits, alive
             assert world.pending() == {entry_id: (member.consumer, 1)}
             world.publisher = await open_publisher(world.hub)  # connected again
-            await eventually(lambda: not world.pending())
-            assert world.stats.acked == 1
+            # (Counted once the answer to the read it went out with is taken.)
+            await eventually(lambda: not world.pending() and world.stats.acked == 1)
             await world.store("next", member)  # and it goes on taking entries
             await eventually(lambda: len(calls) == 2 and not world.pending())
     assert calls == ["job", "next"]
