@@ -212,12 +212,7 @@ class Telemetry:
     ) -> int:
         """``send`` the event in a ``publish`` span, its context in the headers."""
         api = self._api
-        attributes = {
-            "messaging.system": self.system,
-            "messaging.destination.name": destination,
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "publish",
-        }
+        attributes = self._sending(destination)
         # (start_span and attach, rather than start_as_current_span: the same, at
         # about half the cost when no SDK is configured.)
         span = api.tracer.start_span(
@@ -231,9 +226,7 @@ class Telemetry:
             received = await send(carrier or None)
         except BaseException as exc:
             if isinstance(exc, Exception):
-                span.record_exception(exc)
-                span.set_status(api.error, f"{type(exc).__qualname__}: {exc}")
-                api.sent.add(1, {**attributes, "error.type": _error_type(exc)})
+                self._send_failed(span, attributes, exc)
             raise
         else:
             api.sent.add(1, attributes)
@@ -254,12 +247,7 @@ class Telemetry:
         carriers: list[dict[str, str] | None] = []
         labels: list[dict[str, str]] = []
         for destination, headers in events:
-            attributes = {
-                "messaging.system": self.system,
-                "messaging.destination.name": destination,
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "publish",
-            }
+            attributes = self._sending(destination)
             span = api.tracer.start_span(
                 f"publish {destination}",
                 kind=api.producer,
@@ -275,9 +263,7 @@ class Telemetry:
         except BaseException as exc:
             if isinstance(exc, Exception):
                 for span, attributes in zip(spans, labels, strict=True):
-                    span.record_exception(exc)
-                    span.set_status(api.error, f"{type(exc).__qualname__}: {exc}")
-                    api.sent.add(1, {**attributes, "error.type": _error_type(exc)})
+                    self._send_failed(span, attributes, exc)
             raise
         else:
             for attributes in labels:
@@ -286,6 +272,21 @@ class Telemetry:
         finally:
             for span in spans:
                 span.end()
+
+    def _sending(self, destination: str) -> dict[str, str]:
+        """A publish span's attributes (and its sent-messages metric's)."""
+        return {
+            "messaging.system": self.system,
+            "messaging.destination.name": destination,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+        }
+
+    def _send_failed(self, span: Span, attributes: dict[str, str], exc: Exception) -> None:
+        api = self._api
+        span.record_exception(exc)
+        span.set_status(api.error, f"{type(exc).__qualname__}: {exc}")
+        api.sent.add(1, {**attributes, "error.type": _error_type(exc)})
 
     # -- consuming ---------------------------------------------------------------------
 
