@@ -59,3 +59,17 @@ class RedisServer(testing.RedisServer):
 
     def client(self, **kwargs: object) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **kwargs)  # type: ignore[arg-type]
+
+    def user(self, name: str, *commands: str, channels: str = "*") -> str:
+        """An ACL user ``name`` (password "pw") with every key, the ``channels``
+        glob, and every command but what ``commands`` takes away or gives
+        (``"-@scripting"``); the URL that logs in as it."""
+        self.client().acl_setuser(
+            name,
+            enabled=True,
+            passwords=["+pw"],
+            commands=["+@all", *commands],
+            keys=["~*"],
+            channels=[channels],
+        )
+        return f"redis://{name}:pw@127.0.0.1:{self.port}"

@@ -48,16 +48,7 @@ async def test_publish_many_outcomes_stay_aligned_when_scripting_is_refused_mean
     EVALSHA reply being consumed, and every later item takes the reply of the item
     before it. Here the plain item (published fine) is reported refused."""
     namespace = fresh()
-    admin = redis_server.client()
-    admin.acl_setuser(
-        "r26noscript",
-        enabled=True,
-        passwords=["+pw"],
-        commands=["+@all", "-@scripting"],
-        keys=["~*"],
-        channels=["*"],
-    )
-    url = f"redis://r26noscript:pw@127.0.0.1:{redis_server.port}"
+    url = redis_server.user("r26noscript", "-@scripting")
     failures: list[str] = []
     for attempt in range(16):  # a fresh connection each time: it still tries scripts
         async with Channels(url, namespace=f"{namespace}-{attempt}", durable=["d"]) as channels:

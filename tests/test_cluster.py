@@ -381,14 +381,7 @@ async def test_cluster_publish_many_of_plain_events_works_where_publish_does(
     map: a user whose ACL refuses CLUSTER can `publish()`, and `publish_many()` too
     (it asks for the slot map only when an item needs its owner)."""
     for server in cluster.servers:
-        server.client().acl_setuser(
-            "r26nocluster",
-            enabled=True,
-            passwords=["+pw"],
-            commands=["+@all", "-cluster"],
-            keys=["~*"],
-            channels=["*"],
-        )
+        server.user("r26nocluster", "-cluster")
     seeds = ",".join(f"127.0.0.1:{s.port}" for s in cluster.servers[:2])
     url = f"redis+cluster://r26nocluster:pw@{seeds}/"
     namespace = f"many{uuid.uuid4().hex[:8]}"

@@ -114,16 +114,7 @@ async def test_it_is_pipelined_in_one_write(redis_server: RedisServer) -> None:
 @pytest.mark.redis
 async def test_a_refused_item_fails_alone_and_is_named(redis_server: RedisServer) -> None:
     namespace = fresh()
-    admin = redis_server.client()
-    admin.acl_setuser(
-        "limited",
-        enabled=True,
-        passwords=["+pw"],
-        commands=["+@all"],
-        keys=["~*"],
-        channels=[f"{namespace}:open*"],
-    )
-    url = f"redis://limited:pw@127.0.0.1:{redis_server.port}"
+    url = redis_server.user("limited", channels=f"{namespace}:open*")
     received: list[Any] = []
     async with Channels(redis_server.url, namespace=namespace) as watcher:
         await watcher.register("open", "*", lambda c, e, d: received.append(d))
@@ -168,15 +159,7 @@ async def test_durable_items_survive_a_flushed_script_cache(redis_server: RedisS
 async def test_scripting_forbidden_falls_back_item_by_item(redis_server: RedisServer) -> None:
     namespace = fresh()
     admin = redis_server.client()
-    admin.acl_setuser(
-        "noscript",
-        enabled=True,
-        passwords=["+pw"],
-        commands=["+@all", "-@scripting"],
-        keys=["~*"],
-        channels=["*"],
-    )
-    url = f"redis://noscript:pw@127.0.0.1:{redis_server.port}"
+    url = redis_server.user("noscript", "-@scripting")
     async with Channels(url, namespace=namespace, durable=["d"]) as channels:
         items: list[tuple[Any, ...]] = [("d", "e", n, None, f"k{n % 3}") for n in range(6)]
         assert await channels.publish_many(items) == [0] * 6
